@@ -1,0 +1,134 @@
+"""Event contracts (v1): the one definition of every message on the wire.
+
+The JSON Schema files beside this module are generated from these types
+(`python -m schemas`), and a test fails if they drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True, description="ISO-8601 with a UTC offset")]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+RiskLevel = Literal["LOW", "MEDIUM", "HIGH"]
+DeliveryStatus = Literal[
+    "pending", "shipped", "delivered", "delayed", "failed", "returned", "cancelled"
+]
+# Delivery outcomes the customer experiences as a problem.
+PROBLEM_DELIVERY_STATUSES: frozenset[str] = frozenset({"delayed", "failed", "returned"})
+
+
+class OrderItem(msgspec.Struct, frozen=True):
+    product_category: str
+    quantity: Annotated[int, msgspec.Meta(ge=1)]
+    price: NonNegative
+
+
+class Order(msgspec.Struct, frozen=True):
+    """An order placed by a customer (topic `orders`, keyed by customer_id)."""
+
+    order_id: Id
+    customer_id: Id
+    order_ts: UtcTime
+    total_amount: NonNegative
+    payment_method: str
+    delivery_status: DeliveryStatus
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "USD"
+    items: list[OrderItem] = []
+
+
+class SupportTicket(msgspec.Struct, frozen=True):
+    """A support ticket (topic `support-tickets`, keyed by customer_id)."""
+
+    ticket_id: Id
+    customer_id: Id
+    created_ts: UtcTime
+    category: str
+    resolved_ts: UtcTime | None = None
+    resolution_time_hours: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    satisfaction_score: Annotated[int, msgspec.Meta(ge=1, le=5)] | None = None
+
+
+class Customer(msgspec.Struct, frozen=True):
+    """A customer profile upsert (compacted topic `customers`, keyed by customer_id)."""
+
+    customer_id: Id
+    registration_date: UtcTime
+    age: Annotated[int, msgspec.Meta(ge=0, le=130)] | None = None
+    gender: str | None = None
+    city: str | None = None
+    email_verified: bool = False
+    phone_verified: bool = False
+
+
+class Reason(msgspec.Struct, frozen=True):
+    """One feature's contribution to the score (log-odds, from TreeSHAP)."""
+
+    feature: str
+    value: float | None
+    contribution: float
+
+
+class Trigger(msgspec.Struct, frozen=True):
+    """What made the worker rescore: an input event, or the passing of time."""
+
+    kind: Literal["event", "inactivity"]
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    event_id: str | None = None
+
+
+class ChurnRiskChanged(msgspec.Struct, frozen=True):
+    """A customer's risk category changed (topic `churn-risk`, keyed by customer_id).
+
+    `event_id` is deterministic (the customer's n-th transition), so a replay or a
+    redelivery yields the same id and consumers can de-duplicate on it.
+    """
+
+    event_id: str
+    customer_id: Id
+    previous_risk: RiskLevel | None
+    risk: RiskLevel
+    probability: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    model_version: str
+    reasons: list[Reason]
+    recommended_actions: list[str]
+    trigger: Trigger
+    event_time: UtcTime
+    scored_at: UtcTime
+    schema_version: Literal[1] = 1
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """An input message the worker could not process, with why (topic `churn-dead-letter`)."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str
+    failed_at: UtcTime
+    schema_version: Literal[1] = 1
+
+
+INPUT_EVENTS: dict[str, type[msgspec.Struct]] = {
+    "orders": Order,
+    "support-tickets": SupportTicket,
+    "customers": Customer,
+}
+
+# File stem in schemas/ -> type. One list, so generation and the drift test agree.
+SCHEMA_FILES: dict[str, type[msgspec.Struct]] = {
+    "orders": Order,
+    "support-tickets": SupportTicket,
+    "customers": Customer,
+    "churn-risk": ChurnRiskChanged,
+    "dead-letter": DeadLetter,
+}

@@ -1,0 +1,11 @@
+"""Topic names: part of the contract, defined once."""
+
+ORDERS = "orders"
+SUPPORT_TICKETS = "support-tickets"
+CUSTOMERS = "customers"
+CHURN_RISK = "churn-risk"
+# Transitions into HIGH only, so marketing automation need not read every change.
+CHURN_RISK_HIGH = "churn-risk-high"
+DEAD_LETTER = "churn-dead-letter"
+
+INPUT_TOPICS = (ORDERS, SUPPORT_TICKETS, CUSTOMERS)
