@@ -137,9 +137,7 @@ AGGREGATES: tuple[Aggregate, ...] = (
     Aggregate("delivery_problems", "d", topics.ORDERS, delivery_problem()),
     Aggregate("tickets", "t", topics.SUPPORT_TICKETS, Count()),
     Aggregate("negative_tickets", "n", topics.SUPPORT_TICKETS, at_most(2, "satisfaction_score")),
-    Aggregate(
-        "resolution_hours", "r", topics.SUPPORT_TICKETS, Sum("resolution_time_hours"), False
-    ),
+    Aggregate("resolution_hours", "r", topics.SUPPORT_TICKETS, Sum("resolution_time_hours"), False),
     Aggregate(
         "resolved_tickets", "k", topics.SUPPORT_TICKETS, present("resolution_time_hours"), False
     ),

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from feature_store.definitions import (
+    AGGREGATE_BY_NAME,
     AGGREGATES,
     EVENT_ID_FIELD,
     EVENT_TIME_FIELD,
@@ -34,7 +35,6 @@ from feature_store.definitions import (
     LAST_TIME,
     PROFILE_FIELDS,
     WINDOWS,
-    AGGREGATE_BY_NAME,
     day_of,
     window_start_day,
 )

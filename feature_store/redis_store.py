@@ -98,7 +98,9 @@ class RedisFeatureStore:
         }
 
     def customer_keys(self) -> Iterable[str]:
-        return (_as_str(k) for k in self.client.scan_iter(match=f"{self.namespace}:c:*", count=1000))
+        return (
+            _as_str(k) for k in self.client.scan_iter(match=f"{self.namespace}:c:*", count=1000)
+        )
 
 
 def _encode(update: Update) -> dict[str, object]:

@@ -1,0 +1,1 @@
+"""Per-customer features: one definition, an online Redis store and an offline path."""
