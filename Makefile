@@ -1,0 +1,68 @@
+# Dev and CI entry points (GNU make). `make` alone lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SERVICES := scripts/services.sh
+
+# Where tests/demo/benchmarks find Kafka and Redis. ?= keeps values the user set.
+# Deliberately NOT exported to every recipe: scripts/services.sh treats both being
+# set as "use external services, start nothing", so it must only ever see values
+# the user really set. They are passed explicitly to the commands that need them.
+KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(or $(CHURN_KAFKA_PORT),9092)
+REDIS_URL ?= redis://127.0.0.1:$(or $(CHURN_REDIS_PORT),6379)/0
+WITH_SERVICES = KAFKA_BOOTSTRAP_SERVERS='$(KAFKA_BOOTSTRAP_SERVERS)' REDIS_URL='$(REDIS_URL)'
+
+PYTEST_ARGS ?=
+
+.PHONY: help venv services services-down services-status lint test demo bench-features bench clean
+
+help: ## list targets
+	@echo "Targets:"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "Variables: PYTEST_ARGS, KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, CHURN_KAFKA_PORT, CHURN_REDIS_PORT"
+
+venv: $(VENV)/.installed ## create .venv and install the project with [dev] extras
+
+# The stamp makes `venv` re-run only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "python3.11 (or python3) not found" >&2; exit 1; }
+	@echo "==> $(VENV): $$($(PYTHON) --version) from $(PYTHON)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
+	touch $@
+
+services: ## start local Kafka + Redis (scripts/services.sh up)
+	$(SERVICES) up
+
+services-down: ## stop them
+	$(SERVICES) down
+
+services-status: ## show whether they run
+	$(SERVICES) status
+
+lint: venv ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy stream_app feature_store training schemas simulator
+
+test: venv lint services ## lint, then pytest against the local services (PYTEST_ARGS=...)
+	$(WITH_SERVICES) $(BIN)/pytest $(PYTEST_ARGS)
+
+demo: venv services ## run the end-to-end demo
+	$(WITH_SERVICES) $(BIN)/python -m stream_app.demo
+
+bench-features: venv services ## feature store benchmark
+	$(WITH_SERVICES) $(BIN)/python -m feature_store.bench
+
+bench: venv services ## stream app benchmark
+	$(WITH_SERVICES) $(BIN)/python -m stream_app.bench
+
+clean: ## stop services, delete .venv and .services (the Kafka jar cache in ~/.cache stays)
+	$(SERVICES) reset
+	rm -rf $(VENV) .services
