@@ -37,7 +37,8 @@ Column = np.ndarray  # float64 vector, one entry per customer
 
 
 class Contribution(Protocol):
-    is_integer: bool
+    @property
+    def is_integer(self) -> bool: ...
 
     def of_event(self, event: Any) -> float: ...
 

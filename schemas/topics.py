@@ -9,3 +9,8 @@ CHURN_RISK_HIGH = "churn-risk-high"
 DEAD_LETTER = "churn-dead-letter"
 
 INPUT_TOPICS = (ORDERS, SUPPORT_TICKETS, CUSTOMERS)
+
+
+def qualified(name: str, prefix: str = "") -> str:
+    """A topic's name on the cluster: a deployment (or a test) may prefix all of them."""
+    return prefix + name

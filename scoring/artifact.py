@@ -84,7 +84,7 @@ class Model:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Calibrated churn probabilities, one per row of `features`."""
-        return self.calibration(self.booster.predict(features, num_threads=1))
+        return self.calibration(np.asarray(self.booster.predict(features, num_threads=1)))
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP contributions (log-odds) per feature; bias column dropped."""

@@ -1,0 +1,1 @@
+"""The streaming worker (Faust adapter), its settings, metrics, CLI and demo."""

@@ -1,0 +1,70 @@
+"""`python -m stream_app worker`: start the scoring worker.
+
+Everything that can be wrong before processing starts (settings, model artifact,
+Redis, Kafka) is checked first, and stops the program with a message saying what
+to fix rather than failing later mid-stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import faust
+import redis
+from confluent_kafka import KafkaException
+
+from scoring.artifact import ArtifactError, load_model
+from stream_app.kafka_admin import ensure_topics
+from stream_app.settings import Settings, SettingsError
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run_worker() -> None:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as err:
+        fail(f"bad configuration: {err}")
+    try:
+        model = load_model(settings.models_dir)
+    except ArtifactError as err:
+        fail(f"cannot serve the model: {err}")
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        fail(f"cannot reach Redis at {settings.redis_url} ({err}); start it or set REDIS_URL")
+    try:
+        ensure_topics(
+            settings.kafka_bootstrap_servers, settings.partitions, settings.topic_prefix, 15
+        )
+    except KafkaException as err:
+        fail(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({err}); "
+            "start it or set KAFKA_BOOTSTRAP_SERVERS"
+        )
+    from stream_app.worker import build_app
+
+    app = build_app(settings, model, client)
+    print(f"serving model {model.version} from {settings.models_dir}", file=sys.stderr)
+    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m stream_app")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("worker", help="consume events, keep features, publish risk changes")
+    commands.add_parser("settings", help="print the configuration table")
+    args = parser.parse_args()
+    if args.command == "worker":
+        run_worker()
+    else:
+        print(Settings.describe())
+
+
+if __name__ == "__main__":
+    main()

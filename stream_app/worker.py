@@ -1,0 +1,181 @@
+"""The Faust adapter: feeds Kafka batches to the scoring core and publishes results.
+
+Per batch, in this order: process (Redis updates, scoring), publish the changes and
+dead letters and wait until Kafka has them, record the published categories, and
+only then let Faust acknowledge the input offsets. Faust's `take_events` acks the
+batch even when the body raises (faust #606), so the body never raises: Redis and
+Kafka errors are retried, anything else stops the process before the ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+import faust
+import msgspec
+import redis
+from aiokafka.errors import KafkaError
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+from faust.web import Request, Response, View
+from prometheus_client import generate_latest
+
+from feature_store.definitions import FEATURE_NAMES, feature_matrix
+from feature_store.online import base_columns
+from feature_store.redis_store import RedisFeatureStore
+from schemas import topics
+from scoring.artifact import Model
+from scoring.pipeline import BatchOutcome, InputMessage, Scorer
+from stream_app import metrics
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, KafkaError, asyncio.TimeoutError)
+
+
+def build_app(settings: Settings, model: Model, redis_client: redis.Redis) -> faust.App:
+    """The Faust app with its agent and web views, wired to the scoring core."""
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_host="127.0.0.1",
+        web_port=settings.web_port,
+        web_in_thread=False,
+    )
+    prefix = settings.topic_prefix
+    store = RedisFeatureStore(redis_client, settings.redis_namespace)
+    scorer = Scorer(store, lambda: model, margin=settings.hysteresis)
+    metrics.MODEL.info({"version": model.version})
+
+    inputs = app.topic(*(topics.qualified(name, prefix) for name in topics.INPUT_TOPICS))
+    churn_risk = app.topic(topics.qualified(topics.CHURN_RISK, prefix))
+    churn_risk_high = app.topic(topics.qualified(topics.CHURN_RISK_HIGH, prefix))
+    dead_letter = app.topic(topics.qualified(topics.DEAD_LETTER, prefix))
+
+    async def publish(outcome: BatchOutcome) -> None:
+        pending = []
+        for change in outcome.changes:
+            key, value = change.customer_id.encode(), msgspec.json.encode(change)
+            pending.append(await churn_risk.send(key=key, value=value))
+            if change.risk == "HIGH":
+                pending.append(await churn_risk_high.send(key=key, value=value))
+        for letter in outcome.dead_letters:
+            raw_key = None if letter.key is None else letter.key.encode()
+            pending.append(await dead_letter.send(key=raw_key, value=msgspec.json.encode(letter)))
+        await asyncio.gather(*pending)  # durable in Kafka before we record or ack
+
+    async def handle(events: Sequence[EventT]) -> None:
+        messages = [_input_message(event, prefix) for event in events]
+        delay = 0.1
+        while True:
+            try:
+                started = time.perf_counter()
+                outcome = scorer.process(messages)
+                await publish(outcome)
+                scorer.commit(outcome)
+                _observe(outcome, messages, time.perf_counter() - started)
+                _observe_lag(app, events)
+                return
+            except TRANSIENT_ERRORS as err:
+                metrics.RETRIES.inc()
+                log.warning("batch failed (%r); retrying in %.1fs", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                # An ack now would lose the batch: stop hard, Kafka redelivers it.
+                log.exception("unexpected error; stopping without acknowledging the batch")
+                logging.shutdown()
+                os._exit(70)
+
+    async def score_customers(stream: StreamT) -> AsyncIterator[None]:
+        wait = settings.batch_wait_ms / 1000
+        async for events in cast(Stream, stream).take_events(settings.batch_size, within=wait):
+            await handle(events)
+            yield None
+
+    app.agent(inputs, name="score-customers", concurrency=1)(score_customers)
+
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            redis_client.ping()
+            return self.json({"status": "ok", "model_version": model.version})
+
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            # aiohttp rejects a charset inside content_type; Prometheus needs none.
+            return self.bytes(generate_latest(), content_type=PROMETHEUS_CONTENT_TYPE)
+
+    class Customer(View):
+        async def get(self, request: Request, customer_id: str) -> Response:
+            state = store.read([customer_id]).get(customer_id)
+            if state is None or state.seen is None:
+                return self.json({"error": f"unknown customer {customer_id}"}, status=404)
+            features = feature_matrix(base_columns([state], [state.seen]), model.feature_params)
+            return self.json(
+                {
+                    "customer_id": customer_id,
+                    "as_of": state.seen,
+                    "features": _json_floats(dict(zip(FEATURE_NAMES, features[0], strict=True))),
+                    "probability": float(model.predict(features)[0]),
+                    "risk": state.risk,
+                    "model_version": model.version,
+                }
+            )
+
+    app.page("/health")(Health)
+    app.page("/metrics")(Metrics)
+    app.page("/customers/{customer_id}")(Customer)
+    return app
+
+
+def _input_message(event: EventT, prefix: str) -> InputMessage:
+    message = event.message
+    return InputMessage(
+        topic=message.topic.removeprefix(prefix),  # the core speaks logical topic names
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value or b"",  # a tombstone is dead-lettered as malformed
+    )
+
+
+def _observe(outcome: BatchOutcome, messages: Sequence[InputMessage], seconds: float) -> None:
+    metrics.BATCH_SECONDS.observe(seconds)
+    metrics.BATCH_SIZE.observe(len(messages))
+    metrics.SCORED.inc(outcome.scored)
+    metrics.EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
+    if outcome.applied is not None:
+        for name in ("applied", "redelivered", "duplicates", "late"):
+            metrics.EVENTS.labels(name).inc(getattr(outcome.applied, name))
+        seen = [s.seen for s in outcome.applied.states.values() if s.seen is not None]
+        if seen:
+            metrics.EVENT_TIME_WATERMARK.set(max(seen))
+    for change in outcome.changes:
+        metrics.RISK_CHANGES.labels(change.previous_risk or "NONE", change.risk).inc()
+
+
+def _observe_lag(app: faust.App, events: Sequence[EventT]) -> None:
+    last: dict[Any, int] = {}
+    for event in events:
+        last[event.message.tp] = event.message.offset
+    for tp, offset in last.items():
+        highwater = app.consumer.highwater(tp)
+        if highwater is not None:
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(highwater - offset - 1)
+
+
+def _json_floats(values: dict[str, Any]) -> dict[str, float | None]:
+    return {k: None if v != v else float(v) for k, v in values.items()}  # NaN -> null
