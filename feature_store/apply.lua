@@ -1,19 +1,21 @@
--- Apply one customer's updates atomically and idempotently, prune what fell out of
--- the largest window, and return the customer's whole state.
+-- Apply one message's update to its customer atomically and idempotently, prune what
+-- fell out of the largest window, and return the customer's whole state.
 --
 -- KEYS[1]  the customer's hash
--- ARGV[1]  JSON list of updates: {off = "off:<topic>:<p>", offset = n, ts = seconds|nil,
---          day = n|nil, id = "#<source id>"|nil, ops = {{op, field, value}, ...}}
+-- ARGV[1]  JSON update: {off = "off:<topic>:<p>", offset = n, ts = seconds|nil,
+--          ts_text = "...", day = n|nil, id = "#<source id>"|nil,
+--          ops = {{op, field, value}, ...}}
 -- ARGV[2]  largest window in days
--- Returns  {applied, redelivered, duplicates, late, field1, value1, field2, ...}
+-- Returns  {outcome, field1, value1, field2, ...}; outcome is one of
+--          applied | redelivered | duplicate | late
 --
 -- Values arrive as text and are passed to Redis untouched, so no float is re-printed
 -- with Lua's 14 digits.
 
 local key = KEYS[1]
-local updates = cjson.decode(ARGV[1])
+local u = cjson.decode(ARGV[1])
 local window = tonumber(ARGV[2])
-local applied, redelivered, duplicates, late = 0, 0, 0, 0
+local outcome = 'applied'
 
 local function day_of(ts)
   return math.floor(ts / 86400)
@@ -21,48 +23,45 @@ end
 
 local seen = tonumber(redis.call('HGET', key, 'seen'))
 
-for _, u in ipairs(updates) do
-  local done = tonumber(redis.call('HGET', key, u.off))
-  if done and u.offset <= done then
-    redelivered = redelivered + 1 -- Kafka delivered this message again: already in the state
+local done = tonumber(redis.call('HGET', key, u.off))
+if done and u.offset <= done then
+  outcome = 'redelivered' -- Kafka delivered this message again: already in the state
+else
+  redis.call('HSET', key, u.off, u.offset)
+  local latest = seen
+  if u.ts and (not latest or u.ts > latest) then latest = u.ts end
+  if u.day and day_of(latest) - u.day >= window then
+    outcome = 'late' -- older than every window: it could count only in lifetime totals
+  elseif u.id and redis.call('HEXISTS', key, u.id) == 1 then
+    outcome = 'duplicate' -- the same order/ticket sent twice by its producer
   else
-    redis.call('HSET', key, u.off, u.offset)
-    local latest = seen
-    if u.ts and (not latest or u.ts > latest) then latest = u.ts end
-    if u.day and day_of(latest) - u.day >= window then
-      late = late + 1 -- older than every window: it could count only in lifetime totals
-    elseif u.id and redis.call('HEXISTS', key, u.id) == 1 then
-      duplicates = duplicates + 1 -- the same order/ticket sent twice by its producer
-    else
-      for _, op in ipairs(u.ops) do
-        local kind, field, value = op[1], op[2], op[3]
-        if kind == 'incr' then
-          redis.call('HINCRBY', key, field, value)
-        elseif kind == 'fincr' then
-          redis.call('HINCRBYFLOAT', key, field, value)
-        elseif kind == 'set' then
+    for _, op in ipairs(u.ops) do
+      local kind, field, value = op[1], op[2], op[3]
+      if kind == 'incr' then
+        redis.call('HINCRBY', key, field, value)
+      elseif kind == 'fincr' then
+        redis.call('HINCRBYFLOAT', key, field, value)
+      elseif kind == 'set' then
+        redis.call('HSET', key, field, value)
+      else
+        local current = tonumber(redis.call('HGET', key, field))
+        local candidate = tonumber(value)
+        if not current or (kind == 'max' and candidate > current)
+            or (kind == 'min' and candidate < current) then
           redis.call('HSET', key, field, value)
-        else
-          local current = tonumber(redis.call('HGET', key, field))
-          local candidate = tonumber(value)
-          if not current or (kind == 'max' and candidate > current)
-              or (kind == 'min' and candidate < current) then
-            redis.call('HSET', key, field, value)
-          end
         end
       end
-      if u.id then redis.call('HSET', key, u.id, u.day) end
-      if u.ts and (not seen or u.ts > seen) then
-        seen = u.ts
-        redis.call('HSET', key, 'seen', u.ts_text)
-      end
-      applied = applied + 1
+    end
+    if u.id then redis.call('HSET', key, u.id, u.day) end
+    if u.ts and (not seen or u.ts > seen) then
+      seen = u.ts
+      redis.call('HSET', key, 'seen', u.ts_text)
     end
   end
 end
 
 local fields = redis.call('HGETALL', key)
-local result = {applied, redelivered, duplicates, late}
+local result = {outcome}
 local first_day = seen and (day_of(seen) - window + 1)
 local stale = {}
 for i = 1, #fields, 2 do

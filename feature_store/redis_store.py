@@ -25,15 +25,17 @@ from feature_store.online import (
 APPLY_SCRIPT = files("feature_store").joinpath("apply.lua").read_text()
 
 
+OUTCOMES = ("applied", "redelivered", "duplicate", "late")
+
+
 @dataclass
 class ApplyResult:
-    """What a batch did, per customer state and in counts."""
+    """What a batch did: the customer's state after each update, and counts of
+    applied / redelivered (already applied) / duplicate (same order or ticket id) /
+    late (older than the largest window, not counted) messages."""
 
-    states: dict[str, CustomerState]
-    applied: int = 0
-    redelivered: int = 0  # Kafka redelivered a message already applied
-    duplicates: int = 0  # a producer sent the same order/ticket id twice
-    late: int = 0  # older than the largest window: not counted
+    states: list[CustomerState]
+    counts: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -54,26 +56,21 @@ class RedisFeatureStore:
         return f"{self.namespace}:c:{{{customer_id}}}"
 
     def apply(self, updates: Sequence[Update]) -> ApplyResult:
-        """Apply a batch in one round trip; returns the touched customers' states."""
-        by_customer: dict[str, list[dict[str, object]]] = {}
-        for update in updates:
-            by_customer.setdefault(update.customer_id, []).append(_encode(update))
+        """Apply a batch in one round trip, in order; returns the customer's state
+        after each update, so each event is scored as of its own arrival."""
         pipe = self.client.pipeline(transaction=False)
-        for customer_id, encoded in by_customer.items():
+        for update in updates:
             self._apply(
-                keys=[self.key(customer_id)],
-                args=[json.dumps(encoded), LARGEST_WINDOW_DAYS],
+                keys=[self.key(update.customer_id)],
+                args=[json.dumps(_encode(update)), LARGEST_WINDOW_DAYS],
                 client=pipe,
             )
-        result = ApplyResult(states={})
-        for customer_id, reply in zip(by_customer, pipe.execute(), strict=True):
-            applied, redelivered, duplicates, late, *flat = reply
-            result.applied += applied
-            result.redelivered += redelivered
-            result.duplicates += duplicates
-            result.late += late
+        result = ApplyResult(states=[], counts=dict.fromkeys(OUTCOMES, 0))
+        for update, reply in zip(updates, pipe.execute(), strict=True):
+            outcome, *flat = _text_list(reply)
+            result.counts[outcome] += 1
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            result.states[customer_id] = CustomerState.parse(customer_id, _text(fields))
+            result.states.append(CustomerState.parse(update.customer_id, fields))
         return result
 
     def record_risk(self, records: Iterable[RiskRecord]) -> None:
@@ -121,6 +118,10 @@ def _encode(update: Update) -> dict[str, object]:
 
 def _as_str(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _text_list(values: list[str | bytes]) -> list[str]:
+    return [_as_str(v) for v in values]
 
 
 def _text(fields: dict[object, object]) -> dict[str, str]:

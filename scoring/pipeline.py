@@ -84,27 +84,33 @@ class Scorer:
     def process(self, messages: Sequence[InputMessage]) -> BatchOutcome:
         outcome = BatchOutcome()
         updates: list[Update] = []
-        triggers: dict[str, Trigger] = {}
+        triggers: list[Trigger] = []
         for message in messages:
             decoded = self._decode(message, outcome)
             if decoded is None:
                 continue
             update = update_for(message.topic, decoded, _position(message))
             updates.append(update)
-            triggers[update.customer_id] = Trigger(
-                kind="event",
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                event_id=update.source_id,
+            triggers.append(
+                Trigger(
+                    kind="event",
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    event_id=update.source_id,
+                )
             )
         if not updates:
             return outcome
         outcome.applied = self.store.apply(updates)
-        # Score customers with any order or ticket; a bare profile has nothing to score.
-        states = [s for s in outcome.applied.states.values() if s.seen is not None]
-        as_of = [s.seen for s in states if s.seen is not None]
-        self._score(states, as_of, [triggers[s.customer_id] for s in states], outcome)
+        # Each event is scored as of its own arrival. A bare profile (no order or
+        # ticket yet) has nothing to score.
+        rows = [i for i, state in enumerate(outcome.applied.states) if state.seen is not None]
+        self._score(
+            [outcome.applied.states[i] for i in rows],
+            [triggers[i] for i in rows],
+            outcome,
+        )
         return outcome
 
     def commit(self, outcome: BatchOutcome) -> None:
@@ -135,46 +141,52 @@ class Scorer:
     def _score(
         self,
         states: Sequence[CustomerState],
-        as_of: Sequence[float],
         triggers: Sequence[Trigger],
         outcome: BatchOutcome,
     ) -> None:
+        """Score every state in one model call, then walk them in order deciding changes."""
         if not states:
             return
         model = self.model()
         policy = self.policy(model)
+        as_of = [state.seen or 0.0 for state in states]
         features = feature_matrix(base_columns(states, as_of), model.feature_params)
         probabilities = model.predict(features)
         outcome.scored += len(states)
-        changed: list[int] = []
+        # (risk, published changes so far) per customer, as this batch moves them.
+        current: dict[str, tuple[str | None, int]] = {}
+        changes: list[tuple[int, str | None, str, int]] = []
         for row, state in enumerate(states):
-            risk = policy.category(float(probabilities[row]), state.risk)
-            if risk == state.risk:
+            previous, sequence = current.get(state.customer_id, (state.risk, state.risk_seq))
+            risk = policy.category(float(probabilities[row]), previous)
+            if risk == previous:
                 continue
-            news = is_news(state.risk, risk)
-            sequence = state.risk_seq + 1 if news else state.risk_seq
-            outcome.risk_records.append(RiskRecord(state.customer_id, risk, sequence))
-            if news:
-                changed.append(row)
-        if not changed:
+            if is_news(previous, risk):
+                sequence += 1
+                changes.append((row, previous, risk, sequence))
+            current[state.customer_id] = (risk, sequence)
+        outcome.risk_records = [
+            RiskRecord(c, risk, seq) for c, (risk, seq) in current.items() if risk
+        ]
+        if not changes:
             return
-        contributions = model.contributions(features[changed])
+        contributions = model.contributions(features[[row for row, *_ in changes]])
         scored_at = self.clock()
-        records = {r.customer_id: r for r in outcome.risk_records}
-        for contribution, row in zip(contributions, changed, strict=True):
-            state = states[row]
-            record = records[state.customer_id]
-            went_up = state.risk is None or RANK[record.risk] > RANK[state.risk]
+        for contribution, (row, previous, risk, sequence) in zip(
+            contributions, changes, strict=True
+        ):
+            customer_id = states[row].customer_id
+            went_up = previous is None or RANK[risk] > RANK[previous]
             outcome.changes.append(
                 ChurnRiskChanged(
-                    event_id=transition_id(state.customer_id, record.risk_seq),
-                    customer_id=state.customer_id,
-                    previous_risk=state.risk,  # type: ignore[arg-type]
-                    risk=record.risk,  # type: ignore[arg-type]
+                    event_id=transition_id(customer_id, sequence),
+                    customer_id=customer_id,
+                    previous_risk=previous,  # type: ignore[arg-type]
+                    risk=risk,  # type: ignore[arg-type]
                     probability=float(probabilities[row]),
                     model_version=model.version,
                     reasons=_reasons(features[row], contribution, toward_churn=went_up),
-                    recommended_actions=list(policy.actions[record.risk]),
+                    recommended_actions=list(policy.actions[risk]),
                     trigger=triggers[row],
                     event_time=utc(as_of[row]),
                     scored_at=scored_at,

@@ -4,7 +4,7 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 
 EVENTS = Counter(
     "churn_events_total",
-    "Input messages by outcome: applied, redelivered (already applied), duplicates "
+    "Input messages by outcome: applied, redelivered (already applied), duplicate "
     "(same order/ticket id), late (older than the largest window), dead_letter",
     ["outcome"],
 )

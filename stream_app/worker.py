@@ -158,9 +158,9 @@ def _observe(outcome: BatchOutcome, messages: Sequence[InputMessage], seconds: f
     metrics.SCORED.inc(outcome.scored)
     metrics.EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
     if outcome.applied is not None:
-        for name in ("applied", "redelivered", "duplicates", "late"):
-            metrics.EVENTS.labels(name).inc(getattr(outcome.applied, name))
-        seen = [s.seen for s in outcome.applied.states.values() if s.seen is not None]
+        for name, count in outcome.applied.counts.items():
+            metrics.EVENTS.labels(name).inc(count)
+        seen = [s.seen for s in outcome.applied.states if s.seen is not None]
         if seen:
             metrics.EVENT_TIME_WATERMARK.set(max(seen))
     for change in outcome.changes:

@@ -1,0 +1,88 @@
+"""Fixtures for tests against the real services: a Kafka broker, a Redis server, and
+the worker run as a real process. A missing service fails the test with a message
+saying how to start it; nothing is skipped."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient
+
+from tests.support import Worker, train_recency_model
+
+HOW_TO_START = "start the services with `make services` (scripts/services.sh up)"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    try:
+        AdminClient({"bootstrap.servers": servers}).list_topics(timeout=10)
+    except Exception as err:
+        pytest.fail(
+            f"Kafka is not reachable at {servers} ({err}): {HOW_TO_START} "
+            "or set KAFKA_BOOTSTRAP_SERVERS",
+            pytrace=False,
+        )
+    return servers
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+    except redis.RedisError as err:
+        pytest.fail(
+            f"Redis is not reachable at {url} ({err}): {HOW_TO_START} or set REDIS_URL",
+            pytrace=False,
+        )
+    return url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+@pytest.fixture
+def namespace(redis_client: redis.Redis) -> Iterator[str]:
+    """A fresh Redis key namespace and topic prefix for one test, removed after it."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    keys = list(redis_client.scan_iter(match=f"{name}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        redis_client.delete(*keys[start : start + 1000])
+
+
+@pytest.fixture(scope="session")
+def recency_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_recency_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def worker_env(
+    kafka_bootstrap: str, redis_url: str, namespace: str, recency_models_dir: Path
+) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "REDIS_URL": redis_url,
+        "CHURN_APP_ID": f"churn-{namespace}",
+        "CHURN_TOPIC_PREFIX": f"{namespace}.",
+        "CHURN_REDIS_NAMESPACE": namespace,
+        "CHURN_MODELS_DIR": str(recency_models_dir),
+        "CHURN_BATCH_WAIT_MS": "20",
+    }
+
+
+@pytest.fixture
+def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
+    """The real worker process (started by the test with `worker.start()`)."""
+    process = Worker(worker_env, tmp_path / "worker.log")
+    yield process
+    process.stop()

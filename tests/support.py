@@ -1,0 +1,166 @@
+"""Helpers shared by the tests: the worker as a real process, a small model whose
+answers are easy to predict, and Kafka produce/consume shortcuts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import msgspec
+import numpy as np
+from confluent_kafka import Consumer, Producer
+
+from feature_store.definitions import FEATURE_NAMES
+from scoring.artifact import Calibration, write_artifact
+
+ROOT = Path(__file__).resolve().parents[1]
+RECENCY = FEATURE_NAMES.index("recency_days")
+
+
+def train_recency_model(models_dir: Path, version: str = "recency-v1") -> Path:
+    """A real LightGBM model that learned one rule: no order for 30+ days means churn.
+
+    Its probabilities sit near 0 or 1, so tests can tell the expected category of
+    any customer from the recency alone."""
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(4000, len(FEATURE_NAMES)))
+    features[:, RECENCY] = rng.uniform(0, 120, size=4000)
+    labels = (features[:, RECENCY] > 30).astype(int)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 7, "deterministic": True},
+        lgb.Dataset(features, labels),
+        num_boost_round=30,
+    )
+    identity = Calibration(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    write_artifact(
+        models_dir,
+        version,
+        booster,
+        {
+            "calibration": identity.to_json(),
+            "thresholds": {"medium": 0.4, "high": 0.7},
+            "feature_params": {"engagement_scale": 25.0},
+        },
+    )
+    return models_dir
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Worker:
+    """`python -m stream_app worker` as a child process, killable like in production."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **env, "CHURN_WEB_PORT": str(self.port)}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "worker"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()}")
+            if "Worker ready" in self.log():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no commit, as when a machine dies."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def produce(
+    bootstrap: str, messages: Iterable[tuple[str, str | None, bytes]], **config: Any
+) -> int:
+    """Produce (topic, key, value) messages in order and wait until all are acked."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, **config})
+    errors: list[Any] = []
+    count = 0
+    for topic, key, value in messages:
+        producer.produce(
+            topic,
+            key=None if key is None else key.encode(),
+            value=value,
+            on_delivery=lambda err, _msg: errors.append(err) if err else None,
+        )
+        count += 1
+        if count % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0, "messages left unsent"
+    assert not errors, f"delivery failed: {errors[:3]}"
+    return count
+
+
+def encode(event: msgspec.Struct) -> bytes:
+    return msgspec.json.encode(event)
+
+
+def consume(
+    bootstrap: str,
+    topics: list[str],
+    until: Callable[[list[Any]], bool],
+    timeout: float = 60.0,
+) -> list[Any]:
+    """Read messages from the start of `topics` until `until(messages)` holds."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-reader-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe(topics)
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(messages) and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                messages.append(message)
+    finally:
+        consumer.close()
+    return messages
