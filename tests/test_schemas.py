@@ -1,0 +1,68 @@
+"""The JSON Schema files and the Python event types are one definition."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import jsonschema
+import msgspec
+import pytest
+
+from schemas import SCHEMA_FILES, Order, SupportTicket, generate_schema, schema_path
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA_FILES))
+def test_schema_file_matches_the_python_type(name: str) -> None:
+    committed = json.loads(schema_path(name).read_text())
+    assert committed == generate_schema(name), (
+        f"schemas/{name}.schema.json is stale: run `python -m schemas` and commit the result"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA_FILES))
+def test_schema_file_is_a_valid_json_schema(name: str) -> None:
+    jsonschema.Draft202012Validator.check_schema(json.loads(schema_path(name).read_text()))
+
+
+def test_an_encoded_order_is_valid_under_its_schema_file() -> None:
+    order = Order("O1", "C1", datetime(2026, 1, 1, tzinfo=UTC), 12.5, "card", "delayed")
+    jsonschema.validate(
+        json.loads(msgspec.json.encode(order)), json.loads(schema_path("orders").read_text())
+    )
+
+
+@pytest.mark.parametrize(
+    "bad_ticket",
+    [
+        {
+            "ticket_id": "T1",
+            "customer_id": "C1",
+            "created_ts": "2026-01-01T00:00:00Z",
+            "category": "x",
+            "satisfaction_score": 9,
+        },
+        {
+            "ticket_id": "T1",
+            "customer_id": "C1",
+            "created_ts": "2026-01-01T00:00:00",
+            "category": "x",
+        },
+        {
+            "ticket_id": "",
+            "customer_id": "C1",
+            "created_ts": "2026-01-01T00:00:00Z",
+            "category": "x",
+        },
+    ],
+    ids=["score-out-of-range", "time-without-offset", "empty-id"],
+)
+def test_decoder_and_schema_file_both_reject_a_bad_ticket(bad_ticket: dict) -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(json.dumps(bad_ticket), type=SupportTicket)
+    schema = json.loads(schema_path("support-tickets").read_text())
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    if bad_ticket["created_ts"].endswith("Z"):  # JSON Schema cannot express "has an offset"
+        assert not validator.is_valid(bad_ticket)
