@@ -19,6 +19,10 @@ WITH_SERVICES = KAFKA_BOOTSTRAP_SERVERS='$(KAFKA_BOOTSTRAP_SERVERS)' REDIS_URL='
 
 PYTEST_ARGS ?=
 
+# Python packages that mypy checks. $(wildcard) drops any not created yet: mypy given a
+# missing directory fails with a confusing 'Duplicate module named "__main__"'.
+PACKAGES := $(wildcard stream_app feature_store scoring training schemas simulator)
+
 .PHONY: help venv services services-down services-status lint test demo bench-features bench clean
 
 help: ## list targets
@@ -49,7 +53,7 @@ services-status: ## show whether they run
 lint: venv ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy stream_app feature_store training schemas simulator
+	$(BIN)/mypy $(PACKAGES)
 
 test: venv lint services ## lint, then pytest against the local services (PYTEST_ARGS=...)
 	$(WITH_SERVICES) $(BIN)/pytest $(PYTEST_ARGS)
