@@ -39,8 +39,6 @@ else
       local kind, field, value = op[1], op[2], op[3]
       if kind == 'incr' then
         redis.call('HINCRBY', key, field, value)
-      elseif kind == 'fincr' then
-        redis.call('HINCRBYFLOAT', key, field, value)
       elseif kind == 'set' then
         redis.call('HSET', key, field, value)
       else

@@ -37,19 +37,14 @@ Column = np.ndarray  # float64 vector, one entry per customer
 
 
 class Contribution(Protocol):
-    @property
-    def is_integer(self) -> bool: ...
-
-    def of_event(self, event: Any) -> float: ...
+    def of_event(self, event: Any) -> int: ...
 
     def of_frame(self, frame: pd.DataFrame) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
 class Count:
-    is_integer: bool = True
-
-    def of_event(self, event: Any) -> float:
+    def of_event(self, event: Any) -> int:
         return 1
 
     def of_frame(self, frame: pd.DataFrame) -> np.ndarray:
@@ -57,32 +52,20 @@ class Count:
 
 
 @dataclass(frozen=True)
-class Cents:
-    """Money summed in integer cents, so online and offline totals agree exactly."""
+class Fixed:
+    """A number summed as an integer count of 1/`per_unit` (cents, seconds), so online
+    and offline totals agree exactly; a missing value adds nothing."""
 
     field: str
-    is_integer: bool = True
+    per_unit: int
 
-    def of_event(self, event: Any) -> float:
-        return round(getattr(event, self.field) * 100)
-
-    def of_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.round(frame[self.field].to_numpy(dtype=np.float64) * 100).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class Sum:
-    """A float field summed; missing values count as zero."""
-
-    field: str
-    is_integer: bool = False
-
-    def of_event(self, event: Any) -> float:
+    def of_event(self, event: Any) -> int:
         value = getattr(event, self.field)
-        return 0.0 if value is None else float(value)
+        return 0 if value is None else round(value * self.per_unit)
 
     def of_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        return frame[self.field].astype("float64").fillna(0.0).to_numpy()
+        values = frame[self.field].astype("float64").fillna(0.0).to_numpy()
+        return np.round(values * self.per_unit).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -92,9 +75,8 @@ class CountIf:
     field: str
     test: Callable[[Any], bool]
     test_frame: Callable[[pd.Series], pd.Series]
-    is_integer: bool = True
 
-    def of_event(self, event: Any) -> float:
+    def of_event(self, event: Any) -> int:
         value = getattr(event, self.field)
         return int(value is not None and self.test(value))
 
@@ -134,13 +116,23 @@ class Aggregate:
 
 AGGREGATES: tuple[Aggregate, ...] = (
     Aggregate("orders", "o", topics.ORDERS, Count()),
-    Aggregate("spend_cents", "s", topics.ORDERS, Cents("total_amount")),
+    Aggregate("spend_cents", "s", topics.ORDERS, Fixed("total_amount", 100)),
     Aggregate("delivery_problems", "d", topics.ORDERS, delivery_problem()),
     Aggregate("tickets", "t", topics.SUPPORT_TICKETS, Count()),
     Aggregate("negative_tickets", "n", topics.SUPPORT_TICKETS, at_most(2, "satisfaction_score")),
-    Aggregate("resolution_hours", "r", topics.SUPPORT_TICKETS, Sum("resolution_time_hours"), False),
     Aggregate(
-        "resolved_tickets", "k", topics.SUPPORT_TICKETS, present("resolution_time_hours"), False
+        "resolution_seconds",
+        "r",
+        topics.SUPPORT_TICKETS,
+        Fixed("resolution_time_hours", 3600),
+        windowed=False,
+    ),
+    Aggregate(
+        "resolved_tickets",
+        "k",
+        topics.SUPPORT_TICKETS,
+        present("resolution_time_hours"),
+        windowed=False,
     ),
 )
 AGGREGATE_BY_NAME = {a.name: a for a in AGGREGATES}
@@ -193,7 +185,7 @@ WINDOWS: dict[str, Window] = {
     "tickets_30d": Window("tickets", 30),
     "tickets_90d": Window("tickets", 90),
     "negative_experiences_90d": Window("negative_tickets", 90),
-    "resolution_hours_lifetime": Window("resolution_hours", None),
+    "resolution_hours_lifetime": Window("resolution_seconds", None, 1 / 3600),
     "resolved_tickets_lifetime": Window("resolved_tickets", None),
 }
 

@@ -117,9 +117,8 @@ def base_columns(history: History, as_of: pd.Series) -> dict[str, np.ndarray]:
         if window.days is not None:
             day = np.floor(frame["ts"].to_numpy(dtype=np.float64) / SECONDS_PER_DAY)
             amounts = np.where(day >= window_start_day(as_of_day[rows], window.days), amounts, 0)
-        dtype = np.int64 if aggregate.value.is_integer else np.float64
-        total = np.zeros(n, dtype=dtype)
-        np.add.at(total, rows, amounts.astype(dtype))
+        total = np.zeros(n, dtype=np.int64)
+        np.add.at(total, rows, amounts)
         columns[name] = total.astype(np.float64) * window.scale
 
     for topic, name in LAST_TIME.items():

@@ -66,7 +66,7 @@ class Update:
 
     customer_id: str
     position: Position
-    # Operations: ("incr" | "fincr" | "max" | "min" | "set", field, value as text).
+    # Operations: ("incr" | "max" | "min" | "set", field, value as text).
     ops: tuple[tuple[str, str, str], ...]
     event_ts: float | None = None  # None for profile upserts, which carry no event time
     source_id: str | None = None  # order/ticket id, to drop a producer's duplicate
@@ -94,11 +94,10 @@ def update_for(topic: str, event: Any, position: Position) -> Update:
         amount = aggregate.value.of_event(event)
         if not amount:
             continue  # nothing to add: keep absent fields absent (memory per customer)
-        op = "incr" if aggregate.value.is_integer else "fincr"
-        text = _number(int(amount) if aggregate.value.is_integer else float(amount))
-        ops.append((op, aggregate.code, text))
+        # Every aggregate is an integer (counts, cents, seconds): exact in Redis.
+        ops.append(("incr", aggregate.code, str(amount)))
         if aggregate.windowed:
-            ops.append((op, f"{aggregate.code}{TILE_SEPARATOR}{day}", text))
+            ops.append(("incr", f"{aggregate.code}{TILE_SEPARATOR}{day}", str(amount)))
     ops.append(("max", f"max:{topic}", _number(ts)))
     if topic in FIRST_TIME:
         ops.append(("min", f"min:{topic}", _number(ts)))
