@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -46,6 +48,8 @@ def build_app(settings: Settings, model: Model, redis_client: redis.Redis) -> fa
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
         store="memory://",
+        # Faust keeps little on disk with a memory store; keep it out of the checkout.
+        datadir=Path(tempfile.gettempdir()) / "churn-faust" / settings.app_id,
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,
