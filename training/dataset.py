@@ -1,0 +1,170 @@
+"""Point-in-time training sets: features as of a cutoff, labels from what came after.
+
+A cutoff T is the last second (23:59:59 UTC) of a day, so every feature window
+covers whole days. A customer is eligible at T if they ordered at or before T; the
+row's features use only events at or before T, and its label is 1 (churned) if the
+customer placed no order in (T, T + horizon].
+
+Cutoffs are split by time: the last is the test set, the one before it validation,
+the rest training. The gap before validation and before test is at least the
+horizon, so no training label is decided by an event after the validation cutoff,
+and no validation label by an event after the test cutoff.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from feature_store.definitions import FEATURE_NAMES, SECONDS_PER_DAY, FeatureParams
+from feature_store.offline import History, features_as_of
+
+EPOCH_DAY = date(1970, 1, 1)
+ID_COLUMNS = ("customer_id", "cutoff_ts")
+DATASET_COLUMNS = (*ID_COLUMNS, *FEATURE_NAMES, "label")
+
+
+class TrainingDataError(Exception):
+    """The history is too short or too one-sided to train on; the message says why."""
+
+
+def day_end(day: date) -> float:
+    """Epoch seconds of the last second of `day` (UTC)."""
+    return _day_end((day - EPOCH_DAY).days)
+
+
+def _day_end(day_number: int) -> float:
+    return float((day_number + 1) * SECONDS_PER_DAY - 1)
+
+
+def cutoff_date(cutoff_ts: float) -> date:
+    """The day a cutoff closes."""
+    return datetime.fromtimestamp(cutoff_ts, UTC).date()
+
+
+def event_span(history: History) -> tuple[float, float]:
+    """First and last event time (orders and tickets) in the history."""
+    times = np.concatenate(
+        [
+            history.orders["ts"].to_numpy(dtype=np.float64),
+            history.tickets["ts"].to_numpy(dtype=np.float64),
+        ]
+    )
+    if len(times) == 0:
+        raise TrainingDataError("the history has no orders or tickets")
+    return float(times.min()), float(times.max())
+
+
+def cutoffs(
+    history: History,
+    horizon_days: int,
+    n_cutoffs: int,
+    step_days: int,
+    last_cutoff: date | None = None,
+) -> list[float]:
+    """Cutoff instants, oldest first: n_cutoffs - 2 training, then validation, then test.
+
+    The last cutoff defaults to the latest day end that leaves a full horizon of data
+    after it (the last event time is taken as the end of the data). Training cutoffs
+    are `step_days` apart; validation and test follow at max(step_days, horizon_days).
+    """
+    if n_cutoffs < 3:
+        raise ValueError("need at least 3 cutoffs: training, validation and test")
+    if horizon_days < 1 or step_days < 1:
+        raise ValueError("horizon_days and step_days must be at least 1")
+    first_ts, last_ts = event_span(history)
+    # Latest day D with day_end(D) + horizon <= last event time.
+    latest_day = math.floor((last_ts + 1) / SECONDS_PER_DAY) - 1 - horizon_days
+    latest = EPOCH_DAY + timedelta(days=latest_day)
+    day = latest_day if last_cutoff is None else (last_cutoff - EPOCH_DAY).days
+    if day > latest_day:
+        raise TrainingDataError(
+            f"cutoff {last_cutoff} leaves less than {horizon_days} days of data after it "
+            f"(data ends {cutoff_date(last_ts)}); the latest possible cutoff is {latest}"
+        )
+    gap = max(step_days, horizon_days)
+    days = [day, day - gap, *(day - 2 * gap - k * step_days for k in range(n_cutoffs - 2))]
+    instants = sorted(_day_end(d) for d in days)
+    if instants[0] < first_ts:
+        raise TrainingDataError(
+            f"the data starts {cutoff_date(first_ts)}, after the earliest cutoff "
+            f"{cutoff_date(instants[0])}: use fewer cutoffs, a smaller step or more history"
+        )
+    return instants
+
+
+def build_dataset(
+    history: History, cutoff_ts: float, horizon_days: int, params: FeatureParams
+) -> pd.DataFrame:
+    """One row per eligible customer at `cutoff_ts`: DATASET_COLUMNS, sorted by customer."""
+    order_ts = history.orders["ts"].to_numpy(dtype=np.float64)
+    customer = history.orders["customer_id"]
+    eligible = pd.Index(customer[order_ts <= cutoff_ts].unique()).sort_values()
+    if len(eligible) == 0:
+        # features_as_of fails on an empty index, and there is nothing to compute.
+        return pd.DataFrame(columns=list(DATASET_COLUMNS))
+    horizon_end = cutoff_ts + horizon_days * SECONDS_PER_DAY
+    returned = customer[(order_ts > cutoff_ts) & (order_ts <= horizon_end)].unique()
+
+    features = features_as_of(history, pd.Series(cutoff_ts, index=eligible), params)
+    frame = features.reset_index()
+    frame.insert(1, "cutoff_ts", cutoff_ts)
+    frame["label"] = (~eligible.isin(returned)).astype(np.int64)
+    return frame[list(DATASET_COLUMNS)]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Time-ordered training, validation and test sets (DATASET_COLUMNS each)."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    train_cutoffs: tuple[float, ...]
+    validation_cutoff: float
+    test_cutoff: float
+
+    def items(self) -> list[tuple[str, pd.DataFrame]]:
+        return [("train", self.train), ("validation", self.validation), ("test", self.test)]
+
+
+def build_splits(
+    history: History,
+    cutoff_list: Sequence[float],
+    horizon_days: int,
+    params: FeatureParams,
+) -> Splits:
+    """Stack the cutoffs' rows into splits: all but the last two train, then validation, test."""
+    ordered = sorted(cutoff_list)
+    if len(ordered) < 3:
+        raise ValueError("need at least 3 cutoffs: training, validation and test")
+    *train_cutoffs, validation_cutoff, test_cutoff = ordered
+    frames = [build_dataset(history, t, horizon_days, params) for t in train_cutoffs]
+    filled = [frame for frame in frames if len(frame)]
+    splits = Splits(
+        train=pd.concat(filled, ignore_index=True) if filled else frames[0],
+        validation=build_dataset(history, validation_cutoff, horizon_days, params),
+        test=build_dataset(history, test_cutoff, horizon_days, params),
+        train_cutoffs=tuple(train_cutoffs),
+        validation_cutoff=validation_cutoff,
+        test_cutoff=test_cutoff,
+    )
+    check_trainable(splits)
+    return splits
+
+
+def check_trainable(splits: Splits) -> None:
+    """Every split needs both churned and retained customers to fit and score a model."""
+    for name, frame in splits.items():
+        labels = frame["label"].to_numpy()
+        churned = int(labels.sum())
+        if churned == 0 or churned == len(labels):
+            raise TrainingDataError(
+                f"the {name} set has {len(labels)} rows and {churned} churned: too little data "
+                "(it needs both churned and retained customers)"
+            )
