@@ -1,0 +1,422 @@
+"""Tests for the synthetic history generator and its SQLite / JSON-lines sinks."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.events import (
+    INPUT_EVENTS,
+    PROBLEM_DELIVERY_STATUSES,
+    Customer,
+    Order,
+    SupportTicket,
+)
+from schemas.topics import CUSTOMERS, ORDERS, SUPPORT_TICKETS
+from simulator import (
+    DEFAULT_START,
+    History,
+    TokenBucket,
+    generate_history,
+    read_jsonl,
+    write_jsonl,
+    write_sqlite,
+)
+from simulator.__main__ import main
+
+N = 2000  # big enough for the statistical checks, small enough to take well under a second
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    return generate_history(N, seed=11)
+
+
+def event_time(topic: str, event: object, start: datetime) -> datetime:
+    if isinstance(event, Customer):
+        return max(event.registration_date, start)
+    if isinstance(event, Order):
+        return event.order_ts
+    assert isinstance(event, SupportTicket), topic
+    return event.created_ts
+
+
+def encoded_events(h: History) -> list[tuple[str, bytes]]:
+    return [(topic, msgspec.json.encode(e)) for topic, e in h.events_in_time_order()]
+
+
+def orders_by_customer(h: History) -> dict[str, list[Order]]:
+    by_customer: dict[str, list[Order]] = defaultdict(list)
+    for o in h.orders:
+        by_customer[o.customer_id].append(o)
+    return by_customer
+
+
+# --- determinism -------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_history():
+    a = generate_history(300, seed=3, days=90)
+    b = generate_history(300, seed=3, days=90)
+    assert encoded_events(a) == encoded_events(b)
+    pd.testing.assert_frame_equal(a.truth, b.truth)
+
+
+def test_different_seeds_give_different_histories():
+    a = generate_history(300, seed=3, days=90)
+    b = generate_history(300, seed=4, days=90)
+    assert encoded_events(a) != encoded_events(b)
+
+
+# --- shape of the data -------------------------------------------------------------------
+
+
+def test_ids_are_unique_and_follow_the_id_formats(history):
+    customer_ids = [c.customer_id for c in history.customers]
+    order_ids = [o.order_id for o in history.orders]
+    ticket_ids = [t.ticket_id for t in history.tickets]
+    for ids, pattern in (
+        (customer_ids, r"C\d{7}"),
+        (order_ids, r"O\d{9}"),
+        (ticket_ids, r"T\d{8}"),
+    ):
+        assert len(set(ids)) == len(ids)
+        assert all(re.fullmatch(pattern, i) for i in ids)
+    known = set(customer_ids)
+    assert {o.customer_id for o in history.orders} <= known
+    assert {t.customer_id for t in history.tickets} <= known
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(min_value=0, max_value=60),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    days=st.integers(min_value=1, max_value=120),
+)
+def test_all_timestamps_are_utc_whole_seconds_inside_the_period(n, seed, days):
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    end = start + timedelta(days=days)
+    h = generate_history(n, seed=seed, start=start, days=days)
+    assert (h.start, h.end) == (start, end)
+
+    stamps = [c.registration_date for c in h.customers]
+    stamps += [o.order_ts for o in h.orders]
+    stamps += [t.created_ts for t in h.tickets]
+    stamps += [t.resolved_ts for t in h.tickets if t.resolved_ts is not None]
+    for ts in stamps:
+        assert ts.utcoffset() == timedelta(0)
+        assert ts.microsecond == 0
+    # Profiles may predate the period (up to two years); every event happens inside it.
+    for c in h.customers:
+        assert start - timedelta(days=730) <= c.registration_date < end
+    for topic, event in h.events_in_time_order():
+        assert start <= event_time(topic, event, start) < end
+    for t in h.tickets:
+        assert t.resolved_ts is None or t.resolved_ts < end
+
+
+def test_order_totals_are_the_sum_of_their_item_lines(history):
+    for o in history.orders:
+        assert 1 <= len(o.items) <= 4
+        assert o.currency == "USD"
+        expected = round(sum(i.quantity * i.price for i in o.items), 2)
+        assert o.total_amount == pytest.approx(expected, abs=1e-9)
+    zero = sum(o.total_amount == 0 for o in history.orders)
+    assert zero / len(history.orders) < 0.02  # vouchers exist but are rare
+
+
+def test_ticket_resolution_time_matches_resolved_ts(history):
+    unresolved = 0
+    for t in history.tickets:
+        if t.resolved_ts is None:
+            unresolved += 1
+            assert t.resolution_time_hours is None
+            assert t.satisfaction_score is None  # nobody rates an open ticket
+        else:
+            assert t.resolution_time_hours is not None
+            elapsed_h = (t.resolved_ts - t.created_ts).total_seconds() / 3600
+            assert elapsed_h == pytest.approx(t.resolution_time_hours, abs=1e-6)
+    assert 0.05 < unresolved / len(history.tickets) < 0.2
+    no_score = sum(t.satisfaction_score is None for t in history.tickets)
+    assert 0.1 < no_score / len(history.tickets) < 0.3
+
+
+def test_averages_are_realistic(history):
+    assert 6 < history.orders_per_customer < 15
+    assert 0.15 < history.churned_fraction < 0.45
+    missing_age = sum(c.age is None for c in history.customers) / N
+    assert 0.01 < missing_age < 0.06
+
+
+def test_truth_has_one_row_per_customer(history):
+    truth = history.truth
+    assert list(truth.columns) == ["customer_id", "churn_propensity", "churn_ts"]
+    assert list(truth["customer_id"]) == [c.customer_id for c in history.customers]
+    assert truth["churn_propensity"].between(0, 1).all()
+    churned = truth["churn_ts"].dropna()
+    assert (churned >= pd.Timestamp(history.start)).all()
+    assert (churned < pd.Timestamp(history.end)).all()
+
+
+# --- behaviour driven by churn propensity ------------------------------------------------
+
+
+def test_high_propensity_customers_order_less_and_have_more_delivery_problems(history):
+    by_customer = orders_by_customer(history)
+    # Only customers present all year, so registration dates do not blur the comparison.
+    truth = history.truth.set_index("customer_id")
+    veterans = [c.customer_id for c in history.customers if c.registration_date < history.start]
+    propensity = truth.loc[veterans, "churn_propensity"]
+    low = propensity[propensity <= propensity.quantile(0.25)].index
+    high = propensity[propensity >= propensity.quantile(0.75)].index
+
+    def orders_per_customer(ids: pd.Index) -> float:
+        return float(np.mean([len(by_customer[c]) for c in ids]))
+
+    def problem_share(ids: pd.Index) -> float:
+        orders = [o for c in ids for o in by_customer[c]]
+        return sum(o.delivery_status in PROBLEM_DELIVERY_STATUSES for o in orders) / len(orders)
+
+    def mean_basket(ids: pd.Index) -> float:
+        return float(np.mean([o.total_amount for c in ids for o in by_customer[c]]))
+
+    assert orders_per_customer(high) < 0.6 * orders_per_customer(low)
+    assert problem_share(high) > 1.5 * problem_share(low)
+    assert mean_basket(high) < mean_basket(low)
+
+
+def test_high_propensity_customers_open_more_tickets_and_are_less_satisfied(history):
+    truth = history.truth.set_index("customer_id")["churn_propensity"]
+    median = truth.median()
+    tickets = Counter(t.customer_id for t in history.tickets)
+    high = truth[truth > median].index
+    low = truth[truth <= median].index
+    # Although they order less and leave sooner, they still open more tickets.
+    assert sum(tickets[c] for c in high) > 1.25 * sum(tickets[c] for c in low)
+
+    scores = [
+        (truth[t.customer_id] > median, t.satisfaction_score)
+        for t in history.tickets
+        if t.satisfaction_score is not None
+    ]
+    high_scores = [s for is_high, s in scores if is_high]
+    low_scores = [s for is_high, s in scores if not is_high]
+    assert np.mean(high_scores) < np.mean(low_scores)
+
+
+def test_churners_are_silent_after_churn_ts(history):
+    churn_ts = {
+        cid: ts.to_pydatetime()
+        for cid, ts in zip(history.truth["customer_id"], history.truth["churn_ts"], strict=True)
+        if not pd.isna(ts)
+    }
+    assert churn_ts
+    for o in history.orders:
+        if o.customer_id in churn_ts:
+            assert o.order_ts < churn_ts[o.customer_id]
+    for t in history.tickets:
+        if t.customer_id in churn_ts:
+            assert t.created_ts < churn_ts[t.customer_id]
+
+
+def test_churners_order_less_in_the_month_before_churning(history):
+    by_customer = orders_by_customer(history)
+    day = timedelta(days=1)
+    last_month = earlier_month = 0
+    for cid, ts in zip(history.truth["customer_id"], history.truth["churn_ts"], strict=True):
+        if pd.isna(ts):
+            continue
+        churn = ts.to_pydatetime()
+        # Only churners we can observe for 100 days before the end.
+        if churn - 100 * day < history.start:
+            continue
+        times = [o.order_ts for o in by_customer[cid]]
+        last_month += sum(churn - 30 * day <= t < churn for t in times)
+        earlier_month += sum(churn - 100 * day <= t < churn - 70 * day for t in times)
+    assert earlier_month > 50
+    assert last_month < 0.7 * earlier_month  # about 0.5: the rate fades linearly to zero
+
+
+# --- wire format and ordering ------------------------------------------------------------
+
+
+def test_every_event_round_trips_through_the_schema_types(history):
+    for topic, event in history.events_in_time_order():
+        decoded = msgspec.json.decode(msgspec.json.encode(event), type=INPUT_EVENTS[topic])
+        assert decoded == event
+
+
+def test_events_in_time_order_is_sorted_and_complete(history):
+    events = list(history.events_in_time_order())
+    assert len(events) == len(history)
+    assert Counter(topic for topic, _ in events) == {
+        CUSTOMERS: len(history.customers),
+        ORDERS: len(history.orders),
+        SUPPORT_TICKETS: len(history.tickets),
+    }
+    times = [event_time(topic, e, history.start) for topic, e in events]
+    assert times == sorted(times)
+
+
+def test_each_profile_comes_before_its_customers_orders_and_tickets(history):
+    seen: set[str] = set()
+    for topic, event in history.events_in_time_order():
+        if topic == CUSTOMERS:
+            seen.add(event.customer_id)
+        else:
+            assert event.customer_id in seen
+
+
+def test_profiles_registered_before_the_period_are_emitted_first(history):
+    veterans = sum(c.registration_date < history.start for c in history.customers)
+    assert veterans > 0
+    first = [topic for topic, _ in list(history.events_in_time_order())[:veterans]]
+    assert first == [CUSTOMERS] * veterans
+
+
+def test_generate_history_rejects_naive_start_and_empty_period():
+    with pytest.raises(ValueError):
+        generate_history(10, start=datetime(2025, 7, 1))
+    with pytest.raises(ValueError):
+        generate_history(10, days=0)
+
+
+def test_zero_customers_give_an_empty_history():
+    h = generate_history(0)
+    assert len(h) == 0
+    assert list(h.events_in_time_order()) == []
+    assert h.churned_fraction == 0.0
+
+
+# --- sinks -------------------------------------------------------------------------------
+
+SEED_SCHEMA = {
+    "customers": [
+        ("customer_id", "TEXT", 1),
+        ("age", "INTEGER", 0),
+        ("gender", "TEXT", 0),
+        ("city", "TEXT", 0),
+        ("registration_date", "TEXT", 0),
+        ("email_verified", "INTEGER", 0),
+        ("phone_verified", "INTEGER", 0),
+    ],
+    "orders": [
+        ("order_id", "TEXT", 1),
+        ("customer_id", "TEXT", 0),
+        ("order_date", "TEXT", 0),
+        ("total_amount", "REAL", 0),
+        ("payment_method", "TEXT", 0),
+        ("delivery_status", "TEXT", 0),
+    ],
+    "order_items": [
+        ("order_id", "TEXT", 0),
+        ("product_category", "TEXT", 0),
+        ("quantity", "INTEGER", 0),
+        ("price", "REAL", 0),
+    ],
+    "support_tickets": [
+        ("ticket_id", "TEXT", 1),
+        ("customer_id", "TEXT", 0),
+        ("created_at", "TEXT", 0),
+        ("resolution_time_hours", "REAL", 0),
+        ("satisfaction_score", "INTEGER", 0),
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def small_history() -> History:
+    return generate_history(200, seed=5, days=120)
+
+
+def test_sqlite_has_the_seed_schema_and_all_rows(small_history, tmp_path):
+    path = tmp_path / "shop.db"
+    path.write_text("not a database")  # an existing file is replaced
+    write_sqlite(small_history, path)
+    write_sqlite(small_history, path)  # and rewriting does not duplicate rows
+
+    with sqlite3.connect(path) as conn:
+        for table, columns in SEED_SCHEMA.items():
+            info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+            assert [(name, type_, pk) for _, name, type_, _, _, pk in info] == columns
+
+        def count(table: str) -> int:
+            return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+        assert count("customers") == len(small_history.customers)
+        assert count("orders") == len(small_history.orders)
+        assert count("order_items") == sum(len(o.items) for o in small_history.orders)
+        assert count("support_tickets") == len(small_history.tickets)
+        assert count("simulator_truth") == len(small_history.customers)
+
+        first = small_history.orders[0]
+        row = conn.execute(
+            "SELECT order_date, total_amount FROM orders WHERE order_id = ?", (first.order_id,)
+        ).fetchone()
+        assert row == (first.order_ts.isoformat(), first.total_amount)
+        assert row[0].endswith("+00:00")
+        churned = conn.execute(
+            "SELECT COUNT(*) FROM simulator_truth WHERE churn_ts IS NOT NULL"
+        ).fetchone()[0]
+        assert churned == small_history.truth["churn_ts"].notna().sum()
+
+
+def test_jsonl_round_trips_the_events_in_time_order(small_history, tmp_path):
+    for name in ("events.jsonl", "events.jsonl.gz"):
+        path = tmp_path / name
+        written = write_jsonl(small_history, path)
+        assert written == len(small_history)
+        assert list(read_jsonl(path)) == list(small_history.events_in_time_order())
+
+
+def test_jsonl_lines_carry_topic_key_and_value(small_history, tmp_path):
+    path = tmp_path / "events.jsonl"
+    write_jsonl(small_history, path)
+    first = msgspec.json.decode(path.read_bytes().splitlines()[0])
+    assert set(first) == {"topic", "key", "value"}
+    assert first["key"] == first["value"]["customer_id"]
+
+
+def test_token_bucket_holds_the_average_rate():
+    now = [0.0]
+    bucket = TokenBucket(rate=100.0, capacity=10, clock=lambda: now[0])
+    sent = 0
+    while now[0] < 10.0:
+        wait = bucket.delay(10)
+        if wait > 0:
+            now[0] += wait
+            continue
+        bucket.take(10)
+        sent += 10
+    # 10 s at 100/s, plus the initial burst of one batch.
+    assert 1000 <= sent <= 1020
+
+
+def test_cli_writes_sqlite_and_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "cli.db"
+    assert main(["sqlite", "--customers", "30", "--days", "30", "--out", str(out)]) == 0
+    summary = capsys.readouterr().out
+    assert "customers=30" in summary and "churned=" in summary
+    with sqlite3.connect(out) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] == 30
+
+
+def test_default_period_is_the_year_from_july_2025():
+    h = generate_history(5)
+    assert h.start == DEFAULT_START
+    assert (h.start.year, h.start.month, h.start.day, h.start.utcoffset()) == (
+        2025,
+        7,
+        1,
+        timedelta(0),
+    )
+    assert h.end - h.start == timedelta(days=365)
