@@ -7,7 +7,8 @@
 --          ops = {{op, field, value}, ...}}
 -- ARGV[2]  largest window in days
 -- Returns  {outcome, field1, value1, field2, ...}; outcome is one of
---          applied | redelivered | duplicate | late
+--          applied | redelivered | duplicate | late (applied, but older than every
+--          window)
 --
 -- Values arrive as text and are passed to Redis untouched, so no float is re-printed
 -- with Lua's 14 digits.
@@ -28,11 +29,7 @@ if done and u.offset <= done then
   outcome = 'redelivered' -- Kafka delivered this message again: already in the state
 else
   redis.call('HSET', key, u.off, u.offset)
-  local latest = seen
-  if u.ts and (not latest or u.ts > latest) then latest = u.ts end
-  if u.day and day_of(latest) - u.day >= window then
-    outcome = 'late' -- older than every window: it could count only in lifetime totals
-  elseif u.id and redis.call('HEXISTS', key, u.id) == 1 then
+  if u.id and redis.call('HEXISTS', key, u.id) == 1 then
     outcome = 'duplicate' -- the same order/ticket sent twice by its producer
   else
     for _, op in ipairs(u.ops) do
@@ -50,11 +47,18 @@ else
         end
       end
     end
-    if u.id then redis.call('HSET', key, u.id, u.day) end
     if u.ts and (not seen or u.ts > seen) then
       seen = u.ts
       redis.call('HSET', key, 'seen', u.ts_text)
     end
+    if u.day and day_of(seen) - u.day >= window then
+      -- Older than every window (topics drift apart in event time, e.g. while a
+      -- backlog is consumed): it counts in lifetime totals only; its tile is pruned.
+      outcome = 'late'
+    end
+    -- Remember the id for a largest window of the customer's event time from now
+    -- (not from the event's own time), so a late event's duplicate is caught too.
+    if u.id then redis.call('HSET', key, u.id, day_of(seen)) end
   end
 end
 

@@ -104,10 +104,14 @@ def base_columns(history: History, as_of: pd.Series) -> dict[str, np.ndarray]:
     # Events at or before each customer's instant, one producer duplicate dropped.
     visible: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
     for topic in (topics.ORDERS, topics.SUPPORT_TICKETS):
-        frame = history.frame(topic).drop_duplicates(EVENT_ID_FIELD[topic], keep="first")
+        frame = history.frame(topic).drop_duplicates(
+            ["customer_id", EVENT_ID_FIELD[topic]], keep="first"
+        )
         rows = customers.get_indexer(frame["customer_id"])
         ts = frame["ts"].to_numpy(dtype=np.float64)
-        keep = (rows >= 0) & (ts <= np.where(rows >= 0, as_of_ts[rows], -np.inf))
+        known = rows >= 0
+        keep = np.zeros(len(frame), dtype=bool)
+        keep[known] = ts[known] <= as_of_ts[rows[known]]
         visible[topic] = (frame[keep], rows[keep])
 
     for name, window in WINDOWS.items():

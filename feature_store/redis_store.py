@@ -32,7 +32,7 @@ OUTCOMES = ("applied", "redelivered", "duplicate", "late")
 class ApplyResult:
     """What a batch did: the customer's state after each update, and counts of
     applied / redelivered (already applied) / duplicate (same order or ticket id) /
-    late (older than the largest window, not counted) messages."""
+    late (applied, but older than the largest window: lifetime totals only)."""
 
     states: list[CustomerState]
     counts: dict[str, int]

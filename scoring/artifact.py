@@ -54,8 +54,10 @@ class Calibration:
         raw, calibrated = np.asarray(data["raw"], float), np.asarray(data["calibrated"], float)
         if data.get("method") != "isotonic" or len(raw) < 2 or len(raw) != len(calibrated):
             raise ValueError("calibration must be isotonic with matching raw/calibrated points")
-        if np.any(np.diff(raw) < 0) or np.any(np.diff(calibrated) < 0):
-            raise ValueError("calibration points must be non-decreasing")
+        if np.any(np.diff(raw) <= 0) or np.any(np.diff(calibrated) < 0):
+            raise ValueError(
+                "calibration needs increasing raw and non-decreasing calibrated points"
+            )
         return cls(raw, calibrated)
 
 
@@ -147,7 +149,7 @@ def load_model(models_dir: Path, version: str | None = None) -> Model:
         booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
         calibration = Calibration.from_json(metadata["calibration"])
         thresholds = Thresholds(**metadata["thresholds"])
-        params = FeatureParams(**metadata.get("feature_params", {}))
+        params = FeatureParams(**metadata["feature_params"])
     except (lgb.basic.LightGBMError, KeyError, TypeError, ValueError) as err:
         raise ArtifactError(f"model {version} in {directory} is unusable: {err!r}") from err
     if booster.num_feature() != len(FEATURE_NAMES):

@@ -5,7 +5,8 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 EVENTS = Counter(
     "churn_events_total",
     "Input messages by outcome: applied, redelivered (already applied), duplicate "
-    "(same order/ticket id), late (older than the largest window), dead_letter",
+    "(same order/ticket id), late (older than the largest window: lifetime totals only), "
+    "dead_letter",
     ["outcome"],
 )
 RISK_CHANGES = Counter("churn_risk_changes_total", "Published risk changes", ["previous", "risk"])

@@ -49,7 +49,7 @@ def build_app(settings: Settings, model: Model, redis_client: redis.Redis) -> fa
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
         store="memory://",
         # Faust keeps little on disk with a memory store; keep it out of the checkout.
-        datadir=Path(tempfile.gettempdir()) / "churn-faust" / settings.app_id,
+        datadir=Path(tempfile.gettempdir()) / f"faust-{settings.app_id}",
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN_DAYS = 200
-MAX_LATENESS_DAYS = 60  # inside the largest window, so nothing is dropped as late
+MAX_LATENESS_DAYS = 150  # beyond the largest window: late events count in lifetime only
 
 # Whole days plus a time of day from a few values, so events often sit exactly on
 # window boundaries (the first and last second of a day), where off-by-ones hide.
@@ -139,8 +139,7 @@ def test_online_and_offline_features_agree(
     try:
         updates = [update_for(t, e, position) for position, t, e in delivered]
         for start in range(0, len(updates), batch_size):
-            result = store.apply(updates[start : start + batch_size])
-            assert result.counts["late"] == 0
+            store.apply(updates[start : start + batch_size])
         states = [s for s in store.read(["C1", "C2", "C3"]).values() if s.seen is not None]
         if not states:
             return
