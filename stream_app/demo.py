@@ -1,0 +1,204 @@
+"""`make demo`: the whole product on this machine, printing risk changes as they happen.
+
+Trains a model if none exists (on a simulated shop database), starts the worker,
+streams a simulated live history into Kafka, and prints every `churn-risk` event
+in a readable line. Each run uses its own topics, consumer group and Redis keys,
+removed at exit, so runs never see each other's state. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import redis
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
+
+from schemas import topics
+from scoring.artifact import ArtifactError, current_version
+from stream_app.kafka_admin import ALL_TOPICS
+from stream_app.settings import Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOURS = {"HIGH": "\033[31m", "MEDIUM": "\033[33m", "LOW": "\033[32m"}
+RESET = "\033[0m"
+
+
+def ensure_model(settings: Settings, customers: int) -> str:
+    """The served model's version, training one on a simulated shop when missing."""
+    try:
+        return current_version(settings.models_dir)
+    except ArtifactError:
+        pass
+    db = settings.data_dir / "shop.db"
+    if not db.exists():
+        print(f"demo: simulating a shop of {customers} customers into {db}", flush=True)
+        run("simulator", "sqlite", "--customers", str(customers), "--seed", "1", "--out", str(db))
+    print(f"demo: no model in {settings.models_dir}; training one", flush=True)
+    run("training", "--db", str(db), "--out", str(settings.models_dir))
+    return current_version(settings.models_dir)
+
+
+def run(module: str, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, check=True)
+
+
+def describe(change: dict) -> str:
+    """One readable line: customer, from -> to, probability, top reason."""
+    previous = change["previous_risk"] or "new"
+    risk = change["risk"]
+    colour = COLOURS[risk] if sys.stdout.isatty() else ""
+    reset = RESET if colour else ""
+    reason = change["reasons"][0] if change["reasons"] else None
+    why = ""
+    if reason:
+        value = "n/a" if reason["value"] is None else f"{reason['value']:.4g}"
+        why = f"  because {reason['feature']}={value} ({reason['contribution']:+.2f})"
+    trigger = change["trigger"]
+    cause = trigger["event_id"] or trigger["kind"]
+    return (
+        f"{change['event_time'][:10]}  {change['customer_id']:<10} "
+        f"{previous:>6} -> {colour}{risk:<6}{reset} p={change['probability']:.2f}"
+        f"{why}  [{cause}]"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m stream_app.demo")
+    parser.add_argument("--customers", type=int, default=2000, help="live customers streamed")
+    parser.add_argument("--rate", type=float, default=500, help="events per second")
+    parser.add_argument("--train-customers", type=int, default=5000)
+    args = parser.parse_args()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as err:
+        print(f"error: bad configuration: {err}", file=sys.stderr)
+        return 2
+
+    version = ensure_model(settings, args.train_customers)
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"demo-{run_id}."
+    env = {
+        **os.environ,
+        "CHURN_TOPIC_PREFIX": prefix,
+        "CHURN_APP_ID": f"churn-demo-{run_id}",
+        "CHURN_REDIS_NAMESPACE": f"demo-{run_id}",
+    }
+    log_dir = ROOT / ".services"
+    log_dir.mkdir(exist_ok=True)
+    worker_log = log_dir / "demo-worker.log"
+    print(f"demo: model {version}; worker log in {worker_log}", flush=True)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        with worker_log.open("wb") as log:
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "stream_app", "worker"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        wait_until_ready(children[0], worker_log)
+        print(
+            f"demo: streaming {args.customers} customers' history at {args.rate:g} events/s; "
+            "Ctrl-C to stop\n",
+            flush=True,
+        )
+        children.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "simulator",
+                    "produce",
+                    "--customers",
+                    str(args.customers),
+                    "--seed",
+                    str(int(time.time()) % 100_000),
+                    "--rate",
+                    str(args.rate),
+                    "--topic-prefix",
+                    prefix,
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        print_changes(settings, prefix, children)
+    except KeyboardInterrupt:
+        print("\ndemo: stopping", flush=True)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        clean_up(settings, prefix, f"demo-{run_id}")
+    return 0
+
+
+def wait_until_ready(worker: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise SystemExit(f"demo: the worker stopped:\n{log.read_text()[-3000:]}")
+        if "Worker ready" in log.read_text(errors="replace"):
+            return
+        time.sleep(0.3)
+    raise SystemExit(f"demo: the worker was not ready after {timeout}s; see {log}")
+
+
+def print_changes(settings: Settings, prefix: str, children: list[subprocess.Popen[bytes]]) -> None:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"{prefix}printer",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([prefix + topics.CHURN_RISK, prefix + topics.DEAD_LETTER])
+    counts: dict[str, int] = {}
+    try:
+        while children[0].poll() is None:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            body = json.loads(message.value())
+            if message.topic().endswith(topics.DEAD_LETTER):
+                print(f"dead letter: {body['reason']}", flush=True)
+                continue
+            counts[body["risk"]] = counts.get(body["risk"], 0) + 1
+            print(describe(body), flush=True)
+        raise SystemExit("demo: the worker stopped; see .services/demo-worker.log")
+    finally:
+        consumer.close()
+        if counts:
+            print(f"\ndemo: risk changes published: {counts}", flush=True)
+
+
+def clean_up(settings: Settings, prefix: str, namespace: str) -> None:
+    """Delete this run's topics and Redis keys (best effort)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin.delete_topics([prefix + name for name in ALL_TOPICS], operation_timeout=10)
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
