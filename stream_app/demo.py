@@ -175,10 +175,10 @@ def print_changes(settings: Settings, prefix: str, children: list[subprocess.Pop
     try:
         while children[0].poll() is None:
             message = consumer.poll(0.5)
-            if message is None or message.error():
+            if message is None or message.error() or message.value() is None:
                 continue
-            body = json.loads(message.value())
-            if message.topic().endswith(topics.DEAD_LETTER):
+            body = json.loads(message.value() or b"")
+            if message.topic() == prefix + topics.DEAD_LETTER:
                 print(f"dead letter: {body['reason']}", flush=True)
                 continue
             counts[body["risk"]] = counts.get(body["risk"], 0) + 1
