@@ -121,9 +121,9 @@ def base_columns(history: History, as_of: pd.Series) -> dict[str, np.ndarray]:
         if window.days is not None:
             day = np.floor(frame["ts"].to_numpy(dtype=np.float64) / SECONDS_PER_DAY)
             amounts = np.where(day >= window_start_day(as_of_day[rows], window.days), amounts, 0)
-        total = np.zeros(n, dtype=np.int64)
-        np.add.at(total, rows, amounts)
-        columns[name] = total.astype(np.float64) * window.scale
+        # Integer amounts summed as float64 stay exact below 2**53.
+        total = np.bincount(rows, weights=amounts.astype(np.float64), minlength=n)
+        columns[name] = total * window.scale
 
     for topic, name in LAST_TIME.items():
         columns[name] = _per_customer(visible[topic], n, "max")

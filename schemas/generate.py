@@ -8,9 +8,21 @@ from typing import Any
 
 import msgspec
 
+from schemas import topics
 from schemas.events import SCHEMA_FILES
 
 SCHEMA_DIR = Path(__file__).resolve().parent
+ASYNCAPI_PATH = SCHEMA_DIR / "asyncapi.json"
+
+# Topic -> (schema file stem, what it carries, does the worker receive or send it).
+CHANNELS: dict[str, tuple[str, str, str]] = {
+    topics.ORDERS: ("orders", "Orders placed, keyed by customer_id", "receive"),
+    topics.SUPPORT_TICKETS: ("support-tickets", "Support tickets, keyed by customer_id", "receive"),
+    topics.CUSTOMERS: ("customers", "Customer profile upserts (compacted)", "receive"),
+    topics.CHURN_RISK: ("churn-risk", "A customer's risk category changed", "send"),
+    topics.CHURN_RISK_HIGH: ("churn-risk", "Changes into HIGH only, for marketing", "send"),
+    topics.DEAD_LETTER: ("dead-letter", "Input that could not be processed, with why", "send"),
+}
 
 
 def schema_path(name: str) -> Path:
@@ -33,10 +45,46 @@ def render(name: str) -> str:
     return json.dumps(generate_schema(name), indent=2, sort_keys=True) + "\n"
 
 
+def generate_asyncapi() -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of the worker's topics, pointing at the schema files."""
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for topic, (stem, description, action) in CHANNELS.items():
+        channels[topic] = {
+            "address": topic,
+            "description": description,
+            "messages": {
+                SCHEMA_FILES[stem].__name__: {
+                    "contentType": "application/json",
+                    "payload": {"$ref": f"./{stem}.schema.json"},
+                    "bindings": {
+                        "kafka": {"key": {"type": "string", "description": "customer_id"}}
+                    },
+                }
+            },
+        }
+        operations[f"{action}-{topic}"] = {
+            "action": action,
+            "channel": {"$ref": f"#/channels/{topic}"},
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "churn-risk scorer",
+            "version": "1.0.0",
+            "description": "Events the churn-risk worker consumes and publishes (contracts v1).",
+        },
+        "channels": channels,
+        "operations": operations,
+    }
+
+
 def write_all() -> list[Path]:
     written = []
     for name in SCHEMA_FILES:
         path = schema_path(name)
         path.write_text(render(name))
         written.append(path)
+    ASYNCAPI_PATH.write_text(json.dumps(generate_asyncapi(), indent=2, sort_keys=True) + "\n")
+    written.append(ASYNCAPI_PATH)
     return written

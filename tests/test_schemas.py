@@ -9,7 +9,8 @@ import jsonschema
 import msgspec
 import pytest
 
-from schemas import SCHEMA_FILES, Order, SupportTicket, generate_schema, schema_path
+from schemas import SCHEMA_FILES, Order, SupportTicket, generate_schema, schema_path, topics
+from schemas.generate import ASYNCAPI_PATH, generate_asyncapi
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMA_FILES))
@@ -66,3 +67,13 @@ def test_decoder_and_schema_file_both_reject_a_bad_ticket(bad_ticket: dict) -> N
     )
     if bad_ticket["created_ts"].endswith("Z"):  # JSON Schema cannot express "has an offset"
         assert not validator.is_valid(bad_ticket)
+
+
+def test_asyncapi_document_is_current_and_covers_every_topic() -> None:
+    committed = json.loads(ASYNCAPI_PATH.read_text())
+    assert committed == generate_asyncapi(), "run `python -m schemas` and commit the result"
+    every_topic = {*topics.INPUT_TOPICS, topics.CHURN_RISK, topics.CHURN_RISK_HIGH}
+    assert every_topic | {topics.DEAD_LETTER} == set(committed["channels"])
+    for channel in committed["channels"].values():
+        for message in channel["messages"].values():
+            assert (schema_path("x").parent / message["payload"]["$ref"]).exists()
