@@ -94,6 +94,27 @@ class RedisFeatureStore:
             if fields
         }
 
+    def idle_key(self, partition: int) -> str:
+        # One index per input partition: only the worker owning it rescores its customers.
+        return f"{self.namespace}:idle:{partition}"
+
+    def schedule(self, entries: Iterable[tuple[int, str, float | None]]) -> None:
+        """Set (partition, customer, due time) rescores; a None due time removes it."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition, customer_id, due in entries:
+            if due is None:
+                pipe.zrem(self.idle_key(partition), customer_id)
+            else:
+                pipe.zadd(self.idle_key(partition), {customer_id: due})
+        pipe.execute()
+
+    def due(self, partition: int, until: float, limit: int) -> list[tuple[str, float]]:
+        """Customers of `partition` due for a rescore at or before `until`, oldest first."""
+        rows = self.client.zrangebyscore(
+            self.idle_key(partition), "-inf", until, start=0, num=limit, withscores=True
+        )
+        return [(_as_str(customer_id), float(due)) for customer_id, due in rows]
+
     def customer_keys(self) -> Iterable[str]:
         return (
             _as_str(k) for k in self.client.scan_iter(match=f"{self.namespace}:c:*", count=1000)

@@ -174,3 +174,41 @@ def _verify_checksums(directory: Path) -> None:
                 f"{path} does not match its checksum in {sums_file}: the file was changed "
                 "after training; restore it or retrain"
             )
+
+
+class ServedModel:
+    """The model in service, swapped for a newer version once it has been verified.
+
+    `refresh()` follows the CURRENT pointer; a version that fails verification is
+    refused (and remembered, so it is not retried every poll) and the model already
+    in service keeps serving.
+    """
+
+    def __init__(self, models_dir: Path, model: Model) -> None:
+        self.models_dir = models_dir
+        self.model = model
+        self.refused: dict[str, str] = {}
+
+    def __call__(self) -> Model:
+        return self.model
+
+    def refresh(self) -> tuple[str, str] | None:
+        """Check CURRENT; returns ("loaded" | "refused", message) when something changed."""
+        try:
+            version = current_version(self.models_dir)
+        except ArtifactError as err:
+            return self._refuse("CURRENT", str(err))
+        if version == self.model.version or version in self.refused:
+            return None
+        try:
+            model = load_model(self.models_dir, version)
+        except ArtifactError as err:
+            return self._refuse(version, str(err))
+        previous, self.model = self.model.version, model
+        return "loaded", f"now serving model {version} (was {previous})"
+
+    def _refuse(self, version: str, reason: str) -> tuple[str, str] | None:
+        if self.refused.get(version) == reason:
+            return None
+        self.refused[version] = reason
+        return "refused", f"kept model {self.model.version}; refused {version}: {reason}"

@@ -10,7 +10,7 @@ come out again with the same ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -23,9 +23,11 @@ from feature_store.online import CustomerState, Position, Update, base_columns, 
 from feature_store.redis_store import ApplyResult, RiskRecord
 from schemas import INPUT_EVENTS, ChurnRiskChanged, DeadLetter, Reason, Trigger
 from scoring.artifact import Model
+from scoring.inactivity import first_due, next_due
 from scoring.risk import RANK, RiskPolicy, is_news, transition_id
 
 TOP_REASONS = 3
+INACTIVITY = Trigger(kind="inactivity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +44,27 @@ class FeatureStore(Protocol):
 
     def record_risk(self, records: Sequence[RiskRecord]) -> None: ...
 
+    def read(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]: ...
+
+    def schedule(self, entries: Iterable[tuple[int, str, float | None]]) -> None: ...
+
+    def due(self, partition: int, until: float, limit: int) -> list[tuple[str, float]]: ...
+
 
 @dataclass
 class BatchOutcome:
     changes: list[ChurnRiskChanged] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    risk_records: list[RiskRecord] = field(default_factory=list)
     applied: ApplyResult | None = None
     scored: int = 0
+    # (risk, changes published so far) of each customer this batch moved.
+    risk_now: dict[str, tuple[str | None, int]] = field(default_factory=dict)
+    # Next inactivity rescores (partition, customer, due or None), saved on commit.
+    reschedule: list[tuple[int, str, float | None]] = field(default_factory=list)
+
+    @property
+    def risk_records(self) -> list[RiskRecord]:
+        return [RiskRecord(c, risk, seq) for c, (risk, seq) in self.risk_now.items() if risk]
 
 
 _DECODERS = {topic: msgspec.json.Decoder(event_type) for topic, event_type in INPUT_EVENTS.items()}
@@ -69,12 +84,16 @@ class Scorer:
         margin: float = 0.05,
         actions: dict[str, tuple[str, ...]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        idle_limit: int = 1000,
     ) -> None:
         self.store = store
         self.model = model  # a callable, so a reloaded model is picked up per batch
         self.margin = margin
         self.actions = actions
         self.clock = clock
+        self.idle_limit = idle_limit  # most inactivity rescores per partition per batch
+        # Event-time watermark per input partition: the latest event time seen there.
+        self.watermarks: dict[int, float] = {}
 
     def policy(self, model: Model) -> RiskPolicy:
         if self.actions is None:
@@ -100,23 +119,70 @@ class Scorer:
                     event_id=update.source_id,
                 )
             )
-        if not updates:
-            return outcome
-        outcome.applied = self.store.apply(updates)
-        # Each event is scored as of its own arrival. A bare profile (no order or
-        # ticket yet) has nothing to score.
-        rows = [i for i, state in enumerate(outcome.applied.states) if state.seen is not None]
-        self._score(
-            [outcome.applied.states[i] for i in rows],
-            [triggers[i] for i in rows],
-            outcome,
-        )
+            if update.event_ts is not None:
+                partition = message.partition
+                self.watermarks[partition] = max(
+                    self.watermarks.get(partition, update.event_ts), update.event_ts
+                )
+        if updates:
+            outcome.applied = self.store.apply(updates)
+            # Each event is scored as of its own arrival. A bare profile (no order or
+            # ticket yet) has nothing to score.
+            heard = [
+                (update.position.partition, state, trigger)
+                for update, state, trigger in zip(
+                    updates, outcome.applied.states, triggers, strict=True
+                )
+                if state.seen is not None
+            ]
+            self._score(
+                [state for _, state, _ in heard],
+                [state.seen or 0.0 for _, state, _ in heard],
+                [trigger for _, _, trigger in heard],
+                outcome,
+            )
+            # Whoever we heard from is due for a rescore should they now go quiet.
+            self.store.schedule(
+                (partition, state.customer_id, first_due(state.seen or 0.0))
+                for partition, state, _ in heard
+            )
+        self._rescore_idle(sorted({update.position.partition for update in updates}), outcome)
         return outcome
 
     def commit(self, outcome: BatchOutcome) -> None:
-        """Record the published categories; call after the changes are durable in Kafka."""
-        if outcome.risk_records:
-            self.store.record_risk(outcome.risk_records)
+        """Record the published categories and the next inactivity rescores; call
+        after the changes are durable in Kafka, so a crash before it replays them."""
+        records = outcome.risk_records
+        if records:
+            self.store.record_risk(records)
+        if outcome.reschedule:
+            self.store.schedule(outcome.reschedule)
+
+    def _rescore_idle(self, partitions: Sequence[int], outcome: BatchOutcome) -> None:
+        """Rescore the customers of `partitions` whose silence reached a due time by
+        the partition's event-time watermark, each as of its due time."""
+        due = [
+            (partition, customer_id, due_ts)
+            for partition in partitions
+            for customer_id, due_ts in self.store.due(
+                partition, self.watermarks.get(partition, float("-inf")), self.idle_limit
+            )
+        ]
+        if not due:
+            return
+        states = self.store.read([customer_id for _, customer_id, _ in due])
+        rescored: list[CustomerState] = []
+        as_of: list[float] = []
+        for partition, customer_id, due_ts in due:
+            state = states.get(customer_id)
+            if state is None or state.seen is None or state.seen >= due_ts:
+                # Unknown, or heard from since: nothing is due any more.
+                outcome.reschedule.append((partition, customer_id, None))
+                continue
+            rescored.append(state)
+            as_of.append(due_ts)
+            outcome.reschedule.append((partition, customer_id, next_due(state.seen, due_ts)))
+        self._score(rescored, as_of, [INACTIVITY] * len(rescored), outcome)
 
     def _decode(self, message: InputMessage, outcome: BatchOutcome) -> object | None:
         decoder = _DECODERS.get(message.topic)
@@ -141,6 +207,7 @@ class Scorer:
     def _score(
         self,
         states: Sequence[CustomerState],
+        as_of: Sequence[float],
         triggers: Sequence[Trigger],
         outcome: BatchOutcome,
     ) -> None:
@@ -149,12 +216,10 @@ class Scorer:
             return
         model = self.model()
         policy = self.policy(model)
-        as_of = [state.seen or 0.0 for state in states]
         features = feature_matrix(base_columns(states, as_of), model.feature_params)
         probabilities = model.predict(features)
         outcome.scored += len(states)
-        # (risk, published changes so far) per customer, as this batch moves them.
-        current: dict[str, tuple[str | None, int]] = {}
+        current = outcome.risk_now
         changes: list[tuple[int, str | None, str, int]] = []
         for row, state in enumerate(states):
             previous, sequence = current.get(state.customer_id, (state.risk, state.risk_seq))
@@ -165,9 +230,6 @@ class Scorer:
                 sequence += 1
                 changes.append((row, previous, risk, sequence))
             current[state.customer_id] = (risk, sequence)
-        outcome.risk_records = [
-            RiskRecord(c, risk, seq) for c, (risk, seq) in current.items() if risk
-        ]
         if not changes:
             return
         contributions = model.contributions(features[[row for row, *_ in changes]])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
+from pathlib import Path
 
 import faust
 import redis
@@ -16,7 +18,7 @@ from confluent_kafka import KafkaException
 
 from scoring.artifact import ArtifactError, load_model
 from stream_app.kafka_admin import ensure_topics
-from stream_app.settings import Settings, SettingsError
+from stream_app.settings import Settings, SettingsError, load_actions
 
 
 def fail(message: str) -> None:
@@ -27,6 +29,7 @@ def fail(message: str) -> None:
 def run_worker() -> None:
     try:
         settings = Settings.from_env()
+        actions = load_actions(settings.actions_file)
     except SettingsError as err:
         fail(f"bad configuration: {err}")
     try:
@@ -49,19 +52,54 @@ def run_worker() -> None:
         )
     from stream_app.worker import build_app
 
-    app = build_app(settings, model, client)
+    app = build_app(settings, model, client, actions)
     print(f"serving model {model.version} from {settings.models_dir}", file=sys.stderr)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+def run_replay(path: Path, out_path: Path | None) -> None:
+    from stream_app.replay import replay
+
+    try:
+        settings = Settings.from_env()
+        actions = load_actions(settings.actions_file)
+        model = load_model(settings.models_dir)
+    except (SettingsError, ArtifactError) as err:
+        fail(str(err))
+    if not path.is_file():
+        fail(f"no such file: {path}")
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        fail(f"cannot reach Redis at {settings.redis_url} ({err}); start it or set REDIS_URL")
+    with out_path.open("wb") if out_path else nullcontext(sys.stdout.buffer) as out:
+        counts = replay(
+            path,
+            client,
+            model,
+            out,
+            settings.partitions,
+            settings.batch_size,
+            settings.hysteresis,
+            actions,
+        )
+    print(f"replayed {path} with model {model.version}: {counts}", file=sys.stderr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stream_app")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("worker", help="consume events, keep features, publish risk changes")
+    replay = commands.add_parser("replay", help="run the scoring core over a JSON-lines file")
+    replay.add_argument("file", type=Path, help='lines of {"topic", "key", "value"}')
+    replay.add_argument("--out", type=Path, help="write risk changes here (default: stdout)")
     commands.add_parser("settings", help="print the configuration table")
     args = parser.parse_args()
     if args.command == "worker":
         run_worker()
+    elif args.command == "replay":
+        run_replay(args.file, args.out)
     else:
         print(Settings.describe())
 

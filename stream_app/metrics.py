@@ -29,3 +29,6 @@ RETRIES = Counter(
     "churn_infrastructure_retries_total", "Batches retried after a Redis or Kafka error"
 )
 MODEL = Info("churn_model", "The model being served")
+MODEL_RELOADS = Counter(
+    "churn_model_reloads_total", "New model versions loaded or refused", ["outcome"]
+)

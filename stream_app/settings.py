@@ -5,6 +5,7 @@ The table in README.md lists the same variables; `Settings.describe()` prints it
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -51,6 +52,31 @@ def _log_level(text: str) -> str:
     return text.lower()
 
 
+def _optional_path(text: str) -> Path | None:
+    if not text:
+        return None
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError("no such file")
+    return path
+
+
+def load_actions(path: Path | None) -> dict[str, tuple[str, ...]] | None:
+    """Recommended actions per risk level from a JSON file (None: the defaults)."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+        actions = {level: tuple(str(a) for a in items) for level, items in data.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as err:
+        raise SettingsError(
+            f"CHURN_ACTIONS_FILE={path}: not a JSON object of lists ({err})"
+        ) from err
+    if set(actions) != {"LOW", "MEDIUM", "HIGH"}:
+        raise SettingsError(f"CHURN_ACTIONS_FILE={path}: needs exactly LOW, MEDIUM and HIGH")
+    return actions
+
+
 @dataclass(frozen=True)
 class Option:
     env: str
@@ -86,6 +112,15 @@ OPTIONS: dict[str, Option] = {
         "CHURN_TOPIC_PREFIX", "", str, "prefix of every topic name (shared clusters, tests)"
     ),
     "redis_namespace": Option("CHURN_REDIS_NAMESPACE", "churn", str, "prefix of every Redis key"),
+    "model_poll_seconds": Option(
+        "CHURN_MODEL_POLL_SECONDS",
+        "10",
+        _positive_int,
+        "how often CURRENT is checked for a new model",
+    ),
+    "actions_file": Option(
+        "CHURN_ACTIONS_FILE", "", _optional_path, "JSON {LOW|MEDIUM|HIGH: [actions]} to override"
+    ),
     "web_port": Option("CHURN_WEB_PORT", "6066", _positive_int, "health, metrics and lookup"),
     "log_level": Option("CHURN_LOG_LEVEL", "info", _log_level, "worker log level"),
     "data_dir": Option("CHURN_DATA_DIR", "data", Path, "demo's simulated shop database"),
@@ -104,6 +139,8 @@ class Settings:
     partitions: int
     topic_prefix: str
     redis_namespace: str
+    model_poll_seconds: int
+    actions_file: Path | None
     web_port: int
     log_level: str
     data_dir: Path

@@ -31,7 +31,7 @@ from feature_store.definitions import FEATURE_NAMES, feature_matrix
 from feature_store.online import base_columns
 from feature_store.redis_store import RedisFeatureStore
 from schemas import topics
-from scoring.artifact import Model
+from scoring.artifact import Model, ServedModel
 from scoring.pipeline import BatchOutcome, InputMessage, Scorer
 from stream_app import metrics
 from stream_app.settings import Settings
@@ -42,7 +42,12 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, KafkaError, asyncio.TimeoutError)
 
 
-def build_app(settings: Settings, model: Model, redis_client: redis.Redis) -> faust.App:
+def build_app(
+    settings: Settings,
+    model: Model,
+    redis_client: redis.Redis,
+    actions: dict[str, tuple[str, ...]] | None = None,
+) -> faust.App:
     """The Faust app with its agent and web views, wired to the scoring core."""
     app = faust.App(
         settings.app_id,
@@ -61,7 +66,8 @@ def build_app(settings: Settings, model: Model, redis_client: redis.Redis) -> fa
     )
     prefix = settings.topic_prefix
     store = RedisFeatureStore(redis_client, settings.redis_namespace)
-    scorer = Scorer(store, lambda: model, margin=settings.hysteresis)
+    served = ServedModel(settings.models_dir, model)
+    scorer = Scorer(store, served, margin=settings.hysteresis, actions=actions)
     metrics.MODEL.info({"version": model.version})
 
     inputs = app.topic(*(topics.qualified(name, prefix) for name in topics.INPUT_TOPICS))
@@ -112,10 +118,24 @@ def build_app(settings: Settings, model: Model, redis_client: redis.Redis) -> fa
 
     app.agent(inputs, name="score-customers", concurrency=1)(score_customers)
 
+    async def reload_model() -> None:
+        change = served.refresh()
+        if change is None:
+            return
+        outcome, message = change
+        metrics.MODEL_RELOADS.labels(outcome).inc()
+        if outcome == "loaded":
+            metrics.MODEL.info({"version": served().version})
+            log.info(message)
+        else:
+            log.error(message)
+
+    app.timer(interval=settings.model_poll_seconds)(reload_model)
+
     class Health(View):
         async def get(self, request: Request) -> Response:
             redis_client.ping()
-            return self.json({"status": "ok", "model_version": model.version})
+            return self.json({"status": "ok", "model_version": served().version})
 
     class Metrics(View):
         async def get(self, request: Request) -> Response:
@@ -127,15 +147,16 @@ def build_app(settings: Settings, model: Model, redis_client: redis.Redis) -> fa
             state = store.read([customer_id]).get(customer_id)
             if state is None or state.seen is None:
                 return self.json({"error": f"unknown customer {customer_id}"}, status=404)
-            features = feature_matrix(base_columns([state], [state.seen]), model.feature_params)
+            current = served()
+            features = feature_matrix(base_columns([state], [state.seen]), current.feature_params)
             return self.json(
                 {
                     "customer_id": customer_id,
                     "as_of": state.seen,
                     "features": _json_floats(dict(zip(FEATURE_NAMES, features[0], strict=True))),
-                    "probability": float(model.predict(features)[0]),
+                    "probability": float(current.predict(features)[0]),
                     "risk": state.risk,
-                    "model_version": model.version,
+                    "model_version": current.version,
                 }
             )
 
