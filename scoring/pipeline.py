@@ -59,8 +59,8 @@ class BatchOutcome:
     scored: int = 0
     # (risk, changes published so far) of each customer this batch moved.
     risk_now: dict[str, tuple[str | None, int]] = field(default_factory=dict)
-    # Next inactivity rescores (partition, customer, due or None), saved on commit.
-    reschedule: list[tuple[int, str, float | None]] = field(default_factory=list)
+    # Next inactivity rescore per (partition, customer), None for none; saved on commit.
+    reschedule: dict[tuple[int, str], float | None] = field(default_factory=dict)
 
     @property
     def risk_records(self) -> list[RiskRecord]:
@@ -119,34 +119,30 @@ class Scorer:
                     event_id=update.source_id,
                 )
             )
-            if update.event_ts is not None:
-                partition = message.partition
-                self.watermarks[partition] = max(
-                    self.watermarks.get(partition, update.event_ts), update.event_ts
-                )
-        if updates:
-            outcome.applied = self.store.apply(updates)
-            # Each event is scored as of its own arrival. A bare profile (no order or
-            # ticket yet) has nothing to score.
-            heard = [
-                (update.position.partition, state, trigger)
-                for update, state, trigger in zip(
-                    updates, outcome.applied.states, triggers, strict=True
-                )
-                if state.seen is not None
-            ]
-            self._score(
-                [state for _, state, _ in heard],
-                [state.seen or 0.0 for _, state, _ in heard],
-                [trigger for _, _, trigger in heard],
-                outcome,
+        if not updates:
+            return outcome
+        # Silence is scored first: a quiet customer's due rescores all come before
+        # the batch's events in event time, whatever the batch boundaries.
+        self._rescore_idle(updates, outcome)
+        outcome.applied = self.store.apply(updates)
+        # Each event is scored as of its own arrival. A bare profile (no order or
+        # ticket yet) has nothing to score.
+        heard = [
+            (update.position.partition, state, trigger)
+            for update, state, trigger in zip(
+                updates, outcome.applied.states, triggers, strict=True
             )
-            # Whoever we heard from is due for a rescore should they now go quiet.
-            self.store.schedule(
-                (partition, state.customer_id, first_due(state.seen or 0.0))
-                for partition, state, _ in heard
-            )
-        self._rescore_idle(sorted({update.position.partition for update in updates}), outcome)
+            if state.seen is not None
+        ]
+        self._score(
+            [state for _, state, _ in heard],
+            [state.seen or 0.0 for _, state, _ in heard],
+            [trigger for _, _, trigger in heard],
+            outcome,
+        )
+        # Whoever we heard from is due for a rescore should they now go quiet.
+        for partition, state, _ in heard:
+            outcome.reschedule[(partition, state.customer_id)] = first_due(state.seen or 0.0)
         return outcome
 
     def commit(self, outcome: BatchOutcome) -> None:
@@ -156,16 +152,31 @@ class Scorer:
         if records:
             self.store.record_risk(records)
         if outcome.reschedule:
-            self.store.schedule(outcome.reschedule)
+            self.store.schedule((p, c, due) for (p, c), due in outcome.reschedule.items())
 
-    def _rescore_idle(self, partitions: Sequence[int], outcome: BatchOutcome) -> None:
-        """Rescore the customers of `partitions` whose silence reached a due time by
-        the partition's event-time watermark, each as of its due time."""
+    def _rescore_idle(self, updates: Sequence[Update], outcome: BatchOutcome) -> None:
+        """Rescore, as of each due time, the customers whose silence reached it.
+
+        A partition's watermark is the latest event time seen on it (this batch
+        included): Kafka keeps a partition in order, so nothing earlier will come.
+        A customer with an event in this batch is silent only until that event."""
+        first_event: dict[str, float] = {}
+        for update in updates:
+            if update.event_ts is None:
+                continue
+            partition = update.position.partition
+            self.watermarks[partition] = max(
+                self.watermarks.get(partition, update.event_ts), update.event_ts
+            )
+            first_event[update.customer_id] = min(
+                first_event.get(update.customer_id, update.event_ts), update.event_ts
+            )
         due = [
             (partition, customer_id, due_ts)
-            for partition in partitions
+            for partition in sorted({u.position.partition for u in updates})
+            if partition in self.watermarks
             for customer_id, due_ts in self.store.due(
-                partition, self.watermarks.get(partition, float("-inf")), self.idle_limit
+                partition, self.watermarks[partition], self.idle_limit
             )
         ]
         if not due:
@@ -176,12 +187,16 @@ class Scorer:
         for partition, customer_id, due_ts in due:
             state = states.get(customer_id)
             if state is None or state.seen is None or state.seen >= due_ts:
-                # Unknown, or heard from since: nothing is due any more.
-                outcome.reschedule.append((partition, customer_id, None))
+                # Unknown, or heard from since it was scheduled: nothing is due.
+                outcome.reschedule[(partition, customer_id)] = None
                 continue
-            rescored.append(state)
-            as_of.append(due_ts)
-            outcome.reschedule.append((partition, customer_id, next_due(state.seen, due_ts)))
+            until = min(self.watermarks[partition], first_event.get(customer_id, float("inf")))
+            next_ts: float | None = due_ts
+            while next_ts is not None and next_ts <= until:
+                rescored.append(state)
+                as_of.append(next_ts)
+                next_ts = next_due(state.seen, next_ts)
+            outcome.reschedule[(partition, customer_id)] = next_ts
         self._score(rescored, as_of, [INACTIVITY] * len(rescored), outcome)
 
     def _decode(self, message: InputMessage, outcome: BatchOutcome) -> object | None:
