@@ -190,9 +190,10 @@ class Scorer:
                 # Unknown, or heard from since it was scheduled: nothing is due.
                 outcome.reschedule[(partition, customer_id)] = None
                 continue
-            until = min(self.watermarks[partition], first_event.get(customer_id, float("inf")))
+            watermark = self.watermarks[partition]
+            heard_at = first_event.get(customer_id, float("inf"))
             next_ts: float | None = due_ts
-            while next_ts is not None and next_ts <= until:
+            while next_ts is not None and next_ts <= watermark and next_ts < heard_at:
                 rescored.append(state)
                 as_of.append(next_ts)
                 next_ts = next_due(state.seen, next_ts)
