@@ -340,7 +340,7 @@ def test_end_to_end_cli_writes_an_artifact_load_model_serves(
 
     model = load_model(out)
     assert str(out / model.version) in printed
-    assert "AUC-ROC" in printed and "fit lightgbm" in printed
+    assert "AUC-ROC" in printed and "tune lightgbm" in printed
     metadata = model.metadata
     assert metadata["model_family"] == "lightgbm"
     assert 0.5 < metadata["metrics"]["test"]["auc_roc"] <= 1.0

@@ -181,3 +181,23 @@ def _customers(frame: pd.DataFrame) -> pd.DataFrame:
         ),
     }
     return pd.DataFrame(columns, columns=list(CUSTOMER_COLUMNS))
+
+
+def load_truth(db_path: str | Path) -> pd.Series | None:
+    """The simulator's latent churn propensity per customer, or None for a real shop.
+
+    Only a simulated database has the `simulator_truth` table; it feeds the oracle
+    AUC in the report and never the model."""
+    uri = f"{Path(db_path).resolve().as_uri()}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'simulator_truth'"
+        ).fetchone()
+        if found is None:
+            return None
+        frame = pd.read_sql_query("SELECT customer_id, churn_propensity FROM simulator_truth", conn)
+    return pd.Series(
+        frame["churn_propensity"].to_numpy(dtype=np.float64),
+        index=frame["customer_id"].astype(str),
+        name="churn_propensity",
+    )

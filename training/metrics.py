@@ -34,3 +34,45 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "precision_at_80_recall": precision_at_recall(y, p, TARGET_RECALL),
     }
+
+
+def confusion(labels: np.ndarray, probabilities: np.ndarray, cutoff: float) -> dict[str, int]:
+    """Counts at one cut-off: churners flagged (tp), missed (fn), loyal flagged (fp), ..."""
+    y = np.asarray(labels, dtype=bool)
+    flagged = np.asarray(probabilities, dtype=np.float64) >= cutoff
+    return {
+        "tp": int(np.sum(flagged & y)),
+        "fp": int(np.sum(flagged & ~y)),
+        "fn": int(np.sum(~flagged & y)),
+        "tn": int(np.sum(~flagged & ~y)),
+    }
+
+
+def cutoff_curve(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(cut-offs, precision, recall) of flagging p >= cut-off, for every distinct p, descending."""
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(probabilities, dtype=np.float64)
+    order = np.argsort(-p, kind="stable")
+    p, y = p[order], y[order]
+    last_of_value = np.append(p[1:] != p[:-1], True)  # where each distinct p ends
+    flagged = np.arange(1, len(p) + 1)[last_of_value]
+    churners_flagged = np.cumsum(y)[last_of_value]
+    return p[last_of_value], churners_flagged / flagged, churners_flagged / max(1, int(y.sum()))
+
+
+def cutoff_for_precision(labels: np.ndarray, probabilities: np.ndarray, target: float) -> float:
+    """The lowest cut-off whose flagged customers are at least `target` churners.
+
+    The lowest such cut-off flags the most churners at that precision. Raises
+    ValueError when no cut-off reaches the target."""
+    cutoffs, precision, _ = cutoff_curve(labels, probabilities)
+    reached = np.flatnonzero(precision >= target)
+    if len(reached) == 0:
+        raise ValueError(f"no cut-off reaches precision {target:.0%} (best {precision.max():.1%})")
+    return float(cutoffs[reached[-1]])
+
+
+def cutoff_for_recall(labels: np.ndarray, probabilities: np.ndarray, target: float) -> float:
+    """The highest cut-off that still flags at least `target` of the churners."""
+    cutoffs, _, recall = cutoff_curve(labels, probabilities)
+    return float(cutoffs[np.flatnonzero(recall >= target)[0]])

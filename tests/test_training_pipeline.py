@@ -1,0 +1,376 @@
+"""The training pipeline end to end: model comparison, the served LightGBM and its
+metadata, no learning from the future, artifact verification, messy shops, the
+report, and determinism."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_store.definitions import SECONDS_PER_DAY, FeatureParams
+from feature_store.offline import History
+from scoring.artifact import CHECKSUM_FILE, METADATA_FILE, MODEL_FILE, ArtifactError, load_model
+from simulator import generate_history, write_sqlite
+from training import TrainingConfig, build_dataset, cutoffs, load_history, save, train
+from training.__main__ import main
+from training.database import load_truth
+from training.metrics import cutoff_for_precision, cutoff_for_recall
+from training.models import available_families
+from training.report import REPORT_FILE
+from training.train import SERVED
+
+HORIZON = 30
+FAST = TrainingConfig(num_threads=1)
+METRIC_KEYS = {"auc_roc", "pr_auc", "precision_at_80_recall", "brier", "log_loss", "auc_roc_raw"}
+FAMILIES = {family.name for family in available_families()}
+
+
+@pytest.fixture(scope="module")
+def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated shop of 300 customers over a year, with the simulator's truth table."""
+    path = tmp_path_factory.mktemp("shop") / "shop.db"
+    write_sqlite(generate_history(300, seed=7), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def history(shop_db: Path) -> History:
+    return load_history(shop_db)
+
+
+@pytest.fixture(scope="module")
+def cli_run(shop_db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One `python -m training` run: its output, artifact directory and metadata."""
+    out = tmp_path_factory.mktemp("models")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["--db", str(shop_db), "--out", str(out), "--threads", "1"])
+    assert code == 0
+    model = load_model(out)
+    return {
+        "printed": printed.getvalue(),
+        "directory": out / model.version,
+        "models_dir": out,
+        "metadata": model.metadata,
+    }
+
+
+def copy_db(source: Path, target: Path, *statements: str) -> Path:
+    shutil.copy(source, target)
+    with sqlite3.connect(target) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    return target
+
+
+# --- comparison and the served model --------------------------------------------------
+
+
+def test_comparison_has_validation_and_test_metrics_for_every_candidate(
+    cli_run: dict[str, Any],
+) -> None:
+    candidates = cli_run["metadata"]["metrics"]["candidates"]
+    assert set(candidates) == FAMILIES
+    assert {"logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm"} <= set(
+        candidates
+    )
+    for name, values in candidates.items():
+        for split in ("validation", "test"):
+            assert set(values[split]) >= METRIC_KEYS, (name, split)
+            assert all(np.isfinite(values[split][key]) for key in METRIC_KEYS), (name, split)
+            assert 0.5 < values[split]["auc_roc"] <= 1.0, (name, split)
+
+
+def test_served_model_is_tuned_lightgbm_with_test_auc_and_selection_in_metadata(
+    cli_run: dict[str, Any],
+) -> None:
+    metadata = cli_run["metadata"]
+    metrics = metadata["metrics"]
+    assert metadata["model_family"] == "lightgbm"
+    assert 0.5 < metrics["test"]["auc_roc"] <= 1.0
+    assert set(metrics["validation"]) >= METRIC_KEYS and set(metrics["test"]) >= METRIC_KEYS
+    selection = metrics["selection"]
+    assert selection["served"] == SERVED
+    assert selection["best_on_validation"] in FAMILIES
+    best = metrics["candidates"][selection["best_on_validation"]]["validation"]["auc_roc_raw"]
+    assert selection["served_minus_best_validation_auc"] == pytest.approx(
+        metrics["validation"]["auc_roc_raw"] - best
+    )
+    # The tuning grid, best first, and the served model uses the winner's settings.
+    tuning = metrics["tuning"]
+    assert len(tuning) >= 4
+    assert [t["validation_auc"] for t in tuning] == sorted(
+        (t["validation_auc"] for t in tuning), reverse=True
+    )
+    for key, value in tuning[0]["params"].items():
+        assert metadata["lightgbm"]["params"][key] == value
+
+
+def test_metadata_describes_window_cutoffs_horizon_thresholds_and_references(
+    cli_run: dict[str, Any],
+) -> None:
+    metadata = cli_run["metadata"]
+    assert metadata["horizon_days"] == HORIZON
+    assert len(metadata["cutoffs"]["train"]) == 4
+    window = metadata["training_window"]
+    assert window["data_from"] < metadata["cutoffs"]["train"][0]
+    assert metadata["cutoffs"]["validation"] < window["labels_to"] <= metadata["cutoffs"]["test"]
+    assert metadata["thresholds"] == {"medium": 0.4, "high": 0.7}
+    assert metadata["calibration"]["method"] == "isotonic"
+    assert set(metadata["reference"]["features"]) == set(metadata["feature_names"])
+    assert len(metadata["reference"]["score"]["quantiles"]) == 11
+
+
+def test_cli_prints_the_comparison_table_oracle_and_leaky_auc(cli_run: dict[str, Any]) -> None:
+    printed = cli_run["printed"]
+    for name in (*FAMILIES, SERVED):
+        assert re.search(rf"^\s+{name}\s+0\.\d{{4}}", printed, re.MULTILINE), name
+    assert "oracle: simulator's true churn propensity" in printed
+    assert "leaky seed label" in printed
+    assert f"report: {cli_run['directory'] / REPORT_FILE}" in printed
+
+
+def test_diagnostics_show_the_leaky_label_inflated_and_the_oracle(
+    cli_run: dict[str, Any],
+) -> None:
+    metrics = cli_run["metadata"]["metrics"]
+    diagnostics = metrics["diagnostics"]
+    leaky = diagnostics["leaky_label"]
+    # The seed's label is computed from recency, which the model sees: near perfect.
+    assert leaky["inflated_auc_roc"] > 0.97
+    assert leaky["inflated_auc_roc"] > metrics["test"]["auc_roc"]
+    assert leaky["auc_roc_against_point_in_time_label"] < leaky["inflated_auc_roc"]
+    assert 0.5 < diagnostics["oracle"]["auc_roc"] < 1.0
+    assert diagnostics["oracle"]["rows"] == cli_run["metadata"]["rows"]["test"]
+
+
+def test_a_real_shop_without_the_simulator_truth_has_no_oracle(
+    tmp_path: Path, shop_db: Path
+) -> None:
+    db = copy_db(shop_db, tmp_path / "shop.db", "DROP TABLE simulator_truth")
+    assert load_truth(db) is None
+    assert load_truth(shop_db) is not None
+
+
+def test_report_is_one_self_contained_html_page_with_every_figure(
+    cli_run: dict[str, Any],
+) -> None:
+    page = (cli_run["directory"] / REPORT_FILE).read_text()
+    assert page.startswith("<!doctype html>")
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
+    assert images == [
+        "ROC and precision-recall",
+        "Calibration",
+        "Confusion at the risk cut-offs",
+        "Feature importance",
+        "SHAP summary",
+    ]
+    # Nothing is fetched from elsewhere: no external scripts, styles or images.
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    for name in (*FAMILIES, SERVED):
+        assert f"<td>{name}</td>" in page
+
+
+# --- no learning from the future -----------------------------------------------------
+
+
+def planted_tickets(rows: pd.DataFrame, at: float, tag: str) -> pd.DataFrame:
+    """An angry ticket one second after `at` for every churner among `rows`."""
+    churners = rows.loc[rows["label"] == 1, "customer_id"].to_numpy()
+    return pd.DataFrame(
+        {
+            "customer_id": churners,
+            "ticket_id": [f"{tag}{i}" for i in range(len(churners))],
+            "ts": at + 1,
+            "resolution_time_hours": 999.0,
+            "satisfaction_score": 1.0,
+        }
+    )
+
+
+def test_a_churn_signal_planted_after_the_validation_cutoff_is_not_learned(
+    history: History,
+) -> None:
+    *_, validation_cutoff, test_cutoff = cutoffs(history, HORIZON, FAST.n_cutoffs, 14)
+    unit = FeatureParams(engagement_scale=1.0)
+    validation = build_dataset(history, validation_cutoff, HORIZON, unit)
+    test = build_dataset(history, test_cutoff, HORIZON, unit)
+    # Every customer about to churn files an angry ticket a second after the cutoff:
+    # a near-perfect predictor of the label, but only from the future.
+    plant = pd.concat(
+        [
+            planted_tickets(validation, validation_cutoff, "PV"),
+            planted_tickets(test, test_cutoff, "PT"),
+        ]
+    )
+    planted = History(
+        history.orders, pd.concat([history.tickets, plant], ignore_index=True), history.customers
+    )
+
+    original, with_plant = train(history, FAST), train(planted, FAST)
+    assert with_plant.booster.model_to_string() == original.booster.model_to_string()
+    assert with_plant.calibration.raw.tolist() == original.calibration.raw.tolist()
+    assert with_plant.metadata["thresholds"] == original.metadata["thresholds"]
+    assert (
+        with_plant.metadata["metrics"]["validation"] == original.metadata["metrics"]["validation"]
+    )
+    for name, values in original.metadata["metrics"]["candidates"].items():
+        candidate = with_plant.metadata["metrics"]["candidates"][name]
+        assert candidate["validation"] == values["validation"], name
+
+    # The plant is a real signal: a feature that peeked one day past the cutoff would
+    # separate churners far better than the model does.
+    peek = build_dataset(planted, validation_cutoff + SECONDS_PER_DAY, HORIZON, unit)
+    peek = peek.set_index("customer_id").loc[validation["customer_id"]]
+    signal = peek["negative_experiences_90d"].to_numpy()
+    from sklearn.metrics import roc_auc_score
+
+    peek_auc = roc_auc_score(validation["label"], signal)
+    assert peek_auc > original.metadata["metrics"]["validation"]["auc_roc"]
+
+
+# --- artifact verification -----------------------------------------------------------
+
+
+@pytest.fixture
+def artifact_copy(cli_run: dict[str, Any], tmp_path: Path) -> Path:
+    shutil.copytree(cli_run["models_dir"], tmp_path / "models")
+    return tmp_path / "models"
+
+
+def test_load_model_verifies_the_written_artifact(artifact_copy: Path) -> None:
+    model = load_model(artifact_copy)
+    sums = (artifact_copy / model.version / CHECKSUM_FILE).read_text()
+    assert MODEL_FILE in sums and METADATA_FILE in sums
+    assert (artifact_copy / model.version / MODEL_FILE).read_text().startswith("tree")
+
+
+def test_tampered_thresholds_in_metadata_are_refused(artifact_copy: Path) -> None:
+    version = load_model(artifact_copy).version
+    path = artifact_copy / version / METADATA_FILE
+    metadata = json.loads(path.read_text())
+    metadata["thresholds"]["high"] = 0.99
+    path.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    with pytest.raises(ArtifactError, match=r"metadata\.json does not match its checksum"):
+        load_model(artifact_copy)
+
+
+@pytest.mark.parametrize("missing", [MODEL_FILE, CHECKSUM_FILE])
+def test_an_incomplete_artifact_is_refused(artifact_copy: Path, missing: str) -> None:
+    version = load_model(artifact_copy).version
+    (artifact_copy / version / missing).unlink()
+    with pytest.raises(ArtifactError, match="incomplete"):
+        load_model(artifact_copy)
+
+
+# --- messy data ----------------------------------------------------------------------
+
+MESSY = {
+    "no support tickets at all": ["DELETE FROM support_tickets"],
+    "NULL ages and cities": ["UPDATE customers SET age = NULL, city = NULL"],
+    "half the customers with a single order": [
+        "DELETE FROM orders WHERE CAST(substr(customer_id, 2) AS INTEGER) % 2 = 0 "
+        "AND rowid NOT IN (SELECT MIN(rowid) FROM orders GROUP BY customer_id)"
+    ],
+    "zero-amount orders": ["UPDATE orders SET total_amount = 0 WHERE rowid % 3 = 0"],
+    "a week without any order every month": [
+        "DELETE FROM orders WHERE CAST(strftime('%d', order_date) AS INTEGER) BETWEEN 10 AND 16"
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(MESSY))
+def test_a_messy_shop_still_trains_and_writes_a_loadable_artifact(
+    case: str, tmp_path: Path, shop_db: Path
+) -> None:
+    db = copy_db(shop_db, tmp_path / "shop.db", *MESSY[case])
+    model = train(load_history(db), FAST)
+
+    metrics = model.metadata["metrics"]
+    assert 0.5 < metrics["test"]["auc_roc"] <= 1.0
+    for values in metrics["candidates"].values():
+        assert np.isfinite(values["test"]["log_loss"])
+    assert load_model(save(model, tmp_path / "models").parent).version
+
+
+def test_cutoffs_on_days_without_any_order_are_fine(
+    tmp_path: Path, shop_db: Path, history: History
+) -> None:
+    cutoff_list = cutoffs(history, HORIZON, FAST.n_cutoffs, FAST.step_days)
+    days = [datetime.fromtimestamp(t, UTC).date().isoformat() for t in cutoff_list]
+    quiet = ", ".join(f"'{day}'" for day in days)
+    db = copy_db(
+        shop_db, tmp_path / "shop.db", f"DELETE FROM orders WHERE date(order_date) IN ({quiet})"
+    )
+    gapped = load_history(db)
+    order_days = {datetime.fromtimestamp(ts, UTC).date().isoformat() for ts in gapped.orders["ts"]}
+    assert not order_days & set(days)
+    assert cutoffs(gapped, HORIZON, FAST.n_cutoffs, FAST.step_days) == cutoff_list
+
+    model = train(gapped, FAST)
+    assert model.metadata["rows"]["test"] > 0
+    assert 0.5 < model.metadata["metrics"]["test"]["auc_roc"] <= 1.0
+
+
+def test_all_null_ages_are_kept_as_missing_for_every_family(tmp_path: Path, shop_db: Path) -> None:
+    db = copy_db(shop_db, tmp_path / "shop.db", "UPDATE customers SET age = NULL")
+    model = train(load_history(db), FAST)
+    assert model.metadata["reference"]["features"]["age"]["missing_rate"] == 1.0
+    assert set(model.metadata["metrics"]["candidates"]) == FAMILIES
+
+
+# --- sampling, cut-offs and determinism ----------------------------------------------
+
+
+def test_families_compare_on_a_sample_and_the_served_model_refits_on_all_rows(
+    history: History,
+) -> None:
+    config = TrainingConfig(num_threads=1, candidate_rows=500)
+    model = train(history, config)
+    metadata = model.metadata
+    assert metadata["metrics"]["selection"]["candidate_training_rows"] == 500
+    assert metadata["rows"]["train"] > 500
+    assert "fit served model" in metadata["timings_seconds"]
+    assert model.evidence is not None and model.evidence.candidate_rows == 500
+
+
+def test_cut_offs_can_come_from_precision_and_recall_targets(history: History) -> None:
+    config = TrainingConfig(num_threads=1, medium_recall=0.9, high_precision=0.85)
+    model = train(history, config)
+    thresholds = model.metadata["thresholds"]
+    assert 0 < thresholds["medium"] < thresholds["high"] < 1
+    assert model.metadata["threshold_source"]["high"].startswith("precision >= 0.85")
+
+
+def test_precision_and_recall_cut_offs_meet_their_targets() -> None:
+    rng = np.random.default_rng(3)
+    p = np.round(rng.random(2000), 2)
+    y = (rng.random(2000) < p).astype(int)
+    high = cutoff_for_precision(y, p, 0.8)
+    assert y[p >= high].mean() >= 0.8
+    below = p[p < high]
+    if len(below):  # the next lower cut-off misses the target
+        assert y[p >= below.max()].mean() < 0.8
+    medium = cutoff_for_recall(y, p, 0.9)
+    assert y[p >= medium].sum() / y.sum() >= 0.9
+    assert y[p > medium].sum() / y.sum() < 0.9
+    with pytest.raises(ValueError, match="no cut-off reaches precision"):
+        cutoff_for_precision(y, p, 1.01)
+
+
+def test_the_same_seed_gives_the_same_model_and_metrics(history: History) -> None:
+    first, second = train(history, FAST), train(history, FAST)
+    assert first.booster.model_to_string() == second.booster.model_to_string()
+    assert first.metadata["metrics"] == second.metadata["metrics"]
+    assert first.metadata["reference"] == second.metadata["reference"]

@@ -1,0 +1,510 @@
+"""A one-page HTML report of a training run, with its figures embedded (no other files).
+
+Everything is drawn on the test cutoff's rows, which no model saw: the model
+comparison, ROC and precision-recall curves, calibration, confusion matrices at the
+risk cut-offs, feature importance and a SHAP summary from LightGBM's own
+`pred_contrib` (the contributions the worker's per-event reasons come from).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from feature_store.definitions import FEATURE_NAMES
+from training.metrics import TARGET_RECALL, confusion
+from training.models import features, labels
+from training.train import SERVED, Evidence, TrainedModel
+
+REPORT_FILE = "report.html"
+SHAP_ROWS = 2000
+SHAP_FEATURES = 15
+SERVED_COLOUR = "#d62728"
+PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#7f7f7f")
+
+# metric key -> (column header, format, higher is better)
+TABLE_COLUMNS: dict[str, tuple[str, str, bool]] = {
+    "auc_roc": ("AUC-ROC", "{:.4f}", True),
+    "pr_auc": ("PR-AUC", "{:.4f}", True),
+    "precision_at_80_recall": ("P@80%R", "{:.4f}", True),
+    "brier": ("Brier", "{:.4f}", False),
+    "log_loss": ("log loss", "{:.4f}", False),
+}
+
+
+def comparison_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per compared model, then the served one: name, validation AUC (raw
+    score, the selection criterion), test metrics and fit time."""
+    metrics = metadata["metrics"]
+    rows = [
+        {
+            "model": name,
+            "validation_auc": values["validation"]["auc_roc_raw"],
+            "test": values["test"],
+            "seconds": metadata["timings_seconds"].get(f"fit {name}"),
+        }
+        for name, values in metrics["candidates"].items()
+    ]
+    served_seconds = sum(
+        metadata["timings_seconds"].get(step, 0.0) for step in ("tune lightgbm", "fit served model")
+    )
+    rows.append(
+        {
+            "model": SERVED,
+            "validation_auc": metrics["validation"]["auc_roc_raw"],
+            "test": metrics["test"],
+            "seconds": served_seconds,
+        }
+    )
+    return rows
+
+
+def comparison_table_text(metadata: dict[str, Any]) -> str:
+    """The comparison as fixed-width text (the CLI prints it)."""
+    headers = ["val AUC", *(header for header, _, _ in TABLE_COLUMNS.values()), "fit s"]
+    lines = [f"  {'model':<24}" + "".join(f"{h:>10}" for h in headers)]
+    lines.append(f"  {'':<24}{'':>10}" + f"{'-- test, calibrated on validation --':>50}")
+    for row in comparison_rows(metadata):
+        cells = [f"{row['validation_auc']:.4f}"]
+        cells += [fmt.format(row["test"][key]) for key, (_, fmt, _) in TABLE_COLUMNS.items()]
+        cells.append(f"{row['seconds']:.1f}" if row["seconds"] is not None else "")
+        lines.append(f"  {row['model']:<24}" + "".join(f"{c:>10}" for c in cells))
+    return "\n".join(lines)
+
+
+# --- figures ------------------------------------------------------------------------
+
+
+def _png(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _styles(names: list[str]) -> dict[str, dict[str, Any]]:
+    styles = {}
+    others = iter(PALETTE * 2)
+    for name in names:
+        if name == SERVED:
+            styles[name] = {"color": SERVED_COLOUR, "linewidth": 2.4, "zorder": 3}
+        else:
+            styles[name] = {"color": next(others), "linewidth": 1.2, "alpha": 0.85}
+    return styles
+
+
+def roc_and_pr_figure(evidence: Evidence, metadata: dict[str, Any]) -> str:
+    y = labels(evidence.test)
+    styles = _styles(list(evidence.probabilities))
+    figure, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(12, 5))
+    test_metrics = {
+        **metadata["metrics"]["candidates"],
+        SERVED: {"test": metadata["metrics"]["test"]},
+    }
+    for name, probability in evidence.probabilities.items():
+        scores = test_metrics[name]["test"]
+        fpr, tpr, _ = roc_curve(y, probability)
+        roc_ax.plot(fpr, tpr, label=f"{name}  {scores['auc_roc']:.3f}", **styles[name])
+        precision, recall, _ = precision_recall_curve(y, probability)
+        pr_ax.plot(recall, precision, label=f"{name}  {scores['pr_auc']:.3f}", **styles[name])
+    roc_ax.plot([0, 1], [0, 1], color="#bbbbbb", linestyle=":", linewidth=1)
+    oracle = metadata["metrics"]["diagnostics"].get("oracle")
+    title = "ROC on the test cutoff (AUC)"
+    if oracle and oracle.get("auc_roc") is not None:
+        title += f"; oracle propensity AUC {oracle['auc_roc']:.3f}"
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate (recall)", title=title)
+    pr_ax.axvline(TARGET_RECALL, color="#999999", linestyle="--", linewidth=1)
+    pr_ax.text(TARGET_RECALL, 0.02, " 80% recall", color="#666666", va="bottom")
+    pr_ax.axhline(y.mean(), color="#bbbbbb", linestyle=":", linewidth=1)
+    pr_ax.set(
+        xlabel="recall (churners caught)",
+        ylabel="precision (flagged who churn)",
+        title="Precision-recall on the test cutoff (PR-AUC)",
+        ylim=(0, 1.02),
+    )
+    for ax in (roc_ax, pr_ax):
+        ax.legend(loc="lower right" if ax is roc_ax else "lower left", fontsize=8)
+        ax.grid(alpha=0.3)
+    return _png(figure)
+
+
+def calibration_figure(evidence: Evidence, metadata: dict[str, Any]) -> str:
+    y = labels(evidence.test)
+    calibrated = evidence.probabilities[SERVED]
+    figure, (ax, hist_ax) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for name, scores, style in (
+        ("raw LightGBM score", evidence.served_test_raw, {"color": "#999999", "marker": "s"}),
+        ("calibrated (isotonic)", calibrated, {"color": SERVED_COLOUR, "marker": "o"}),
+    ):
+        predicted, observed = _reliability(y, scores)
+        ax.plot(predicted, observed, label=name, linewidth=1.5, **style)
+    ax.plot([0, 1], [0, 1], color="#bbbbbb", linestyle=":", linewidth=1, label="perfect")
+    ax.set(
+        xlabel="predicted churn probability (test, 10 equal-size bins)",
+        ylabel="observed churn rate",
+        title="Calibration on the test cutoff",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.legend(loc="upper left", fontsize=9)
+    ax.grid(alpha=0.3)
+    hist_ax.hist(
+        [calibrated[y == 0], calibrated[y == 1]],
+        bins=40,
+        range=(0, 1),
+        stacked=True,
+        color=["#2ca02c", SERVED_COLOUR],
+        label=["stayed", "churned"],
+    )
+    thresholds = metadata["thresholds"]
+    for name in ("medium", "high"):
+        hist_ax.axvline(thresholds[name], color="black", linestyle="--", linewidth=1)
+        hist_ax.annotate(
+            f" {name.upper()}",
+            (thresholds[name], 1.0),
+            xycoords=("data", "axes fraction"),
+            va="bottom",
+            fontsize=9,
+        )
+    hist_ax.set(
+        xlabel="calibrated churn probability",
+        ylabel="customers",
+    )
+    hist_ax.set_title("Test customers by calibrated probability", pad=16)
+    hist_ax.legend(loc="upper left", fontsize=9)
+    return _png(figure)
+
+
+def _reliability(y: np.ndarray, scores: np.ndarray, bins: int = 10) -> tuple[np.ndarray, ...]:
+    order = np.argsort(scores, kind="stable")
+    groups = [g for g in np.array_split(order, bins) if len(g)]
+    return (
+        np.array([scores[g].mean() for g in groups]),
+        np.array([y[g].mean() for g in groups]),
+    )
+
+
+def confusion_figure(evidence: Evidence, metadata: dict[str, Any]) -> str:
+    y = labels(evidence.test)
+    probability = evidence.probabilities[SERVED]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, name in zip(axes, ("medium", "high"), strict=True):
+        cutoff = metadata["thresholds"][name]
+        counts = confusion(y, probability, cutoff)
+        grid = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
+        ax.imshow(grid, cmap="Blues")
+        for (row, col), value in np.ndenumerate(grid):
+            share = value / max(1, grid[row].sum())
+            colour = "white" if value > grid.max() / 2 else "black"
+            ax.text(
+                col, row, f"{value:,}\n{share:.0%} of row", ha="center", va="center", color=colour
+            )
+        flagged = counts["tp"] + counts["fp"]
+        precision = counts["tp"] / flagged if flagged else float("nan")
+        recall = counts["tp"] / max(1, counts["tp"] + counts["fn"])
+        ax.set(
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=["not flagged", "flagged"],
+            yticklabels=["stayed", "churned"],
+            title=f"{name.upper()} and above (p >= {cutoff:.2f})\n"
+            f"precision {precision:.1%}, recall {recall:.1%}",
+        )
+    return _png(figure)
+
+
+def importance_figure(model: TrainedModel) -> str:
+    gain = model.booster.feature_importance(importance_type="gain")
+    share = gain / max(gain.sum(), 1e-12)
+    order = np.argsort(share)
+    figure, ax = plt.subplots(figsize=(7, 6.5))
+    ax.barh(np.array(FEATURE_NAMES)[order], share[order], color=SERVED_COLOUR)
+    ax.set(xlabel="share of total split gain", title="LightGBM feature importance (gain)")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+def shap_figure(model: TrainedModel, evidence: Evidence, seed: int) -> str:
+    """Beeswarm of per-row TreeSHAP contributions (log-odds), top features first."""
+    test = evidence.test
+    rows = test if len(test) <= SHAP_ROWS else test.sample(SHAP_ROWS, random_state=seed)
+    x = features(rows)
+    contributions = np.asarray(model.booster.predict(x, pred_contrib=True, num_threads=1))[:, :-1]
+    top = np.argsort(-np.abs(contributions).mean(axis=0))[:SHAP_FEATURES][::-1]
+    rng = np.random.default_rng(seed)
+    figure, ax = plt.subplots(figsize=(9, 0.42 * len(top) + 1.5))
+    scatter = None
+    for position, column in enumerate(top):
+        values = x[:, column]
+        known = np.isfinite(values)
+        colour = np.full(len(values), np.nan)
+        if known.any():
+            ranks = values[known].argsort().argsort()
+            colour[known] = ranks / max(1, known.sum() - 1)  # percentile within the sample
+        jitter = position + rng.uniform(-0.3, 0.3, len(values))
+        ax.scatter(contributions[~known, column], jitter[~known], s=6, color="#cccccc")
+        scatter = ax.scatter(
+            contributions[known, column],
+            jitter[known],
+            s=6,
+            c=colour[known],
+            cmap="coolwarm",
+            vmin=0,
+            vmax=1,
+        )
+    ax.axvline(0, color="#888888", linewidth=0.8)
+    ax.set(
+        yticks=range(len(top)),
+        yticklabels=[FEATURE_NAMES[c] for c in top],
+        xlabel="contribution to churn log-odds (TreeSHAP, LightGBM pred_contrib)",
+        title=f"SHAP summary: {len(rows):,} test customers (grey: value missing)",
+    )
+    if scatter is not None:
+        bar = figure.colorbar(scatter, ax=ax, pad=0.01)
+        bar.set_label("feature value (low -> high, percentile)")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+# --- page ---------------------------------------------------------------------------
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1200px; color: #222; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+.sub { color: #666; margin-top: 0; }
+.cards { display: flex; gap: 1em; flex-wrap: wrap; margin: 1.2em 0; }
+.card { border: 1px solid #ddd; border-radius: 8px; padding: 0.8em 1.2em; min-width: 200px; }
+.card .value { font-size: 1.9em; font-weight: 600; }
+.card .label { color: #666; font-size: 0.9em; }
+.card.bad .value { color: #b00; } .card.good .value { color: #2a7; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.93em; }
+th, td { padding: 0.35em 0.8em; border-bottom: 1px solid #eee; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f6f6f6; }
+tr.served td { font-weight: 600; background: #fff4f4; }
+td.best { color: #2a7; font-weight: 600; }
+img { max-width: 100%; display: block; margin: 0.6em 0; }
+.note { color: #555; font-size: 0.92em; max-width: 60em; }
+"""
+
+
+def _table(headers: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        css = f' class="{classes[i]}"' if classes and classes[i] else ""
+        body.append(f"<tr{css}>" + "".join(row) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _comparison_html(metadata: dict[str, Any]) -> str:
+    rows = comparison_rows(metadata)
+    best = {
+        key: (max if higher else min)(row["test"][key] for row in rows)
+        for key, (_, _, higher) in TABLE_COLUMNS.items()
+    }
+    best_validation = max(row["validation_auc"] for row in rows)
+    cells, classes = [], []
+    for row in rows:
+        mark = ' class="best"' if row["validation_auc"] == best_validation else ""
+        line = [f"<td>{html.escape(row['model'])}</td>"]
+        line.append(f"<td{mark}>{row['validation_auc']:.4f}</td>")
+        for key, (_, fmt, _) in TABLE_COLUMNS.items():
+            value = row["test"][key]
+            mark = ' class="best"' if value == best[key] else ""
+            line.append(f"<td{mark}>{fmt.format(value)}</td>")
+        line.append(f"<td>{row['seconds']:.1f}</td>" if row["seconds"] is not None else "<td></td>")
+        cells.append(line)
+        classes.append("served" if row["model"] == SERVED else "")
+    headers = [
+        "model",
+        "validation AUC",
+        *(f"test {header}" for header, _, _ in TABLE_COLUMNS.values()),
+        "fit s",
+    ]
+    return _table(headers, cells, classes)
+
+
+def _selection_html(metadata: dict[str, Any], evidence: Evidence) -> str:
+    selection = metadata["metrics"]["selection"]
+    best = selection["best_on_validation"]
+    gap = selection["served_minus_best_validation_auc"]
+    if gap >= 0:
+        verdict = (
+            f"Best family on validation: <b>{html.escape(best)}</b>. The tuned LightGBM "
+            f"matches or beats it on validation ({gap:+.4f} AUC) and is served."
+        )
+    else:
+        verdict = (
+            f"Best family on validation: <b>{html.escape(best)}</b>; the tuned LightGBM "
+            f"trails it by {-gap:.4f} validation AUC "
+            f"({selection['served_minus_best_test_auc']:+.4f} on test). "
+            f"{html.escape(selection['why_lightgbm'])}"
+        )
+    sampled = ""
+    if evidence.candidate_rows < evidence.training_rows:
+        sampled = (
+            f" To keep training within minutes, every family was compared (and LightGBM "
+            f"tuned) on the same random {evidence.candidate_rows:,} of the "
+            f"{evidence.training_rows:,} training rows; the served model was then refitted "
+            "on all of them."
+        )
+    return (
+        f'<p class="note">{verdict} Families are picked on validation AUC of their raw '
+        "score; every test metric is after an isotonic calibration fitted on the "
+        f"validation cutoff, the same treatment for every family.{sampled}</p>"
+    )
+
+
+def _cards(metadata: dict[str, Any]) -> str:
+    test = metadata["metrics"]["test"]
+    diagnostics = metadata["metrics"]["diagnostics"]
+    cards = [
+        ("good", f"{test['auc_roc']:.3f}", "served model, test AUC-ROC (point in time)"),
+        ("", f"{test['precision_at_80_recall']:.1%}", "precision at 80% recall (test)"),
+    ]
+    oracle = diagnostics.get("oracle")
+    if oracle and oracle.get("auc_roc") is not None:
+        cards.append(("", f"{oracle['auc_roc']:.3f}", "oracle: simulator's true propensity"))
+    leaky = diagnostics.get("leaky_label")
+    if leaky and leaky.get("inflated_auc_roc") is not None:
+        cards.append(("bad", f"{leaky['inflated_auc_roc']:.3f}", "leaky seed label, random split"))
+        honest = leaky.get("auc_roc_against_point_in_time_label")
+        if honest is not None:
+            cards.append(("", f"{honest:.3f}", "same leaky model vs what customers did next"))
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card {css}"><div class="value">{value}</div>'
+            f'<div class="label">{html.escape(label)}</div></div>'
+            for css, value, label in cards
+        )
+        + "</div>"
+    )
+
+
+def _data_html(metadata: dict[str, Any]) -> str:
+    cutoffs = metadata["cutoffs"]
+    split_cutoffs = {
+        "train": ", ".join(cutoffs["train"]),
+        "validation": cutoffs["validation"],
+        "test": cutoffs["test"],
+    }
+    rows = [
+        [
+            f"<td>{name}</td>",
+            f"<td>{split_cutoffs[name]}</td>",
+            f"<td>{metadata['rows'][name]:,}</td>",
+            f"<td>{metadata['positive_rate'][name]:.1%}</td>",
+        ]
+        for name in ("train", "validation", "test")
+    ]
+    return _table(["split", "cutoffs (23:59:59 UTC)", "rows", "churned"], rows)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
+
+
+def _tuning_html(metadata: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"<td>{html.escape(_params_text(t['params']))}</td>",
+            f"<td>{t['validation_auc']:.4f}</td>",
+            f"<td>{t['trees']}</td>",
+        ]
+        for t in metadata["metrics"]["tuning"]
+    ]
+    return _table(["LightGBM configuration (best first)", "validation AUC", "trees"], rows)
+
+
+def _diagnostics_html(metadata: dict[str, Any]) -> str:
+    leaky = metadata["metrics"]["diagnostics"].get("leaky_label")
+    if not leaky or leaky.get("inflated_auc_roc") is None:
+        return ""
+    honest = leaky.get("auc_roc_against_point_in_time_label")
+    honest_text = f"{honest:.3f}" if honest is not None else "n/a"
+    return (
+        '<p class="note">The seed article labels a customer churned when their last order '
+        f"is more than 30 days old, computes that label from the very features the model "
+        f"sees, and splits customers at random. On the test cutoff's customers that model "
+        f"scores AUC <b>{leaky['inflated_auc_roc']:.3f}</b> on its own label: it only "
+        "relearns recency. Scored on the same held-out customers against what they did in "
+        f"the next {metadata['horizon_days']} days, it reaches <b>{honest_text}</b>, while the "
+        f"point-in-time model reaches <b>{metadata['metrics']['test']['auc_roc']:.3f}</b> on "
+        "a later period it never saw.</p>"
+    )
+
+
+def render(model: TrainedModel, version: str) -> str:
+    """The report page for `model`, served from the artifact directory `version`."""
+    if model.evidence is None:
+        raise ValueError("the model carries no evidence to report on")
+    metadata, evidence = model.metadata, model.evidence
+    thresholds = metadata["thresholds"]
+    figures = [
+        ("ROC and precision-recall", roc_and_pr_figure(evidence, metadata)),
+        ("Calibration", calibration_figure(evidence, metadata)),
+        ("Confusion at the risk cut-offs", confusion_figure(evidence, metadata)),
+        ("Feature importance", importance_figure(model)),
+        ("SHAP summary", shap_figure(model, evidence, metadata["seed"])),
+    ]
+    window = metadata["training_window"]
+    parts = [
+        f"<h1>Churn model {html.escape(version)}</h1>",
+        f'<p class="sub">trained {metadata["trained_at"]} on data from {window["data_from"]} '
+        f"to {window['data_to']}; churn = no order in the {metadata['horizon_days']} days "
+        f"after a cutoff; risk cut-offs MEDIUM >= {thresholds['medium']:.2f}, "
+        f"HIGH >= {thresholds['high']:.2f} (calibrated probability)</p>",
+        _cards(metadata),
+        "<h2>Model comparison</h2>",
+        _comparison_html(metadata),
+        _selection_html(metadata, evidence),
+        _diagnostics_html(metadata),
+    ]
+    for title, png in figures:
+        parts += [f"<h2>{title}</h2>", f'<img alt="{title}" src="data:image/png;base64,{png}">']
+    parts += [
+        "<h2>Point-in-time data</h2>",
+        _data_html(metadata),
+        '<p class="note">Each row is a customer with an order at or before the cutoff; '
+        "features use only events up to the cutoff, the label only the horizon after it. "
+        "Earlier cutoffs train, a later one validates (early stopping, tuning, "
+        "calibration, cut-offs), the latest one tests.</p>",
+        "<h2>LightGBM tuning on the validation cutoff</h2>",
+        _tuning_html(metadata),
+        "<h2>Timings</h2>",
+        _table(
+            ["step", "seconds"],
+            [
+                [f"<td>{html.escape(step)}</td>", f"<td>{seconds:.1f}</td>"]
+                for step, seconds in metadata["timings_seconds"].items()
+            ],
+        ),
+    ]
+    body = "\n".join(parts)
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Churn model {html.escape(version)}</title><style>{CSS}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+def write_report(model: TrainedModel, directory: Path) -> Path:
+    """Write report.html into the artifact directory; returns its path."""
+    path = directory / REPORT_FILE
+    path.write_text(render(model, directory.name), encoding="utf-8")
+    return path
