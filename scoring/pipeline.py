@@ -125,24 +125,33 @@ class Scorer:
         # the batch's events in event time, whatever the batch boundaries.
         self._rescore_idle(updates, outcome)
         outcome.applied = self.store.apply(updates)
-        # Each event is scored as of its own arrival. A bare profile (no order or
-        # ticket yet) has nothing to score.
-        heard = [
-            (update.position.partition, state, trigger)
-            for update, state, trigger in zip(
-                updates, outcome.applied.states, triggers, strict=True
-            )
-            if state.seen is not None
-        ]
-        self._score(
-            [state for _, state, _ in heard],
-            [state.seen or 0.0 for _, state, _ in heard],
-            [trigger for _, _, trigger in heard],
-            outcome,
-        )
-        # Whoever we heard from is due for a rescore should they now go quiet.
-        for partition, state, _ in heard:
-            outcome.reschedule[(partition, state.customer_id)] = first_due(state.seen or 0.0)
+        # Each event is scored as of its own arrival, then the silence after it as of
+        # each due time up to the customer's next event or, failing one, up to the
+        # partition's watermark: so every batch leaves nothing due behind it, and the
+        # answers do not depend on where batches begin and end. A bare profile (no
+        # order or ticket yet) has nothing to score.
+        states, as_of, why = [], [], []
+        next_event = _next_event_times(updates)
+        for update, state, trigger, heard_next in zip(
+            updates, outcome.applied.states, triggers, next_event, strict=True
+        ):
+            if state.seen is None:
+                continue
+            states.append(state)
+            as_of.append(state.seen)
+            why.append(trigger)
+            watermark = self.watermarks[update.position.partition]
+            due: float | None = first_due(state.seen)
+            while due is not None and (
+                due < heard_next if heard_next is not None else due <= watermark
+            ):
+                states.append(state)
+                as_of.append(due)
+                why.append(INACTIVITY)
+                due = next_due(state.seen, due)
+            # Whoever we heard from is due for a rescore should they now stay quiet.
+            outcome.reschedule[(update.position.partition, state.customer_id)] = due
+        self._score(states, as_of, why, outcome)
         return outcome
 
     def commit(self, outcome: BatchOutcome) -> None:
@@ -270,6 +279,17 @@ class Scorer:
                     scored_at=scored_at,
                 )
             )
+
+
+def _next_event_times(updates: Sequence[Update]) -> list[float | None]:
+    """For each update, the event time of its customer's next event in the batch."""
+    following: dict[str, float] = {}
+    result: list[float | None] = []
+    for update in reversed(updates):
+        result.append(following.get(update.customer_id))
+        if update.event_ts is not None:
+            following[update.customer_id] = update.event_ts
+    return result[::-1]
 
 
 def _position(message: InputMessage) -> Position:

@@ -54,6 +54,43 @@ def train_recency_model(models_dir: Path, version: str = "recency-v1") -> Path:
     return models_dir
 
 
+def train_soft_model(models_dir: Path, feature: str, low: float, high: float, version: str) -> Path:
+    """A real LightGBM model whose probability rises smoothly from 0 to 1 as `feature`
+    goes from `low` to `high` (cross-entropy on soft labels), for tests that need a
+    score that moves gradually: inactivity, hysteresis."""
+    rng = np.random.default_rng(7)
+    column = FEATURE_NAMES.index(feature)
+    features = rng.normal(size=(6000, len(FEATURE_NAMES)))
+    features[:, column] = rng.uniform(low - (high - low), high + (high - low), size=6000)
+    labels = np.clip((features[:, column] - low) / (high - low), 0, 1)
+    booster = lgb.train(
+        {
+            "objective": "cross_entropy",
+            "verbose": -1,
+            "num_threads": 1,
+            "seed": 7,
+            "deterministic": True,
+            "num_leaves": 15,
+            "learning_rate": 0.2,
+            "min_data_in_leaf": 5,
+        },
+        lgb.Dataset(features, labels),
+        num_boost_round=200,
+    )
+    identity = Calibration(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    write_artifact(
+        models_dir,
+        version,
+        booster,
+        {
+            "calibration": identity.to_json(),
+            "thresholds": {"medium": 0.4, "high": 0.7},
+            "feature_params": {"engagement_scale": 25.0},
+        },
+    )
+    return models_dir
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
