@@ -35,23 +35,7 @@ def train_recency_model(models_dir: Path, version: str = "recency-v1") -> Path:
     features = rng.normal(size=(4000, len(FEATURE_NAMES)))
     features[:, RECENCY] = rng.uniform(0, 120, size=4000)
     labels = (features[:, RECENCY] > 30).astype(int)
-    booster = lgb.train(
-        {"objective": "binary", "verbose": -1, "num_threads": 1, "seed": 7, "deterministic": True},
-        lgb.Dataset(features, labels),
-        num_boost_round=30,
-    )
-    identity = Calibration(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
-    write_artifact(
-        models_dir,
-        version,
-        booster,
-        {
-            "calibration": identity.to_json(),
-            "thresholds": {"medium": 0.4, "high": 0.7},
-            "feature_params": {"engagement_scale": 25.0},
-        },
-    )
-    return models_dir
+    return _write_model(models_dir, version, {"objective": "binary"}, features, labels, 30)
 
 
 def train_soft_model(models_dir: Path, feature: str, low: float, high: float, version: str) -> Path:
@@ -63,19 +47,28 @@ def train_soft_model(models_dir: Path, feature: str, low: float, high: float, ve
     features = rng.normal(size=(6000, len(FEATURE_NAMES)))
     features[:, column] = rng.uniform(low - (high - low), high + (high - low), size=6000)
     labels = np.clip((features[:, column] - low) / (high - low), 0, 1)
+    params = {
+        "objective": "cross_entropy",
+        "num_leaves": 15,
+        "learning_rate": 0.2,
+        "min_data_in_leaf": 5,
+    }
+    return _write_model(models_dir, version, params, features, labels, 200)
+
+
+def _write_model(
+    models_dir: Path,
+    version: str,
+    params: dict[str, object],
+    features: np.ndarray,
+    labels: np.ndarray,
+    rounds: int,
+) -> Path:
+    """Train deterministically and write a served artifact with identity calibration."""
     booster = lgb.train(
-        {
-            "objective": "cross_entropy",
-            "verbose": -1,
-            "num_threads": 1,
-            "seed": 7,
-            "deterministic": True,
-            "num_leaves": 15,
-            "learning_rate": 0.2,
-            "min_data_in_leaf": 5,
-        },
+        {"verbose": -1, "num_threads": 1, "seed": 7, "deterministic": True, **params},
         lgb.Dataset(features, labels),
-        num_boost_round=200,
+        num_boost_round=rounds,
     )
     identity = Calibration(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
     write_artifact(
