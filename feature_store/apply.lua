@@ -6,7 +6,8 @@
 --          ts_text = "...", day = n|nil, id = "#<source id>"|nil,
 --          ops = {{op, field, value}, ...}}
 -- ARGV[2]  largest window in days
--- Returns  {outcome, field1, value1, field2, ...}; outcome is one of
+-- Returns  {outcome, field1, value1, field2, ...} without the script's bookkeeping
+--          (source ids, offsets); outcome is one of
 --          applied | redelivered | duplicate | late (applied, but older than every
 --          window)
 --
@@ -73,9 +74,12 @@ for i = 1, #fields, 2 do
   if not day and string.sub(field, 1, 1) == '#' then day = tonumber(value) end
   if day and first_day and day < first_day then
     stale[#stale + 1] = field
-  else
-    result[#result + 1] = field
-    result[#result + 1] = value
+  elseif not day or tile_day then
+    local head = string.sub(field, 1, 4)
+    if head ~= 'off:' then -- source ids and offsets are the script's own bookkeeping
+      result[#result + 1] = field
+      result[#result + 1] = value
+    end
   end
 end
 if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end

@@ -423,7 +423,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    client = redis.Redis.from_url(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL))
+    client = redis.Redis.from_url(
+        os.environ.get("REDIS_URL", DEFAULT_REDIS_URL), decode_responses=True
+    )
     result = run(client, args.customers, args.seed, args.throughput_updates, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_suffix(".tmp")  # a crash never leaves half a JSON file

@@ -29,6 +29,7 @@ import numpy as np
 from feature_store.definitions import (
     AGGREGATE_BY_NAME,
     AGGREGATES,
+    BASE_COLUMNS,
     EVENT_ID_FIELD,
     EVENT_TIME_FIELD,
     FIRST_TIME,
@@ -36,7 +37,6 @@ from feature_store.definitions import (
     PROFILE_FIELDS,
     WINDOWS,
     day_of,
-    window_start_day,
 )
 from schemas import Customer, topics
 
@@ -136,14 +136,23 @@ class CustomerState:
 
     @classmethod
     def parse(cls, customer_id: str, fields: Mapping[str, str]) -> CustomerState:
+        """Parse the store's fields (source ids and offsets are left out by the store)."""
         state = cls(customer_id)
         for name, value in fields.items():
-            head = name[0]
-            if head == SOURCE_ID_PREFIX or name.startswith("off:"):
+            at = name.find(TILE_SEPARATOR)
+            if name[0] == SOURCE_ID_PREFIX:  # an order/ticket id may contain anything
                 continue
-            if name.startswith("max:") or name.startswith("min:"):
+            if at > 0:  # tiles first: they are most of the fields
+                code = name[:at]
+                tiles = state.tiles.get(code)
+                if tiles is None:
+                    tiles = state.tiles[code] = {}
+                tiles[int(name[at + 1 :])] = float(value)
+            elif name in _AGGREGATE_CODES:
+                state.totals[name] = float(value)
+            elif name[:4] in ("max:", "min:"):
                 state.times[name] = float(value)
-            elif name.startswith("p:"):
+            elif name[:2] == "p:":
                 state.profile[name[2:]] = float(value) if value != "" else np.nan
             elif name == SEEN_FIELD:
                 state.seen = float(value)
@@ -151,39 +160,53 @@ class CustomerState:
                 state.risk = value
             elif name == RISK_SEQ_FIELD:
                 state.risk_seq = int(value)
-            elif TILE_SEPARATOR in name:
-                code, day = name.split(TILE_SEPARATOR)
-                state.tiles.setdefault(code, {})[int(day)] = float(value)
-            else:
-                state.totals[name] = float(value)
         return state
 
-    def window_total(self, code: str, days: int | None, as_of_day: int) -> float:
-        if days is None:
-            return self.totals.get(code, 0.0)
-        first = window_start_day(as_of_day, days)
-        return sum(v for day, v in self.tiles.get(code, {}).items() if first <= day <= as_of_day)
+
+_AGGREGATE_CODES = frozenset(a.code for a in AGGREGATES)
+# Per aggregate code, the windowed base columns it feeds: (column, days, scale).
+_WINDOWS_BY_CODE: dict[str, list[tuple[str, int, float]]] = {}
+for _name, _window in WINDOWS.items():
+    if _window.days is not None:
+        _code = AGGREGATE_BY_NAME[_window.aggregate].code
+        _WINDOWS_BY_CODE.setdefault(_code, []).append((_name, _window.days, _window.scale))
+_LIFETIME = [
+    (name, AGGREGATE_BY_NAME[w.aggregate].code, w.scale)
+    for name, w in WINDOWS.items()
+    if w.days is None
+]
+_TIMES = [(name, f"max:{topic}") for topic, name in LAST_TIME.items()] + [
+    (name, f"min:{topic}") for topic, name in FIRST_TIME.items()
+]
 
 
 def base_columns(states: Sequence[CustomerState], as_of: Sequence[float]) -> dict[str, np.ndarray]:
     """The base columns of `definitions.feature_matrix`, one row per state.
 
     `as_of[i]` must be at or after every event applied to `states[i]` (the store
-    guarantees it for the customer's `seen` time).
+    guarantees it for the customer's `seen` time). A window of N days holds the
+    tiles of the N days ending with the as-of day.
     """
-    n = len(states)
-    columns: dict[str, np.ndarray] = {"as_of_ts": np.asarray(as_of, dtype=np.float64)}
-    for name in (*WINDOWS, *LAST_TIME.values(), *FIRST_TIME.values(), *PROFILE_FIELDS):
-        columns[name] = np.full(n, np.nan)
-    for row, (state, ts) in enumerate(zip(states, as_of, strict=True)):
+    rows: dict[str, list[float]] = {name: [] for name in BASE_COLUMNS if name != "as_of_ts"}
+    nan = float("nan")
+    for state, ts in zip(states, as_of, strict=True):
         as_of_day = day_of(ts)
-        for name, window in WINDOWS.items():
-            code = AGGREGATE_BY_NAME[window.aggregate].code
-            columns[name][row] = state.window_total(code, window.days, as_of_day) * window.scale
-        for topic, name in LAST_TIME.items():
-            columns[name][row] = state.times.get(f"max:{topic}", np.nan)
-        for topic, name in FIRST_TIME.items():
-            columns[name][row] = state.times.get(f"min:{topic}", np.nan)
+        sums = dict.fromkeys(WINDOWS, 0.0)
+        for code, windows in _WINDOWS_BY_CODE.items():
+            for day, value in state.tiles.get(code, {}).items():
+                age = as_of_day - day
+                for name, days, _ in windows:
+                    if 0 <= age < days:
+                        sums[name] += value
+        for windows in _WINDOWS_BY_CODE.values():
+            for name, _, scale in windows:
+                rows[name].append(sums[name] * scale)
+        for name, code, scale in _LIFETIME:
+            rows[name].append(state.totals.get(code, 0.0) * scale)
+        for name, field_name in _TIMES:
+            rows[name].append(state.times.get(field_name, nan))
         for name in PROFILE_FIELDS:
-            columns[name][row] = state.profile.get(name, np.nan)
+            rows[name].append(state.profile.get(name, nan))
+    columns = {name: np.asarray(values, dtype=np.float64) for name, values in rows.items()}
+    columns["as_of_ts"] = np.asarray(as_of, dtype=np.float64)
     return columns

@@ -36,7 +36,7 @@ def run_worker() -> None:
         model = load_model(settings.models_dir)
     except ArtifactError as err:
         fail(f"cannot serve the model: {err}")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, decode_responses=True)
     try:
         client.ping()
     except redis.RedisError as err:
@@ -68,7 +68,7 @@ def run_replay(path: Path, out_path: Path | None) -> None:
         fail(str(err))
     if not path.is_file():
         fail(f"no such file: {path}")
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
         client.ping()
     except redis.RedisError as err:

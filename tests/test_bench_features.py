@@ -42,7 +42,7 @@ def test_every_field_of_an_order_update_has_a_kind() -> None:
 
 @pytest.mark.integration
 def test_a_tiny_run_measures_and_leaves_no_keys(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
     before = set(client.scan_iter(match="bench-*", count=1000))
 
     result = bench.run(client, customers=300, throughput_updates=400, repeats=1)

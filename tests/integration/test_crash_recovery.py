@@ -120,7 +120,9 @@ def test_features_are_exact_after_the_worker_is_killed_mid_stream(
     # Kafka redelivered messages the killed workers had applied but not committed.
     assert redeliveries > 0
 
-    store = RedisFeatureStore(redis.Redis.from_url(redis_url), worker_env["CHURN_REDIS_NAMESPACE"])
+    store = RedisFeatureStore(
+        redis.Redis.from_url(redis_url, decode_responses=True), worker_env["CHURN_REDIS_NAMESPACE"]
+    )
     customer_ids = [c.customer_id for c in history.customers]
     states = [s for s in store.read(customer_ids).values() if s.seen is not None]
     expected_customers = {e.customer_id for t, e in events if t != topics.CUSTOMERS}

@@ -162,7 +162,9 @@ def test_known_history_yields_expected_risk_changes_features_and_dead_letters(
     assert set(lookup["features"]) == set(FEATURE_NAMES)
 
     # The same numbers straight from Redis.
-    store = RedisFeatureStore(redis.Redis.from_url(redis_url), worker_env["CHURN_REDIS_NAMESPACE"])
+    store = RedisFeatureStore(
+        redis.Redis.from_url(redis_url, decode_responses=True), worker_env["CHURN_REDIS_NAMESPACE"]
+    )
     state = store.read(["A"])["A"]
     assert state.totals["o"] == 3
     assert state.totals["s"] == 9250  # cents
