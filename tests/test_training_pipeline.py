@@ -22,13 +22,21 @@ from feature_store.definitions import SECONDS_PER_DAY, FeatureParams
 from feature_store.offline import History
 from scoring.artifact import CHECKSUM_FILE, METADATA_FILE, MODEL_FILE, ArtifactError, load_model
 from simulator import generate_history, write_sqlite
-from training import TrainingConfig, build_dataset, cutoffs, load_history, save, train
+from training import (
+    TrainingConfig,
+    build_dataset,
+    build_splits,
+    cutoffs,
+    load_history,
+    save,
+    train,
+)
 from training.__main__ import main
 from training.database import load_truth
 from training.metrics import cutoff_for_precision, cutoff_for_recall
 from training.models import available_families
 from training.report import REPORT_FILE
-from training.train import SERVED
+from training.train import SERVED, TUNING_TIE_AUC
 
 HORIZON = 30
 FAST = TrainingConfig(num_threads=1)
@@ -107,13 +115,15 @@ def test_served_model_is_tuned_lightgbm_with_test_auc_and_selection_in_metadata(
     assert selection["served_minus_best_validation_auc"] == pytest.approx(
         metrics["validation"]["auc_roc_raw"] - best
     )
-    # The tuning grid, best first, and the served model uses the winner's settings.
+    # The tuning grid, best first; the served model uses the chosen settings, which
+    # score within the tie margin of the best.
     tuning = metrics["tuning"]
     assert len(tuning) >= 4
-    assert [t["validation_auc"] for t in tuning] == sorted(
-        (t["validation_auc"] for t in tuning), reverse=True
-    )
-    for key, value in tuning[0]["params"].items():
+    aucs = [t["validation_auc"] for t in tuning]
+    assert aucs == sorted(aucs, reverse=True)
+    (chosen,) = [t for t in tuning if t["chosen"]]
+    assert chosen["validation_auc"] >= aucs[0] - TUNING_TIE_AUC
+    for key, value in chosen["params"].items():
         assert metadata["lightgbm"]["params"][key] == value
 
 
@@ -180,6 +190,23 @@ def test_report_is_one_self_contained_html_page_with_every_figure(
     assert not re.search(r'(src|href)="(?!data:)', page)
     for name in (*FAMILIES, SERVED):
         assert f"<td>{name}</td>" in page
+
+
+# --- point-in-time data sets ---------------------------------------------------------
+
+
+def test_splits_built_on_integer_ids_equal_datasets_built_on_the_original_ids(
+    history: History,
+) -> None:
+    cutoff_list = cutoffs(history, HORIZON, FAST.n_cutoffs, FAST.step_days)
+    unit = FeatureParams(engagement_scale=1.0)
+    splits = build_splits(history, cutoff_list, HORIZON, unit)
+    direct = [build_dataset(history, t, HORIZON, unit) for t in cutoff_list]
+    pd.testing.assert_frame_equal(
+        splits.train, pd.concat(direct[:-2], ignore_index=True), check_exact=True
+    )
+    pd.testing.assert_frame_equal(splits.validation, direct[-2], check_exact=True)
+    pd.testing.assert_frame_equal(splits.test, direct[-1], check_exact=True)
 
 
 # --- no learning from the future -----------------------------------------------------

@@ -26,7 +26,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from feature_store.definitions import FEATURE_NAMES
 from training.metrics import TARGET_RECALL, confusion
 from training.models import features, labels
-from training.train import SERVED, Evidence, TrainedModel
+from training.train import SERVED, TUNING_TIE_AUC, Evidence, TrainedModel
 
 REPORT_FILE = "report.html"
 SHAP_ROWS = 2000
@@ -365,7 +365,8 @@ def _selection_html(metadata: dict[str, Any], evidence: Evidence) -> str:
     return (
         f'<p class="note">{verdict} Families are picked on validation AUC of their raw '
         "score; every test metric is after an isotonic calibration fitted on the "
-        f"validation cutoff, the same treatment for every family.{sampled}</p>"
+        "validation cutoff, the same treatment for every family. The served model's fit "
+        f"time is the whole tuning grid plus its refit.{sampled}</p>"
     )
 
 
@@ -425,13 +426,37 @@ def _tuning_html(metadata: dict[str, Any]) -> str:
             f"<td>{html.escape(_params_text(t['params']))}</td>",
             f"<td>{t['validation_auc']:.4f}</td>",
             f"<td>{t['trees']}</td>",
+            f"<td>{'served' if t['chosen'] else ''}</td>",
         ]
         for t in metadata["metrics"]["tuning"]
     ]
-    return _table(["LightGBM configuration (best first)", "validation AUC", "trees"], rows)
+    classes = ["served" if t["chosen"] else "" for t in metadata["metrics"]["tuning"]]
+    headers = ["LightGBM configuration (best first)", "validation AUC", "trees", ""]
+    return _table(headers, rows, classes) + (
+        f'<p class="note">Configurations within {TUNING_TIE_AUC} validation AUC of the best '
+        "count as tied (smaller gaps are noise); of those the smallest model (trees x leaves) is "
+        "served, refitted on all training rows.</p>"
+    )
 
 
 def _diagnostics_html(metadata: dict[str, Any]) -> str:
+    return _oracle_html(metadata) + _leaky_html(metadata)
+
+
+def _oracle_html(metadata: dict[str, Any]) -> str:
+    oracle = metadata["metrics"]["diagnostics"].get("oracle")
+    if not oracle or oracle.get("auc_roc") is None:
+        return ""
+    return (
+        '<p class="note">Oracle: the simulator draws each customer\'s latent churn '
+        "propensity (the chance they stop buying at some point in the simulated year). "
+        f"Against the same test labels it scores AUC <b>{oracle['auc_roc']:.3f}</b>. It "
+        "knows who is prone to churn, but not who has already gone quiet, which recent "
+        "behaviour shows, so a point-in-time model can score above it.</p>"
+    )
+
+
+def _leaky_html(metadata: dict[str, Any]) -> str:
     leaky = metadata["metrics"]["diagnostics"].get("leaky_label")
     if not leaky or leaky.get("inflated_auc_roc") is None:
         return ""
