@@ -90,21 +90,40 @@ def fit_lightgbm(
     params: dict[str, Any],
     max_rounds: int,
     early_stopping_rounds: int,
+    progress: Callable[[str], None] | None = None,
 ) -> lgb.Booster:
-    """LightGBM on `train`, stopped when validation AUC stops improving."""
+    """LightGBM on `train`, stopped when validation AUC stops improving.
+
+    `progress` hears the validation AUC every PROGRESS_ROUNDS trees."""
     names = list(FEATURE_NAMES)
     train_set = lgb.Dataset(features(train), labels(train), feature_name=names)
     valid_set = lgb.Dataset(features(validation), labels(validation), reference=train_set)
+    callbacks: list[Callable[..., Any]] = [
+        lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)
+    ]
+    if progress is not None:
+        callbacks.append(_report_every(PROGRESS_ROUNDS, progress))
     return lgb.train(
         params,
         train_set,
         num_boost_round=max_rounds,
         valid_sets=[valid_set],
         valid_names=["validation"],
-        callbacks=[
-            lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)
-        ],
+        callbacks=callbacks,
     )
+
+
+PROGRESS_ROUNDS = 100
+
+
+def _report_every(rounds: int, progress: Callable[[str], None]) -> Callable[[Any], None]:
+    def callback(env: Any) -> None:
+        trees = env.iteration + 1
+        if trees % rounds == 0:
+            _, metric, value, _ = env.evaluation_result_list[0]
+            progress(f"{trees} trees, validation {metric} {value:.4f}")
+
+    return callback
 
 
 # --- The compared families ----------------------------------------------------------

@@ -424,6 +424,7 @@ def train(
                 served_params,
                 config.max_rounds,
                 config.early_stopping_rounds,
+                progress=timer.detail,
             )
             notes.append(f"{len(splits.train):,} rows, {booster.best_iteration} trees")
 
