@@ -1,4 +1,5 @@
-"""Training pipeline: SQLite history -> point-in-time data sets -> calibrated LightGBM artifact."""
+"""Training pipeline: SQLite history -> point-in-time data sets -> model comparison ->
+tuned, calibrated LightGBM artifact (+ report.html). Measurements: MEASUREMENTS.md."""
 
 from training.database import DatabaseError, load_history
 from training.dataset import Splits, TrainingDataError, build_dataset, build_splits, cutoffs
