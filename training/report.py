@@ -362,7 +362,12 @@ def _selection_html(metadata: dict[str, Any], evidence: Evidence) -> str:
             f"{evidence.training_rows:,} training rows; the served model was then refitted "
             "on all of them."
         )
+    families = "".join(
+        f"<li><b>{html.escape(name)}</b>: {html.escape(description)}</li>"
+        for name, description in selection["families"].items()
+    )
     return (
+        f'<ul class="note">{families}</ul>'
         f'<p class="note">{verdict} Families are picked on validation AUC of their raw '
         "score; every test metric is after an isotonic calibration fitted on the "
         "validation cutoff, the same treatment for every family. The served model's fit "

@@ -496,6 +496,7 @@ def train(
                 "served_minus_best_test_auc": metrics["test"]["auc_roc_raw"]
                 - best.metrics["test"]["auc_roc_raw"],
                 "why_lightgbm": WHY_LIGHTGBM,
+                "families": {c.name: c.description for c in candidates},
             },
             "tuning": [
                 {
