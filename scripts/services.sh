@@ -115,6 +115,8 @@ num.partitions=4
 auto.create.topics.enable=true
 # Single broker: internal topics cannot have more than one replica.
 offsets.topic.replication.factor=1
+# One node: 4 offsets partitions load far faster than the default 50.
+offsets.topic.num.partitions=4
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1

@@ -5,12 +5,14 @@ saying how to start it; nothing is skipped."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from tests.support import Worker, train_recency_model
@@ -29,7 +31,32 @@ def kafka_bootstrap() -> str:
             "or set KAFKA_BOOTSTRAP_SERVERS",
             pytrace=False,
         )
+    join_a_consumer_group(servers)
     return servers
+
+
+def join_a_consumer_group(servers: str, timeout: float = 180) -> None:
+    """On a brand-new broker the first group join waits for the group coordinator
+    (creating and loading __consumer_offsets): pay that once here, not inside the
+    first test's worker start-up timeout."""
+    topic = "test-warm-up"
+    producer = Producer({"bootstrap.servers": servers})
+    producer.produce(topic, b"warm-up")
+    producer.flush(30)
+    consumer = Consumer(
+        {"bootstrap.servers": servers, "group.id": "test-warm-up", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and not message.error():
+                consumer.commit(message, asynchronous=False)
+                return
+        pytest.fail(f"Kafka at {servers} never let a consumer group join in {timeout}s")
+    finally:
+        consumer.close()
 
 
 @pytest.fixture(scope="session")

@@ -99,7 +99,7 @@ class Worker:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
         log = self.log_path.open("ab")
         since = log.tell()  # restarts append to the same log
         self.process = subprocess.Popen(
