@@ -77,6 +77,7 @@ from scoring.risk import RiskPolicy
 from simulator import kafka_sink
 from simulator.history import Event, generate_history
 from stream_app.settings import Settings
+from stream_app.worker import faust_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results.json"
@@ -1027,23 +1028,9 @@ def bare_agent_main(argv: Sequence[str]) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     settings = Settings.from_env()
     extra: dict[str, Any] = {"Monitor": NullMonitor} if args.no_monitor else {}
-    # The same arguments as stream_app.worker.build_app; Faust's own environment
-    # variables (STREAM_BUFFER_MAXSIZE, ...) apply to both alike.
-    app = faust.App(
-        settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap_servers}",
-        store="memory://",
-        datadir=Path(tempfile.gettempdir()) / f"faust-{settings.app_id}",
-        key_serializer="raw",
-        value_serializer="raw",
-        topic_partitions=settings.partitions,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        web_host="127.0.0.1",
-        web_port=settings.web_port,
-        web_in_thread=False,
-        **extra,
-    )
+    # The worker's own Faust app; Faust's environment variables
+    # (STREAM_BUFFER_MAXSIZE, ...) apply to both alike.
+    app = faust_app(settings, **extra)
     counted = 0
     inputs = app.topic(*(topics.qualified(n, settings.topic_prefix) for n in topics.INPUT_TOPICS))
 

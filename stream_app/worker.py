@@ -42,14 +42,10 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, KafkaError, asyncio.TimeoutError)
 
 
-def build_app(
-    settings: Settings,
-    model: Model,
-    redis_client: redis.Redis,
-    actions: dict[str, tuple[str, ...]] | None = None,
-) -> faust.App:
-    """The Faust app with its agent and web views, wired to the scoring core."""
-    app = faust.App(
+def faust_app(settings: Settings, **extra: Any) -> faust.App:
+    """The worker's Faust app and settings, before any agent (the benchmark's bare
+    agent runs on exactly these)."""
+    return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
         store="memory://",
@@ -63,7 +59,18 @@ def build_app(
         web_host="127.0.0.1",
         web_port=settings.web_port,
         web_in_thread=False,
+        **extra,
     )
+
+
+def build_app(
+    settings: Settings,
+    model: Model,
+    redis_client: redis.Redis,
+    actions: dict[str, tuple[str, ...]] | None = None,
+) -> faust.App:
+    """The Faust app with its agent and web views, wired to the scoring core."""
+    app = faust_app(settings)
     prefix = settings.topic_prefix
     store = RedisFeatureStore(redis_client, settings.redis_namespace)
     served = ServedModel(settings.models_dir, model)
