@@ -10,7 +10,7 @@ come out again with the same ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -18,7 +18,7 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
-from feature_store.definitions import FEATURE_NAMES, feature_matrix
+from feature_store.definitions import EVENT_TIME_FIELD, FEATURE_NAMES, feature_matrix
 from feature_store.online import CustomerState, Position, Update, base_columns, update_for
 from feature_store.redis_store import ApplyResult, RiskRecord
 from schemas import INPUT_EVENTS, ChurnRiskChanged, DeadLetter, Reason, Trigger
@@ -74,6 +74,45 @@ def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+class Watermarks:
+    """Event-time watermark per input partition: no event earlier than it is to come.
+
+    Customers are keyed alike on every input topic, so partition p of each topic holds
+    the same customers. Kafka keeps each topic-partition in order, but a consumer reads
+    the topics side by side, and under a backlog they drift apart in event time: the
+    tickets of March may arrive while the orders are still in January. Taking the
+    latest time seen on any topic would then declare January's customers silent while
+    their orders are still unread, and publish changes that are false (a spurious HIGH
+    reaches marketing). So p's watermark is the earliest of the latest event times of
+    p's topic-partitions that are still behind (messages unread in Kafka); one that is
+    caught up holds nothing back, and when all are, it is the latest time seen.
+    """
+
+    def __init__(self) -> None:
+        self.latest: dict[tuple[str, int], float] = {}  # per topic-partition
+        self.current: dict[int, float] = {}  # per partition; never moves back
+
+    def observe(self, topic: str, partition: int, event_ts: float) -> None:
+        key = (topic, partition)
+        self.latest[key] = max(self.latest.get(key, event_ts), event_ts)
+
+    def advance(self, partitions: Iterable[int], lagging: Collection[tuple[str, int]]) -> None:
+        for partition in partitions:
+            behind = [topic for topic in EVENT_TIME_FIELD if (topic, partition) in lagging]
+            if any((topic, partition) not in self.latest for topic in behind):
+                continue  # a topic-partition still behind and not heard from yet
+            seen = [self.latest[(t, partition)] for t in behind] or [
+                ts for (_, p), ts in self.latest.items() if p == partition
+            ]
+            if not seen:
+                continue
+            mark = min(seen) if behind else max(seen)
+            self.current[partition] = max(self.current.get(partition, mark), mark)
+
+    def get(self, partition: int) -> float | None:
+        return self.current.get(partition)
+
+
 class Scorer:
     """Turns batches of input messages into risk changes (see module doc)."""
 
@@ -92,15 +131,19 @@ class Scorer:
         self.actions = actions
         self.clock = clock
         self.idle_limit = idle_limit  # most inactivity rescores per partition per batch
-        # Event-time watermark per input partition: the latest event time seen there.
-        self.watermarks: dict[int, float] = {}
+        self.watermarks = Watermarks()
 
     def policy(self, model: Model) -> RiskPolicy:
         if self.actions is None:
             return RiskPolicy(model.thresholds, self.margin)
         return RiskPolicy(model.thresholds, self.margin, self.actions)
 
-    def process(self, messages: Sequence[InputMessage]) -> BatchOutcome:
+    def process(
+        self, messages: Sequence[InputMessage], lagging: Collection[tuple[str, int]] = ()
+    ) -> BatchOutcome:
+        """`lagging`: the input topic-partitions that still have unread messages in
+        Kafka after this batch (see `Watermarks`); none for inputs that arrive in
+        event-time order across topics, such as a replayed file."""
         outcome = BatchOutcome()
         updates: list[Update] = []
         triggers: list[Trigger] = []
@@ -123,7 +166,7 @@ class Scorer:
             return outcome
         # Silence is scored first: a quiet customer's due rescores all come before
         # the batch's events in event time, whatever the batch boundaries.
-        self._rescore_idle(updates, outcome)
+        self._rescore_idle(updates, lagging, outcome)
         outcome.applied = self.store.apply(updates)
         # Each event is scored as of its own arrival, then the silence after it as of
         # each due time up to the customer's next event or, failing one, up to the
@@ -140,10 +183,12 @@ class Scorer:
             states.append(state)
             as_of.append(state.seen)
             why.append(trigger)
-            watermark = self.watermarks[update.position.partition]
+            watermark = self.watermarks.get(update.position.partition)
             due: float | None = first_due(state.seen)
             while due is not None and (
-                due < heard_next if heard_next is not None else due <= watermark
+                due < heard_next
+                if heard_next is not None
+                else watermark is not None and due <= watermark
             ):
                 states.append(state)
                 as_of.append(due)
@@ -163,30 +208,31 @@ class Scorer:
         if outcome.reschedule:
             self.store.schedule((p, c, due) for (p, c), due in outcome.reschedule.items())
 
-    def _rescore_idle(self, updates: Sequence[Update], outcome: BatchOutcome) -> None:
-        """Rescore, as of each due time, the customers whose silence reached it.
-
-        A partition's watermark is the latest event time seen on it (this batch
-        included): Kafka keeps a partition in order, so nothing earlier will come.
-        A customer with an event in this batch is silent only until that event."""
+    def _rescore_idle(
+        self,
+        updates: Sequence[Update],
+        lagging: Collection[tuple[str, int]],
+        outcome: BatchOutcome,
+    ) -> None:
+        """Rescore, as of each due time, the customers whose silence reached their
+        partition's watermark (this batch included, see `Watermarks`). A customer with
+        an event in this batch is silent only until that event."""
         first_event: dict[str, float] = {}
         for update in updates:
             if update.event_ts is None:
                 continue
-            partition = update.position.partition
-            self.watermarks[partition] = max(
-                self.watermarks.get(partition, update.event_ts), update.event_ts
-            )
+            position = update.position
+            self.watermarks.observe(position.topic, position.partition, update.event_ts)
             first_event[update.customer_id] = min(
                 first_event.get(update.customer_id, update.event_ts), update.event_ts
             )
+        partitions = sorted({u.position.partition for u in updates})
+        self.watermarks.advance(partitions, lagging)
         due = [
             (partition, customer_id, due_ts)
-            for partition in sorted({u.position.partition for u in updates})
-            if partition in self.watermarks
-            for customer_id, due_ts in self.store.due(
-                partition, self.watermarks[partition], self.idle_limit
-            )
+            for partition in partitions
+            if (watermark := self.watermarks.get(partition)) is not None
+            for customer_id, due_ts in self.store.due(partition, watermark, self.idle_limit)
         ]
         if not due:
             return
@@ -199,7 +245,7 @@ class Scorer:
                 # Unknown, or heard from since it was scheduled: nothing is due.
                 outcome.reschedule[(partition, customer_id)] = None
                 continue
-            watermark = self.watermarks[partition]
+            watermark = self.watermarks.current[partition]
             heard_at = first_event.get(customer_id, float("inf"))
             next_ts: float | None = due_ts
             while next_ts is not None and next_ts <= watermark and next_ts < heard_at:

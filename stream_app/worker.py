@@ -23,11 +23,11 @@ import msgspec
 import redis
 from aiokafka.errors import KafkaError
 from faust.streams import Stream
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from feature_store.definitions import FEATURE_NAMES, feature_matrix
+from feature_store.definitions import EVENT_TIME_FIELD, FEATURE_NAMES, feature_matrix
 from feature_store.online import base_columns
 from feature_store.redis_store import RedisFeatureStore
 from schemas import topics
@@ -94,13 +94,41 @@ def build_app(
             pending.append(await dead_letter.send(key=raw_key, value=msgspec.json.encode(letter)))
         await asyncio.gather(*pending)  # durable in Kafka before we record or ack
 
+    # Per input topic-partition with event times: the next offset to process.
+    next_offsets: dict[TP, int | None] = {}
+    event_time_topics = {topics.qualified(name, prefix) for name in EVENT_TIME_FIELD}
+
+    def forget_positions(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0]  # another worker may have moved them on
+        for tp in revoked:
+            next_offsets.pop(tp, None)
+
+    app.on_partitions_revoked.connect(forget_positions)
+
+    async def lagging_partitions(events: Sequence[EventT]) -> set[tuple[str, int]]:
+        """The event-time topic-partitions with messages still unread after `events`:
+        they hold their partition's watermark back (see `scoring.pipeline.Watermarks`)."""
+        for event in events:
+            next_offsets[event.message.tp] = event.message.offset + 1
+        lagging = set()
+        for tp in app.consumer.assignment():
+            if tp.topic not in event_time_topics:
+                continue
+            if tp not in next_offsets:  # nothing processed since it was assigned
+                next_offsets[tp] = await app.consumer.position(tp)
+            highwater, next_offset = app.consumer.highwater(tp), next_offsets[tp]
+            if highwater is None or next_offset is None or next_offset < highwater:
+                lagging.add((tp.topic.removeprefix(prefix), tp.partition))
+        return lagging
+
     async def handle(events: Sequence[EventT]) -> None:
         messages = [_input_message(event, prefix) for event in events]
         delay = 0.1
         while True:
             try:
                 started = time.perf_counter()
-                outcome = scorer.process(messages)
+                lagging = await lagging_partitions(events)
+                outcome = scorer.process(messages, lagging)
                 await publish(outcome)
                 scorer.commit(outcome)
                 _observe(outcome, messages, time.perf_counter() - started)

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import redis
 from aiokafka.partitioner import DefaultPartitioner
 
 from feature_store.offline import History, features_as_of
-from schemas import Order, topics
+from feature_store.redis_store import RedisFeatureStore
+from schemas import Order, SupportTicket, topics
 from scoring.artifact import MODEL_FILE, load_model
+from scoring.pipeline import InputMessage, Scorer
 from scoring.risk import RiskPolicy
 from simulator.history import generate_history
 from tests.support import ROOT, Worker, consume, encode, produce, train_soft_model
@@ -261,3 +264,37 @@ def test_lookup_of_an_unknown_customer_is_a_404(worker: Worker) -> None:
     status, body = worker.get("/customers/NOBODY")
     assert status == 404
     assert json.loads(body)["error"] == "unknown customer NOBODY"
+
+
+def test_a_backlog_whose_tickets_run_ahead_of_its_orders_raises_no_false_silence(
+    redis_client: redis.Redis, namespace: str, soft_recency_models: Path
+) -> None:
+    # A consumer reads the topics side by side: here the partition's tickets reach day
+    # 60 while the regular customer's orders, one every 5 days, are still unread.
+    model = load_model(soft_recency_models)
+    regular, other = "REGULAR", "OTHER"
+    partition = partition_of(regular)  # the other customer is put on it too
+    orders = [Order(f"R{n}", regular, day(n), 40.0, "card", "delivered") for n in range(0, 61, 5)]
+    tickets = [SupportTicket(f"T{n}", other, day(n), "delivery") for n in (0, 60)]
+
+    def message(topic: str, offset: int, event: Order | SupportTicket) -> InputMessage:
+        return InputMessage(topic, partition, offset, event.customer_id.encode(), encode(event))
+
+    first = [message(topics.ORDERS, 0, orders[0])] + [
+        message(topics.SUPPORT_TICKETS, i, t) for i, t in enumerate(tickets)
+    ]
+    rest = [message(topics.ORDERS, i, o) for i, o in enumerate(orders[1:], start=1)]
+
+    def inactivity_changes(lagging_first: set[tuple[str, int]], run: str) -> list[str]:
+        store = RedisFeatureStore(redis_client, f"{namespace}:{run}")
+        scorer = Scorer(store, lambda: model)
+        found = []
+        for batch, lagging in ((first, lagging_first), (rest, set())):
+            outcome = scorer.process(batch, lagging)
+            scorer.commit(outcome)
+            found += [c.risk for c in outcome.changes if c.trigger.kind == "inactivity"]
+        return found
+
+    assert inactivity_changes({(topics.ORDERS, partition)}, "behind-known") == []
+    # The control: told nothing, the core takes the tickets' time for the partition's.
+    assert inactivity_changes(set(), "behind-unknown") != []
