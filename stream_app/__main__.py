@@ -50,8 +50,9 @@ def run_worker() -> None:
             f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({err}); "
             "start it or set KAFKA_BOOTSTRAP_SERVERS"
         )
-    from stream_app.worker import build_app
+    from stream_app.worker import build_app, install_uvloop
 
+    install_uvloop()
     app = build_app(settings, model, client, actions)
     print(f"serving model {model.version} from {settings.models_dir}", file=sys.stderr)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()

@@ -100,7 +100,7 @@ OPTIONS: dict[str, Option] = {
         "CHURN_BATCH_SIZE", "500", _positive_int, "most events processed per batch"
     ),
     "batch_wait_ms": Option(
-        "CHURN_BATCH_WAIT_MS", "50", _positive_int, "longest wait to fill a batch"
+        "CHURN_BATCH_WAIT_MS", "10", _positive_int, "longest wait to fill a batch"
     ),
     "hysteresis": Option(
         "CHURN_HYSTERESIS", "0.05", _fraction, "margin below a cut-off before a risk drops"

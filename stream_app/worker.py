@@ -21,6 +21,7 @@ from typing import Any, cast
 import faust
 import msgspec
 import redis
+import uvloop
 from aiokafka.errors import KafkaError
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
@@ -40,6 +41,12 @@ log = logging.getLogger(__name__)
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, KafkaError, asyncio.TimeoutError)
+
+
+def install_uvloop() -> None:
+    """Run on uvloop: Faust's per-message asyncio machinery costs about 30% less
+    (measured on the bare agent, bench/PROFILE.md). Call before the app starts."""
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def faust_app(settings: Settings, **extra: Any) -> faust.App:
