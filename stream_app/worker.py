@@ -35,12 +35,20 @@ from schemas import topics
 from scoring.artifact import Model, ServedModel
 from scoring.pipeline import BatchOutcome, InputMessage, Scorer
 from stream_app import metrics
+from stream_app.publisher import Publisher, PublishError
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
-TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, KafkaError, asyncio.TimeoutError)
+TRANSIENT_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    KafkaError,
+    PublishError,
+    BufferError,  # the producer's queue is full: retry once it has drained
+    asyncio.TimeoutError,
+)
 
 
 def install_uvloop() -> None:
@@ -85,21 +93,23 @@ def build_app(
     metrics.MODEL.info({"version": model.version})
 
     inputs = app.topic(*(topics.qualified(name, prefix) for name in topics.INPUT_TOPICS))
-    churn_risk = app.topic(topics.qualified(topics.CHURN_RISK, prefix))
-    churn_risk_high = app.topic(topics.qualified(topics.CHURN_RISK_HIGH, prefix))
-    dead_letter = app.topic(topics.qualified(topics.DEAD_LETTER, prefix))
+    churn_risk = topics.qualified(topics.CHURN_RISK, prefix)
+    churn_risk_high = topics.qualified(topics.CHURN_RISK_HIGH, prefix)
+    dead_letter = topics.qualified(topics.DEAD_LETTER, prefix)
+    publisher = Publisher(settings.kafka_bootstrap_servers, client_id=settings.app_id)
 
     async def publish(outcome: BatchOutcome) -> None:
-        pending = []
+        """Durable in Kafka before the categories are recorded and the input acked."""
+        messages: list[tuple[str, bytes | None, bytes]] = []
         for change in outcome.changes:
             key, value = change.customer_id.encode(), msgspec.json.encode(change)
-            pending.append(await churn_risk.send(key=key, value=value))
+            messages.append((churn_risk, key, value))
             if change.risk == "HIGH":
-                pending.append(await churn_risk_high.send(key=key, value=value))
+                messages.append((churn_risk_high, key, value))
         for letter in outcome.dead_letters:
             raw_key = None if letter.key is None else letter.key.encode()
-            pending.append(await dead_letter.send(key=raw_key, value=msgspec.json.encode(letter)))
-        await asyncio.gather(*pending)  # durable in Kafka before we record or ack
+            messages.append((dead_letter, raw_key, msgspec.json.encode(letter)))
+        await publisher.publish(messages)
 
     # Per input topic-partition with event times: the next offset to process.
     next_offsets: dict[TP, int | None] = {}
