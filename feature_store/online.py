@@ -29,12 +29,12 @@ import numpy as np
 from feature_store.definitions import (
     AGGREGATE_BY_NAME,
     AGGREGATES,
-    BASE_COLUMNS,
     EVENT_ID_FIELD,
     EVENT_TIME_FIELD,
     FIRST_TIME,
     LAST_TIME,
     PROFILE_FIELDS,
+    SECONDS_PER_DAY,
     WINDOWS,
     day_of,
 )
@@ -164,7 +164,8 @@ class CustomerState:
 
 
 _AGGREGATE_CODES = frozenset(a.code for a in AGGREGATES)
-# Per aggregate code, the windowed base columns it feeds: (column, days, scale).
+# The windowed base columns, grouped by the aggregate code they sum: code -> [(column,
+# days, scale)].
 _WINDOWS_BY_CODE: dict[str, list[tuple[str, int, float]]] = {}
 for _name, _window in WINDOWS.items():
     if _window.days is not None:
@@ -186,27 +187,66 @@ def base_columns(states: Sequence[CustomerState], as_of: Sequence[float]) -> dic
     `as_of[i]` must be at or after every event applied to `states[i]` (the store
     guarantees it for the customer's `seen` time). A window of N days holds the
     tiles of the N days ending with the as-of day.
+
+    Vectorised over the batch: a state given for several rows (a customer scored as
+    of several instants) is read once, and every (row, tile) pair is summed by numpy.
     """
-    rows: dict[str, list[float]] = {name: [] for name in BASE_COLUMNS if name != "as_of_ts"}
+    distinct: dict[int, int] = {}  # id(state) -> its index among the distinct states
+    unique: list[CustomerState] = []
+    row_state = np.empty(len(states), dtype=np.intp)
+    for row, state in enumerate(states):
+        index = distinct.setdefault(id(state), len(unique))
+        if index == len(unique):
+            unique.append(state)
+        row_state[row] = index
+
+    # Every tile of every distinct state, grouped by state: (code index, day, value).
+    tile_code: list[int] = []
+    tile_day: list[int] = []
+    tile_value: list[float] = []
+    tile_count = np.zeros(len(unique), dtype=np.intp)
+    for index, state in enumerate(unique):
+        before = len(tile_day)
+        for code_index, code in enumerate(_WINDOWS_BY_CODE):
+            tiles = state.tiles.get(code)
+            if tiles:
+                tile_code.extend([code_index] * len(tiles))
+                tile_day.extend(tiles.keys())
+                tile_value.extend(tiles.values())
+        tile_count[index] = len(tile_day) - before
+    codes = np.asarray(tile_code, dtype=np.intp)
+    days = np.asarray(tile_day, dtype=np.int64)
+    values = np.asarray(tile_value, dtype=np.float64)
+
+    # Pair each row with each tile of its state.
+    as_of_ts = np.asarray(as_of, dtype=np.float64)
+    as_of_day = np.floor(as_of_ts / SECONDS_PER_DAY).astype(np.int64)
+    per_row = tile_count[row_state]
+    first_tile = (np.cumsum(tile_count) - tile_count)[row_state]
+    pair_row = np.repeat(np.arange(len(states)), per_row)
+    pair_start = np.repeat(np.cumsum(per_row) - per_row, per_row)
+    pair_tile = np.arange(len(pair_row)) - pair_start + np.repeat(first_tile, per_row)
+    age = as_of_day[pair_row] - days[pair_tile]
+    pair_code, pair_value = codes[pair_tile], values[pair_tile]
+
+    columns: dict[str, np.ndarray] = {"as_of_ts": as_of_ts}
+    for code_index, windows in enumerate(_WINDOWS_BY_CODE.values()):
+        of_code = (pair_code == code_index) & (age >= 0)
+        for name, window_days, scale in windows:
+            inside = of_code & (age < window_days)
+            sums = np.bincount(pair_row[inside], pair_value[inside], minlength=len(states))
+            columns[name] = sums * scale
     nan = float("nan")
-    for state, ts in zip(states, as_of, strict=True):
-        as_of_day = day_of(ts)
-        sums = dict.fromkeys(WINDOWS, 0.0)
-        for code, windows in _WINDOWS_BY_CODE.items():
-            for day, value in state.tiles.get(code, {}).items():
-                age = as_of_day - day
-                for name, days, _ in windows:
-                    if 0 <= age < days:
-                        sums[name] += value
-        for windows in _WINDOWS_BY_CODE.values():
-            for name, _, scale in windows:
-                rows[name].append(sums[name] * scale)
+    per_state: dict[str, list[float]] = {name: [] for name, _, _ in _LIFETIME}
+    per_state.update({name: [] for name, _ in _TIMES})
+    per_state.update({name: [] for name in PROFILE_FIELDS})
+    for state in unique:
         for name, code, scale in _LIFETIME:
-            rows[name].append(state.totals.get(code, 0.0) * scale)
+            per_state[name].append(state.totals.get(code, 0.0) * scale)
         for name, field_name in _TIMES:
-            rows[name].append(state.times.get(field_name, nan))
+            per_state[name].append(state.times.get(field_name, nan))
         for name in PROFILE_FIELDS:
-            rows[name].append(state.profile.get(name, nan))
-    columns = {name: np.asarray(values, dtype=np.float64) for name, values in rows.items()}
-    columns["as_of_ts"] = np.asarray(as_of, dtype=np.float64)
+            per_state[name].append(state.profile.get(name, nan))
+    for name, values_of_states in per_state.items():
+        columns[name] = np.asarray(values_of_states, dtype=np.float64)[row_state]
     return columns
