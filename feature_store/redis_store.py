@@ -76,13 +76,43 @@ class RedisFeatureStore:
             result.states.append(CustomerState.parse(update.customer_id, fields))
         return result
 
-    def record_risk(self, records: Iterable[RiskRecord]) -> None:
-        """Remember each customer's published risk category, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
+    def published_key(self) -> str:
+        return f"{self.namespace}:published"
+
+    def published_through(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        """The last offset of each input topic-partition whose outputs are committed."""
+        wanted = list(partitions)
+        if not wanted:
+            return {}
+        offsets = self.client.hmget(self.published_key(), [f"{t}:{p}" for t, p in wanted])
+        return {tp: int(offset) for tp, offset in zip(wanted, offsets, strict=True) if offset}
+
+    def commit(
+        self,
+        records: Iterable[RiskRecord],
+        schedule: Iterable[tuple[int, str, float | None]],
+        published_through: dict[tuple[str, int], int],
+    ) -> None:
+        """In one atomic round trip (MULTI/EXEC): each customer's published risk
+        category, their next inactivity rescores (None removes one) and the offsets
+        up to which each input partition's outputs are published."""
+        pipe = self.client.pipeline(transaction=True)
         for record in records:
             pipe.hset(
                 self.key(record.customer_id),
                 mapping={RISK_FIELD: record.risk, RISK_SEQ_FIELD: record.risk_seq},
+            )
+        for partition, customer_id, due in schedule:
+            if due is None:
+                pipe.zrem(self.idle_key(partition), customer_id)
+            else:
+                pipe.zadd(self.idle_key(partition), {customer_id: due})
+        if published_through:
+            pipe.hset(
+                self.published_key(),
+                mapping={f"{t}:{p}": offset for (t, p), offset in published_through.items()},
             )
         pipe.execute()
 
@@ -100,16 +130,6 @@ class RedisFeatureStore:
     def idle_key(self, partition: int) -> str:
         # One index per input partition: only the worker owning it rescores its customers.
         return f"{self.namespace}:idle:{partition}"
-
-    def schedule(self, entries: Iterable[tuple[int, str, float | None]]) -> None:
-        """Set (partition, customer, due time) rescores; a None due time removes it."""
-        pipe = self.client.pipeline(transaction=False)
-        for partition, customer_id, due in entries:
-            if due is None:
-                pipe.zrem(self.idle_key(partition), customer_id)
-            else:
-                pipe.zadd(self.idle_key(partition), {customer_id: due})
-        pipe.execute()
 
     def due(self, partition: int, until: float, limit: int) -> list[tuple[str, float]]:
         """Customers of `partition` due for a rescore at or before `until`, oldest first."""

@@ -40,15 +40,22 @@ class InputMessage:
 
 
 class FeatureStore(Protocol):
-    def apply(self, updates: Sequence[Update]) -> ApplyResult: ...
+    def published_through(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]: ...
 
-    def record_risk(self, records: Sequence[RiskRecord]) -> None: ...
+    def apply(self, updates: Sequence[Update]) -> ApplyResult: ...
 
     def read(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]: ...
 
-    def schedule(self, entries: Iterable[tuple[int, str, float | None]]) -> None: ...
-
     def due(self, partition: int, until: float, limit: int) -> list[tuple[str, float]]: ...
+
+    def commit(
+        self,
+        records: Iterable[RiskRecord],
+        schedule: Iterable[tuple[int, str, float | None]],
+        published_through: dict[tuple[str, int], int],
+    ) -> None: ...
 
 
 @dataclass
@@ -56,11 +63,15 @@ class BatchOutcome:
     changes: list[ChurnRiskChanged] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     applied: ApplyResult | None = None
+    # Messages whose outputs an earlier delivery already published: skipped.
+    already_published: int = 0
     scored: int = 0
     # (risk, changes published so far) of each customer this batch moved.
     risk_now: dict[str, tuple[str | None, int]] = field(default_factory=dict)
     # Next inactivity rescore per (partition, customer), None for none; saved on commit.
     reschedule: dict[tuple[int, str], float | None] = field(default_factory=dict)
+    # The last offset of each input topic-partition in the batch; saved on commit.
+    published_through: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def risk_records(self) -> list[RiskRecord]:
@@ -145,9 +156,22 @@ class Scorer:
         Kafka after this batch (see `Watermarks`); none for inputs that arrive in
         event-time order across topics, such as a replayed file."""
         outcome = BatchOutcome()
+        for message in messages:
+            key = (message.topic, message.partition)
+            outcome.published_through[key] = max(
+                outcome.published_through.get(key, message.offset), message.offset
+            )
+        # Kafka redelivers what was processed but not yet acknowledged when a worker
+        # stopped or lost its partitions. Once a batch's outputs are published and
+        # committed, its messages are done: scoring them again would compare old
+        # states with the risk published since, and publish changes that are false.
+        done = self.store.published_through(outcome.published_through)
         updates: list[Update] = []
         triggers: list[Trigger] = []
         for message in messages:
+            if message.offset <= done.get((message.topic, message.partition), -1):
+                outcome.already_published += 1
+                continue
             decoded = self._decode(message, outcome)
             if decoded is None:
                 continue
@@ -173,40 +197,42 @@ class Scorer:
         # partition's watermark: so every batch leaves nothing due behind it, and the
         # answers do not depend on where batches begin and end. A bare profile (no
         # order or ticket yet) has nothing to score.
-        states, as_of, why = [], [], []
+        rows = _Rows()
         next_event = _next_event_times(updates)
         for update, state, trigger, heard_next in zip(
             updates, outcome.applied.states, triggers, next_event, strict=True
         ):
             if state.seen is None:
                 continue
-            states.append(state)
-            as_of.append(state.seen)
-            why.append(trigger)
-            watermark = self.watermarks.get(update.position.partition)
+            rows.score(state, state.seen, trigger)
+            partition = update.position.partition
+            watermark = self.watermarks.get(partition)
+            if heard_next is None:
+                # Nothing due unless a projected row finds a change (see `_score`).
+                outcome.reschedule[(partition, state.customer_id)] = None
             due: float | None = first_due(state.seen)
-            while due is not None and (
-                due < heard_next
-                if heard_next is not None
-                else watermark is not None and due <= watermark
-            ):
-                states.append(state)
-                as_of.append(due)
-                why.append(INACTIVITY)
+            while due is not None:
+                if heard_next is not None:
+                    if due >= heard_next:
+                        break  # silence over: that event's rows go on from there
+                    rows.score(state, due, INACTIVITY)
+                elif watermark is not None and due <= watermark:
+                    rows.score(state, due, INACTIVITY)
+                else:
+                    rows.project(state, due, partition)
                 due = next_due(state.seen, due)
-            # Whoever we heard from is due for a rescore should they now stay quiet.
-            outcome.reschedule[(update.position.partition, state.customer_id)] = due
-        self._score(states, as_of, why, outcome)
+        self._score(rows, outcome)
         return outcome
 
     def commit(self, outcome: BatchOutcome) -> None:
-        """Record the published categories and the next inactivity rescores; call
-        after the changes are durable in Kafka, so a crash before it replays them."""
-        records = outcome.risk_records
-        if records:
-            self.store.record_risk(records)
-        if outcome.reschedule:
-            self.store.schedule((p, c, due) for (p, c), due in outcome.reschedule.items())
+        """Record, atomically, the published categories, the next inactivity rescores
+        and how far each input partition is published. Call after the changes are
+        durable in Kafka: a crash before it replays them, with the same ids."""
+        self.store.commit(
+            outcome.risk_records,
+            ((p, c, due) for (p, c), due in outcome.reschedule.items()),
+            outcome.published_through,
+        )
 
     def _rescore_idle(
         self,
@@ -237,8 +263,7 @@ class Scorer:
         if not due:
             return
         states = self.store.read([customer_id for _, customer_id, _ in due])
-        rescored: list[CustomerState] = []
-        as_of: list[float] = []
+        rows = _Rows()
         for partition, customer_id, due_ts in due:
             state = states.get(customer_id)
             if state is None or state.seen is None or state.seen >= due_ts:
@@ -246,14 +271,17 @@ class Scorer:
                 outcome.reschedule[(partition, customer_id)] = None
                 continue
             watermark = self.watermarks.current[partition]
-            heard_at = first_event.get(customer_id, float("inf"))
+            heard_at = first_event.get(customer_id)
+            if heard_at is None:
+                outcome.reschedule[(partition, customer_id)] = None  # unless projected
             next_ts: float | None = due_ts
-            while next_ts is not None and next_ts <= watermark and next_ts < heard_at:
-                rescored.append(state)
-                as_of.append(next_ts)
+            while next_ts is not None and (heard_at is None or next_ts < heard_at):
+                if next_ts <= watermark:
+                    rows.score(state, next_ts, INACTIVITY)
+                else:
+                    rows.project(state, next_ts, partition)
                 next_ts = next_due(state.seen, next_ts)
-            outcome.reschedule[(partition, customer_id)] = next_ts
-        self._score(rescored, as_of, [INACTIVITY] * len(rescored), outcome)
+        self._score(rows, outcome)
 
     def _decode(self, message: InputMessage, outcome: BatchOutcome) -> object | None:
         decoder = _DECODERS.get(message.topic)
@@ -275,32 +303,39 @@ class Scorer:
             )
             return None
 
-    def _score(
-        self,
-        states: Sequence[CustomerState],
-        as_of: Sequence[float],
-        triggers: Sequence[Trigger],
-        outcome: BatchOutcome,
-    ) -> None:
-        """Score every state in one model call, then walk them in order deciding changes."""
-        if not states:
+    def _score(self, rows: _Rows, outcome: BatchOutcome) -> None:
+        """Score every row in one model call, then walk them in order: a scored row
+        may change its customer's risk; a customer's projected rows (after all their
+        scored ones) say when silence would first change it, which is when the
+        customer is due for a rescore (None: never, within the schedule)."""
+        if not rows.states:
             return
         model = self.model()
         policy = self.policy(model)
-        features = feature_matrix(base_columns(states, as_of), model.feature_params)
+        features = feature_matrix(base_columns(rows.states, rows.as_of), model.feature_params)
         probabilities = model.predict(features)
-        outcome.scored += len(states)
         current = outcome.risk_now
         changes: list[tuple[int, str | None, str, int]] = []
-        for row, state in enumerate(states):
-            previous, sequence = current.get(state.customer_id, (state.risk, state.risk_seq))
+        settled: set[tuple[int, str]] = set()
+        for row, state in enumerate(rows.states):
+            customer_id = state.customer_id
+            previous, sequence = current.get(customer_id, (state.risk, state.risk_seq))
             risk = policy.category(float(probabilities[row]), previous)
+            projected_for = rows.projected_for[row]
+            if projected_for is not None:
+                if projected_for in settled:
+                    continue
+                if risk != previous:
+                    outcome.reschedule[projected_for] = rows.as_of[row]
+                    settled.add(projected_for)
+                continue
+            outcome.scored += 1
             if risk == previous:
                 continue
             if is_news(previous, risk):
                 sequence += 1
                 changes.append((row, previous, risk, sequence))
-            current[state.customer_id] = (risk, sequence)
+            current[customer_id] = (risk, sequence)
         if not changes:
             return
         contributions = model.contributions(features[[row for row, *_ in changes]])
@@ -308,7 +343,7 @@ class Scorer:
         for contribution, (row, previous, risk, sequence) in zip(
             contributions, changes, strict=True
         ):
-            customer_id = states[row].customer_id
+            customer_id = rows.states[row].customer_id
             went_up = previous is None or RANK[risk] > RANK[previous]
             outcome.changes.append(
                 ChurnRiskChanged(
@@ -320,11 +355,47 @@ class Scorer:
                     model_version=model.version,
                     reasons=_reasons(features[row], contribution, toward_churn=went_up),
                     recommended_actions=list(policy.actions[risk]),
-                    trigger=triggers[row],
-                    event_time=utc(as_of[row]),
+                    trigger=rows.triggers[row],
+                    event_time=utc(rows.as_of[row]),
                     scored_at=scored_at,
                 )
             )
+
+
+@dataclass
+class _Rows:
+    """What one model call scores: customers' states, each as of an instant.
+
+    A scored row is a real rescore (it may publish a change). A projected row asks
+    what the risk would be at a later due time should the customer stay silent:
+    scoring the whole silence ahead in the same model call, and scheduling only the
+    first due time that changes the risk, saves a Redis read, a parse and a schedule
+    for every step that would change nothing. The outcome is the same as rescoring
+    at every step: the skipped steps are those that publish nothing.
+    """
+
+    states: list[CustomerState] = field(default_factory=list)
+    as_of: list[float] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
+    projected_for: list[tuple[int, str] | None] = field(default_factory=list)
+
+    def score(self, state: CustomerState, as_of: float, trigger: Trigger) -> None:
+        self._add(state, as_of, trigger, None)
+
+    def project(self, state: CustomerState, as_of: float, partition: int) -> None:
+        self._add(state, as_of, INACTIVITY, (partition, state.customer_id))
+
+    def _add(
+        self,
+        state: CustomerState,
+        as_of: float,
+        trigger: Trigger,
+        projected_for: tuple[int, str] | None,
+    ) -> None:
+        self.states.append(state)
+        self.as_of.append(as_of)
+        self.triggers.append(trigger)
+        self.projected_for.append(projected_for)
 
 
 def _next_event_times(updates: Sequence[Update]) -> list[float | None]:

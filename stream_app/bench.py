@@ -923,7 +923,7 @@ PROFILE_RULES: list[tuple[str, tuple[str, ...]]] = [
         "ours: redis inactivity index (due, read, schedule)",
         ("due (feature_store/", "read (feature_store/", "schedule (feature_store/"),
     ),
-    ("ours: redis record_risk", ("record_risk (feature_store/",)),
+    ("ours: redis commit", ("commit (feature_store/",)),
     ("ours: model predict", ("predict (scoring/artifact.py",)),
     ("ours: model TreeSHAP contributions", ("contributions (scoring/artifact.py",)),
     ("ours: base_columns + feature_matrix", ("base_columns (", "feature_matrix (")),

@@ -112,7 +112,7 @@ def build_app(
         await publisher.publish(messages)
 
     # Per input topic-partition with event times: the next offset to process.
-    next_offsets: dict[TP, int | None] = {}
+    next_offsets: dict[TP, int] = {}
     event_time_topics = {topics.qualified(name, prefix) for name in EVENT_TIME_FIELD}
 
     def forget_positions(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -122,19 +122,24 @@ def build_app(
 
     app.on_partitions_revoked.connect(forget_positions)
 
-    async def lagging_partitions(events: Sequence[EventT]) -> set[tuple[str, int]]:
+    def lagging_partitions(events: Sequence[EventT]) -> set[tuple[str, int]]:
         """The event-time topic-partitions with messages still unread after `events`:
         they hold their partition's watermark back (see `scoring.pipeline.Watermarks`)."""
         for event in events:
             next_offsets[event.message.tp] = event.message.offset + 1
+        # For a partition with nothing processed since it was assigned: where the
+        # group resumes it (Faust's record of the committed offsets it sought to on
+        # assignment; it has no public accessor). None for a new group.
+        committed = getattr(app.consumer, "_committed_offset", {})
         lagging = set()
         for tp in app.consumer.assignment():
             if tp.topic not in event_time_topics:
                 continue
-            if tp not in next_offsets:  # nothing processed since it was assigned
-                next_offsets[tp] = await app.consumer.position(tp)
-            highwater, next_offset = app.consumer.highwater(tp), next_offsets[tp]
-            if highwater is None or next_offset is None or next_offset < highwater:
+            highwater = app.consumer.highwater(tp)
+            next_offset = next_offsets.get(tp, committed.get(tp))
+            # Unknown counts as behind: holding a watermark back only delays rescores,
+            # while moving it too early publishes false changes.
+            if highwater is None or (highwater > 0 and (next_offset or 0) < highwater):
                 lagging.add((tp.topic.removeprefix(prefix), tp.partition))
         return lagging
 
@@ -144,7 +149,7 @@ def build_app(
         while True:
             try:
                 started = time.perf_counter()
-                lagging = await lagging_partitions(events)
+                lagging = lagging_partitions(events)
                 outcome = scorer.process(messages, lagging)
                 await publish(outcome)
                 scorer.commit(outcome)
@@ -234,6 +239,7 @@ def _observe(outcome: BatchOutcome, messages: Sequence[InputMessage], seconds: f
     metrics.BATCH_SIZE.observe(len(messages))
     metrics.SCORED.inc(outcome.scored)
     metrics.EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
+    metrics.EVENTS.labels("redelivered").inc(outcome.already_published)
     if outcome.applied is not None:
         for name, count in outcome.applied.counts.items():
             metrics.EVENTS.labels(name).inc(count)

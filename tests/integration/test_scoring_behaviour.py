@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 import pytest
 import redis
@@ -298,3 +300,50 @@ def test_a_backlog_whose_tickets_run_ahead_of_its_orders_raises_no_false_silence
     assert inactivity_changes({(topics.ORDERS, partition)}, "behind-known") == []
     # The control: told nothing, the core takes the tickets' time for the partition's.
     assert inactivity_changes(set(), "behind-unknown") != []
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_changes_do_not_depend_on_how_partitions_are_interleaved_into_batches(
+    redis_client: redis.Redis, namespace: str, soft_recency_models: Path, seed: int
+) -> None:
+    # A live consumer gets each partition in chunks of its own size, so one batch may
+    # run weeks ahead of another partition's; a replay reads the file in time order.
+    model = load_model(soft_recency_models)
+    history = generate_history(150, seed=5, days=200)
+    by_partition: dict[int, list[InputMessage]] = {p: [] for p in range(4)}
+    for topic, event in history.events_in_time_order():
+        if topic == topics.ORDERS:
+            partition = partition_of(event.customer_id)
+            messages = by_partition[partition]
+            key = event.customer_id.encode()
+            messages.append(InputMessage(topic, partition, len(messages), key, encode(event)))
+    in_time_order = sorted(
+        (m for ms in by_partition.values() for m in ms),
+        key=lambda m: msgspec.json.decode(m.value, type=Order).order_ts,
+    )
+    rng = random.Random(seed)
+    interleaved: list[list[InputMessage]] = []
+    next_of = dict.fromkeys(by_partition, 0)
+    while any(next_of[p] < len(ms) for p, ms in by_partition.items()):
+        batch: list[InputMessage] = []
+        for _ in range(rng.randint(1, 4)):
+            partition, size = rng.randrange(4), rng.randint(1, 60)
+            batch += by_partition[partition][next_of[partition] : next_of[partition] + size]
+            next_of[partition] += size
+        interleaved.append(batch)
+
+    def changes(batches: list[list[InputMessage]], run: str) -> list[tuple]:
+        scorer = Scorer(RedisFeatureStore(redis_client, f"{namespace}:{run}"), lambda: model)
+        found = []
+        for batch in batches:
+            outcome = scorer.process(batch)
+            scorer.commit(outcome)
+            found += [
+                (c.customer_id, c.event_id, c.risk, c.event_time, c.trigger)
+                for c in outcome.changes
+            ]
+        return sorted(found, key=repr)
+
+    expected = changes([in_time_order[i : i + 500] for i in range(0, len(in_time_order), 500)], "a")
+    assert any(trigger.kind == "inactivity" for *_, trigger in expected)
+    assert changes(interleaved, "b") == expected
