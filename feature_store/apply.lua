@@ -67,16 +67,22 @@ local fields = redis.call('HGETALL', key)
 local result = {outcome}
 local first_day = seen and (day_of(seen) - window + 1)
 local stale = {}
+-- One pass, with plain finds and byte tests (a Lua pattern per field cost more than
+-- everything else in this script).
 for i = 1, #fields, 2 do
   local field, value = fields[i], fields[i + 1]
-  local tile_day = string.match(field, '@(%-?%d+)$')
-  local day = tile_day and tonumber(tile_day)
-  if not day and string.sub(field, 1, 1) == '#' then day = tonumber(value) end
-  if day and first_day and day < first_day then
-    stale[#stale + 1] = field
-  elseif not day or tile_day then
-    local head = string.sub(field, 1, 4)
-    if head ~= 'off:' then -- source ids and offsets are the script's own bookkeeping
+  if string.byte(field, 1) == 35 then -- '#': a source id; its value is its day
+    if first_day and tonumber(value) < first_day then stale[#stale + 1] = field end
+  else
+    local at = string.find(field, '@', 1, true)
+    if at then -- a tile: <code>@<day>
+      if first_day and tonumber(string.sub(field, at + 1)) < first_day then
+        stale[#stale + 1] = field
+      else
+        result[#result + 1] = field
+        result[#result + 1] = value
+      end
+    elseif string.sub(field, 1, 4) ~= 'off:' then -- offsets are bookkeeping too
       result[#result + 1] = field
       result[#result + 1] = value
     end
