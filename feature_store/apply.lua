@@ -4,18 +4,18 @@
 -- KEYS[1]  the customer's hash
 -- ARGV[1]  JSON update: {off = "off:<topic>:<p>", offset = n, ts = seconds|nil,
 --          ts_text = "...", day = n|nil, id = "#<source id>"|nil,
---          ops = {{op, field, value}, ...}}
+--          ops = {{op, field, value}, ...}}; empty to only read the state
 -- ARGV[2]  largest window in days
--- Returns  {outcome, field1, value1, field2, ...} without the script's bookkeeping
---          (source ids, offsets); outcome is one of
+-- Returns  {outcome, tiles, scalars}, without the script's bookkeeping (source ids,
+--          offsets): tiles = {code1, day1, total1, code2, ...} with integer days and
+--          totals, scalars = {field1, value1, ...} (text); outcome is one of
 --          applied | redelivered | duplicate | late (applied, but older than every
---          window)
+--          window) | read
 --
 -- Values arrive as text and are passed to Redis untouched, so no float is re-printed
 -- with Lua's 14 digits.
 
 local key = KEYS[1]
-local u = cjson.decode(ARGV[1])
 local window = tonumber(ARGV[2])
 local outcome = 'applied'
 
@@ -25,8 +25,11 @@ end
 
 local seen = tonumber(redis.call('HGET', key, 'seen'))
 
-local done = tonumber(redis.call('HGET', key, u.off))
-if done and u.offset <= done then
+local u = ARGV[1] ~= '' and cjson.decode(ARGV[1])
+local done = u and tonumber(redis.call('HGET', key, u.off))
+if not u then
+  outcome = 'read'
+elseif done and u.offset <= done then
   outcome = 'redelivered' -- Kafka delivered this message again: already in the state
 else
   redis.call('HSET', key, u.off, u.offset)
@@ -64,7 +67,7 @@ else
 end
 
 local fields = redis.call('HGETALL', key)
-local result = {outcome}
+local tiles, scalars = {}, {}
 local first_day = seen and (day_of(seen) - window + 1)
 local stale = {}
 -- One pass, with plain finds and byte tests (a Lua pattern per field cost more than
@@ -76,17 +79,19 @@ for i = 1, #fields, 2 do
   else
     local at = string.find(field, '@', 1, true)
     if at then -- a tile: <code>@<day>
-      if first_day and tonumber(string.sub(field, at + 1)) < first_day then
+      local day = tonumber(string.sub(field, at + 1))
+      if first_day and day < first_day then
         stale[#stale + 1] = field
       else
-        result[#result + 1] = field
-        result[#result + 1] = value
+        tiles[#tiles + 1] = string.sub(field, 1, at - 1)
+        tiles[#tiles + 1] = day
+        tiles[#tiles + 1] = tonumber(value) -- an integer (HINCRBY): exact as a reply
       end
     elseif string.sub(field, 1, 4) ~= 'off:' then -- offsets are bookkeeping too
-      result[#result + 1] = field
-      result[#result + 1] = value
+      scalars[#scalars + 1] = field
+      scalars[#scalars + 1] = value
     end
   end
 end
 if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-return result
+return {outcome, tiles, scalars}

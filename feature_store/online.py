@@ -19,7 +19,7 @@ State fields (one Redis hash per customer):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -126,8 +126,11 @@ class CustomerState:
     """A customer's raw state as the store keeps it, parsed."""
 
     customer_id: str
+    # Day tiles as parallel lists: aggregate code, event-time day, that day's total.
+    tile_codes: list[str] = field(default_factory=list)
+    tile_days: list[int] = field(default_factory=list)
+    tile_values: list[int] = field(default_factory=list)
     totals: dict[str, float] = field(default_factory=dict)
-    tiles: dict[str, dict[int, float]] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)  # "max:orders" -> ts
     profile: dict[str, float] = field(default_factory=dict)
     seen: float | None = None
@@ -135,20 +138,14 @@ class CustomerState:
     risk_seq: int = 0
 
     @classmethod
-    def parse(cls, customer_id: str, fields: Mapping[str, str]) -> CustomerState:
-        """Parse the store's fields (source ids and offsets are left out by the store)."""
-        state = cls(customer_id)
-        for name, value in fields.items():
-            at = name.find(TILE_SEPARATOR)
-            if name[0] == SOURCE_ID_PREFIX:  # an order/ticket id may contain anything
-                continue
-            if at > 0:  # tiles first: they are most of the fields
-                code = name[:at]
-                tiles = state.tiles.get(code)
-                if tiles is None:
-                    tiles = state.tiles[code] = {}
-                tiles[int(name[at + 1 :])] = float(value)
-            elif name in _AGGREGATE_CODES:
+    def from_store(
+        cls, customer_id: str, tiles: Sequence[Any], scalars: Sequence[str]
+    ) -> CustomerState:
+        """Parse the store's reply: tiles as flat (code, day, total) triples, the
+        other fields as flat (name, value) pairs (see `apply.lua`)."""
+        state = cls(customer_id, list(tiles[0::3]), list(tiles[1::3]), list(tiles[2::3]))
+        for name, value in zip(scalars[0::2], scalars[1::2], strict=True):
+            if name in _AGGREGATE_CODES:
                 state.totals[name] = float(value)
             elif name[:4] in ("max:", "min:"):
                 state.times[name] = float(value)
@@ -171,6 +168,7 @@ for _name, _window in WINDOWS.items():
     if _window.days is not None:
         _code = AGGREGATE_BY_NAME[_window.aggregate].code
         _WINDOWS_BY_CODE.setdefault(_code, []).append((_name, _window.days, _window.scale))
+_CODE_INDEX = {code: index for index, code in enumerate(_WINDOWS_BY_CODE)}
 _LIFETIME = [
     (name, AGGREGATE_BY_NAME[w.aggregate].code, w.scale)
     for name, w in WINDOWS.items()
@@ -203,17 +201,13 @@ def base_columns(states: Sequence[CustomerState], as_of: Sequence[float]) -> dic
     # Every tile of every distinct state, grouped by state: (code index, day, value).
     tile_code: list[int] = []
     tile_day: list[int] = []
-    tile_value: list[float] = []
+    tile_value: list[int] = []
     tile_count = np.zeros(len(unique), dtype=np.intp)
     for index, state in enumerate(unique):
-        before = len(tile_day)
-        for code_index, code in enumerate(_WINDOWS_BY_CODE):
-            tiles = state.tiles.get(code)
-            if tiles:
-                tile_code.extend([code_index] * len(tiles))
-                tile_day.extend(tiles.keys())
-                tile_value.extend(tiles.values())
-        tile_count[index] = len(tile_day) - before
+        tile_code.extend([_CODE_INDEX[code] for code in state.tile_codes])
+        tile_day.extend(state.tile_days)
+        tile_value.extend(state.tile_values)
+        tile_count[index] = len(state.tile_days)
     codes = np.asarray(tile_code, dtype=np.intp)
     days = np.asarray(tile_day, dtype=np.int64)
     values = np.asarray(tile_value, dtype=np.float64)

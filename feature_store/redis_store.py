@@ -69,11 +69,9 @@ class RedisFeatureStore:
                 client=pipe,
             )
         result = ApplyResult(states=[], counts=dict.fromkeys(OUTCOMES, 0))
-        for update, reply in zip(updates, pipe.execute(), strict=True):
-            outcome, *flat = reply
+        for update, (outcome, tiles, scalars) in zip(updates, pipe.execute(), strict=True):
             result.counts[outcome] += 1
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            result.states.append(CustomerState.parse(update.customer_id, fields))
+            result.states.append(CustomerState.from_store(update.customer_id, tiles, scalars))
         return result
 
     def published_key(self) -> str:
@@ -120,11 +118,12 @@ class RedisFeatureStore:
         """Current states of existing customers (absent ones are left out)."""
         pipe = self.client.pipeline(transaction=False)
         for customer_id in customer_ids:
-            pipe.hgetall(self.key(customer_id))
+            # The apply script without an update: the same reply, parsed the same way.
+            self._apply(keys=[self.key(customer_id)], args=["", LARGEST_WINDOW_DAYS], client=pipe)
         return {
-            customer_id: CustomerState.parse(customer_id, fields)
-            for customer_id, fields in zip(customer_ids, pipe.execute(), strict=True)
-            if fields
+            customer_id: CustomerState.from_store(customer_id, tiles, scalars)
+            for customer_id, (_, tiles, scalars) in zip(customer_ids, pipe.execute(), strict=True)
+            if tiles or scalars
         }
 
     def idle_key(self, partition: int) -> str:
