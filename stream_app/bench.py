@@ -919,18 +919,21 @@ class ProfileRecorder:
 # code comes first, so time spent waiting inside RedisFeatureStore.apply is "redis".
 PROFILE_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("ours: redis apply (pipeline, Lua round trip, parse)", ("apply (feature_store/redis_s",)),
+    ("ours: redis inactivity index (due, read)", ("due (feature_store/", "read (feature_store/")),
     (
-        "ours: redis inactivity index (due, read, schedule)",
-        ("due (feature_store/", "read (feature_store/", "schedule (feature_store/"),
+        "ours: redis commit + published offsets",
+        ("commit (feature_store/", "published_through (feature_store/"),
     ),
-    ("ours: redis commit", ("commit (feature_store/",)),
     ("ours: model predict", ("predict (scoring/artifact.py",)),
     ("ours: model TreeSHAP contributions", ("contributions (scoring/artifact.py",)),
     ("ours: base_columns + feature_matrix", ("base_columns (", "feature_matrix (")),
     ("ours: decode + update_for", ("_decode (scoring/pipeline.py", "update_for (")),
     ("ours: policy + change events", ("_score (scoring/pipeline.py",)),
     ("ours: pipeline other", ("(scoring/pipeline.py",)),
-    ("ours: publish (encode, send, await acks)", ("publish (stream_app/worker.py",)),
+    (
+        "ours: publish (encode, produce, await acks)",
+        ("publish (stream_app/worker.py", "(stream_app/publisher.py"),
+    ),
     ("ours: metrics", ("_observe (stream_app/worker.py", "_observe_lag (")),
     ("ours: worker other", ("(stream_app/worker.py",)),
     ("idle: event loop select", ("select (selectors.py",)),
