@@ -2,7 +2,7 @@
 -- fell out of the largest window, and return the customer's whole state.
 --
 -- KEYS[1]  the customer's hash
--- ARGV[1]  JSON update: {off = "off:<topic>:<p>", offset = n, ts = seconds|nil,
+-- ARGV[1]  MessagePack update: {off = "off:<topic>:<p>", offset = n, ts = seconds|nil,
 --          ts_text = "...", day = n|nil, id = "#<source id>"|nil,
 --          ops = {{op, field, value}, ...}}; empty to only read the state
 -- ARGV[2]  largest window in days
@@ -25,7 +25,7 @@ end
 
 local seen = tonumber(redis.call('HGET', key, 'seen'))
 
-local u = ARGV[1] ~= '' and cjson.decode(ARGV[1])
+local u = ARGV[1] ~= '' and cmsgpack.unpack(ARGV[1])
 local done = u and tonumber(redis.call('HGET', key, u.off))
 if not u then
   outcome = 'read'
