@@ -951,6 +951,12 @@ PROFILE_RULES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+# uvloop's loop is native code: py-spy shows its waiting (and its own socket I/O) as
+# samples whose innermost Python frame is the worker's entry point.
+UVLOOP_LEAF = "Worker.execute_from_commandline (mode/worker.py"
+UVLOOP_NATIVE = "idle: uvloop native loop (waiting, socket I/O)"
+
+
 def summarize_profile(raw: str) -> dict[str, Any]:
     """Shares of the event loop thread's wall time by component, and top functions,
     from py-spy's raw (collapsed stacks, one thread per first frame) output."""
@@ -968,8 +974,13 @@ def summarize_profile(raw: str) -> dict[str, Any]:
     inclusive: Counter[str] = Counter()
     for frames, number in threads[main]:
         stack = ";".join(frames)
-        kind = next(
-            (name for name, marks in PROFILE_RULES if any(m in stack for m in marks)), "other"
+        kind = (
+            UVLOOP_NATIVE
+            if frames[-1].startswith(UVLOOP_LEAF)
+            else next(
+                (name for name, marks in PROFILE_RULES if any(m in stack for m in marks)),
+                "other",
+            )
         )
         shares[kind] += number
         self_time[_short(frames[-1])] += number
