@@ -23,46 +23,67 @@ local function day_of(ts)
   return math.floor(ts / 86400)
 end
 
-local seen = tonumber(redis.call('HGET', key, 'seen'))
-
+-- Redis calls are most of this script's cost, so an update makes at most three kinds:
+-- one HMGET of everything it compares with, HINCRBYs, and one HSET of what it sets.
 local u = ARGV[1] ~= '' and cmsgpack.unpack(ARGV[1])
-local done = u and tonumber(redis.call('HGET', key, u.off))
+local seen
 if not u then
   outcome = 'read'
-elseif done and u.offset <= done then
-  outcome = 'redelivered' -- Kafka delivered this message again: already in the state
+  seen = tonumber(redis.call('HGET', key, 'seen'))
 else
-  redis.call('HSET', key, u.off, u.offset)
-  if u.id and redis.call('HEXISTS', key, u.id) == 1 then
-    outcome = 'duplicate' -- the same order/ticket sent twice by its producer
+  local wanted = {'seen', u.off, u.id or 'seen'}
+  local compared = {} -- op index -> index in `wanted` of the field's current value
+  for i, op in ipairs(u.ops) do
+    if op[1] == 'max' or op[1] == 'min' then
+      wanted[#wanted + 1] = op[2]
+      compared[i] = #wanted
+    end
+  end
+  local current = redis.call('HMGET', key, unpack(wanted))
+  seen = tonumber(current[1])
+  local done = tonumber(current[2])
+  if done and u.offset <= done then
+    outcome = 'redelivered' -- Kafka delivered this message again: already in the state
   else
-    for _, op in ipairs(u.ops) do
-      local kind, field, value = op[1], op[2], op[3]
-      if kind == 'incr' then
-        redis.call('HINCRBY', key, field, value)
-      elseif kind == 'set' then
-        redis.call('HSET', key, field, value)
-      else
-        local current = tonumber(redis.call('HGET', key, field))
-        local candidate = tonumber(value)
-        if not current or (kind == 'max' and candidate > current)
-            or (kind == 'min' and candidate < current) then
-          redis.call('HSET', key, field, value)
+    local writes = {u.off, u.offset}
+    if u.id and current[3] then
+      outcome = 'duplicate' -- the same order/ticket sent twice by its producer
+    else
+      for i, op in ipairs(u.ops) do
+        local kind, field, value = op[1], op[2], op[3]
+        if kind == 'incr' then
+          redis.call('HINCRBY', key, field, value)
+        elseif kind == 'set' then
+          writes[#writes + 1] = field
+          writes[#writes + 1] = value
+        else
+          local now = tonumber(current[compared[i]])
+          local candidate = tonumber(value)
+          if not now or (kind == 'max' and candidate > now)
+              or (kind == 'min' and candidate < now) then
+            writes[#writes + 1] = field
+            writes[#writes + 1] = value
+          end
         end
       end
+      if u.ts and (not seen or u.ts > seen) then
+        seen = u.ts
+        writes[#writes + 1] = 'seen'
+        writes[#writes + 1] = u.ts_text
+      end
+      if u.day and day_of(seen) - u.day >= window then
+        -- Older than every window (topics drift apart in event time, e.g. while a
+        -- backlog is consumed): it counts in lifetime totals only; its tile is pruned.
+        outcome = 'late'
+      end
+      -- Remember the id for a largest window of the customer's event time from now
+      -- (not from the event's own time), so a late event's duplicate is caught too.
+      if u.id then
+        writes[#writes + 1] = u.id
+        writes[#writes + 1] = day_of(seen)
+      end
     end
-    if u.ts and (not seen or u.ts > seen) then
-      seen = u.ts
-      redis.call('HSET', key, 'seen', u.ts_text)
-    end
-    if u.day and day_of(seen) - u.day >= window then
-      -- Older than every window (topics drift apart in event time, e.g. while a
-      -- backlog is consumed): it counts in lifetime totals only; its tile is pruned.
-      outcome = 'late'
-    end
-    -- Remember the id for a largest window of the customer's event time from now
-    -- (not from the event's own time), so a late event's duplicate is caught too.
-    if u.id then redis.call('HSET', key, u.id, day_of(seen)) end
+    redis.call('HSET', key, unpack(writes))
   end
 end
 
