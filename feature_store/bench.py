@@ -427,12 +427,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.environ.get("REDIS_URL", DEFAULT_REDIS_URL), decode_responses=True
     )
     result = run(client, args.customers, args.seed, args.throughput_updates, args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_suffix(".tmp")  # a crash never leaves half a JSON file
+    write_results(args.out, result, summary(result))
+
+
+def write_results(out: Path, result: dict[str, Any], summary_text: str) -> None:
+    """Write a benchmark's JSON (a crash never leaves half a file) and its summary."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".tmp")
     partial.write_text(json.dumps(result, indent=2) + "\n")
-    partial.replace(args.out)
-    print(summary(result))
-    print(f"  written to {args.out}")
+    partial.replace(out)
+    print(summary_text)
+    print(f"  written to {out}")
 
 
 @contextmanager

@@ -206,21 +206,8 @@ class Scorer:
                 continue
             rows.score(state, state.seen, trigger)
             partition = update.position.partition
-            watermark = self.watermarks.get(partition)
-            if heard_next is None:
-                # Nothing due unless a projected row finds a change (see `_score`).
-                outcome.reschedule[(partition, state.customer_id)] = None
-            due: float | None = first_due(state.seen)
-            while due is not None:
-                if heard_next is not None:
-                    if due >= heard_next:
-                        break  # silence over: that event's rows go on from there
-                    rows.score(state, due, INACTIVITY)
-                elif watermark is not None and due <= watermark:
-                    rows.score(state, due, INACTIVITY)
-                else:
-                    rows.project(state, due, partition)
-                due = next_due(state.seen, due)
+            due = first_due(state.seen)
+            self._silence(rows, state, state.seen, due, partition, heard_next, outcome)
         self._score(rows, outcome)
         return outcome
 
@@ -270,18 +257,35 @@ class Scorer:
                 # Unknown, or heard from since it was scheduled: nothing is due.
                 outcome.reschedule[(partition, customer_id)] = None
                 continue
-            watermark = self.watermarks.current[partition]
             heard_at = first_event.get(customer_id)
-            if heard_at is None:
-                outcome.reschedule[(partition, customer_id)] = None  # unless projected
-            next_ts: float | None = due_ts
-            while next_ts is not None and (heard_at is None or next_ts < heard_at):
-                if next_ts <= watermark:
-                    rows.score(state, next_ts, INACTIVITY)
-                else:
-                    rows.project(state, next_ts, partition)
-                next_ts = next_due(state.seen, next_ts)
+            self._silence(rows, state, state.seen, due_ts, partition, heard_at, outcome)
         self._score(rows, outcome)
+
+    def _silence(
+        self,
+        rows: _Rows,
+        state: CustomerState,
+        seen: float,
+        due: float | None,
+        partition: int,
+        heard_next: float | None,
+        outcome: BatchOutcome,
+    ) -> None:
+        """Rows for a customer's silence after `seen`, from the due time `due` on.
+
+        Before their next event in this batch (`heard_next`), the silence is known:
+        every step is scored. Without a next event, the steps up to the partition's
+        watermark are scored and the later ones projected, and nothing is due unless
+        a projected row finds a change (see `_score`)."""
+        watermark = self.watermarks.get(partition)
+        if heard_next is None:
+            outcome.reschedule[(partition, state.customer_id)] = None
+        while due is not None and (heard_next is None or due < heard_next):
+            if heard_next is not None or (watermark is not None and due <= watermark):
+                rows.score(state, due, INACTIVITY)
+            else:
+                rows.project(state, due, partition)
+            due = next_due(seen, due)
 
     def _decode(self, message: InputMessage, outcome: BatchOutcome) -> object | None:
         decoder = _DECODERS.get(message.topic)

@@ -68,6 +68,7 @@ from faust.streams import Stream
 from faust.types import StreamT
 from faust.web import Request, Response, View
 
+from feature_store.bench import write_results
 from feature_store.definitions import FEATURE_NAMES, feature_matrix
 from feature_store.online import Position, Update, base_columns, update_for
 from feature_store.redis_store import RedisFeatureStore
@@ -1471,12 +1472,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         finally:
             run.cleanup()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_suffix(".tmp")  # a crash never leaves half a JSON file
-    partial.write_text(json.dumps(result, indent=2) + "\n")
-    partial.replace(args.out)
-    print(summary(result))
-    print(f"  written to {args.out}")
+    write_results(args.out, result, summary(result))
 
 
 if __name__ == "__main__":

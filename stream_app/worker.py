@@ -145,11 +145,11 @@ def build_app(
 
     async def handle(events: Sequence[EventT]) -> None:
         messages = [_input_message(event, prefix) for event in events]
+        lagging = lagging_partitions(events)
         delay = 0.1
         while True:
             try:
                 started = time.perf_counter()
-                lagging = lagging_partitions(events)
                 outcome = scorer.process(messages, lagging)
                 await publish(outcome)
                 scorer.commit(outcome)
