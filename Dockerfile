@@ -17,12 +17,10 @@ RUN apt-get update \
 
 WORKDIR /src
 
-# Third-party dependencies first, read from pyproject.toml, in their own layer:
-# a code change then does not reinstall pandas, lightgbm, scikit-learn, ...
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-      > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+# Third-party dependencies first, exactly as locked (sha256-checked), in their own
+# layer: a code change then does not reinstall pandas, lightgbm, scikit-learn, ...
+COPY requirements/runtime.txt /tmp/runtime.txt
+RUN pip install --require-hashes --no-deps -r /tmp/runtime.txt && rm /tmp/runtime.txt
 
 # The project itself: a regular (non-editable) install; the source tree is then dropped.
 COPY . .
@@ -31,7 +29,7 @@ RUN pip install --no-deps . \
  && if [ -d artifacts ]; then cp -a artifacts/. /app/artifacts/; fi \
  && useradd --create-home --uid 10001 churn \
  && chown -R churn /app \
- && rm -rf /src /tmp/requirements.txt
+ && rm -rf /src
 
 # /app: relative defaults (artifacts/models, data, Faust's <app-id>-data state) land here.
 WORKDIR /app

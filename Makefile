@@ -23,23 +23,34 @@ PYTEST_ARGS ?=
 # missing directory fails with a confusing 'Duplicate module named "__main__"'.
 PACKAGES := $(wildcard stream_app feature_store scoring training schemas simulator)
 
-.PHONY: help venv services services-down services-status lint test demo bench-features bench clean
+.PHONY: help venv lock services services-down services-status lint test demo bench-features bench clean
 
 help: ## list targets
 	@echo "Targets:"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "Variables: PYTEST_ARGS, KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, CHURN_KAFKA_PORT, CHURN_REDIS_PORT"
 
-venv: $(VENV)/.installed ## create .venv and install the project with [dev] extras
+venv: $(VENV)/.installed ## create .venv from the lock files in requirements/
 
-# The stamp makes `venv` re-run only when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# Installs exactly what the lock files pin, every file checked against its sha256:
+# uv first (itself locked), then `uv pip sync` of the whole dependency tree, dev tools
+# included, then the project itself, editable. Re-runs when a lock file changes.
+$(VENV)/.installed: requirements/dev.txt requirements/uv.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "python3.11 (or python3) not found" >&2; exit 1; }
 	@echo "==> $(VENV): $$($(PYTHON) --version) from $(PYTHON)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/uv.txt
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements/dev.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
+
+COMPILE = $(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet
+
+lock: ## refresh the lock files in requirements/ to the newest versions pyproject.toml allows
+	@test -x $(BIN)/uv || { echo "run 'make venv' first (it installs uv)" >&2; exit 1; }
+	$(COMPILE) --upgrade pyproject.toml --extra dev -o requirements/dev.txt
+	$(COMPILE) pyproject.toml -c requirements/dev.txt -o requirements/runtime.txt
+	sed -n 's/^\(uv==[^ ]*\).*/\1/p' requirements/dev.txt | $(COMPILE) - -o requirements/uv.txt
 
 services: ## start local Kafka + Redis (scripts/services.sh up)
 	$(SERVICES) up

@@ -151,8 +151,10 @@ start_kafka() {
   fi
   [[ -f $KDIR/kafka.log ]] && mv -f "$KDIR/kafka.log" "$KDIR/kafka.log.1"
   log "starting Kafka $KAFKA_VERSION on $HOST:$KAFKA_PORT (log: ${KDIR#"$ROOT"/}/kafka.log)"
+  # setsid: its own session, so a terminal's Ctrl-C (sent to the whole foreground
+  # process group, e.g. `make demo`) does not reach the broker.
   # 9>&- : don't let the broker inherit (and hold forever) our lock file descriptor.
-  nohup java "${KAFKA_HEAP[@]}" -Dlog4j2.configurationFile="$LOG4J" -cp "$KAFKA_LIBS/*" \
+  setsid nohup java "${KAFKA_HEAP[@]}" -Dlog4j2.configurationFile="$LOG4J" -cp "$KAFKA_LIBS/*" \
     kafka.Kafka "$KDIR/server.properties" </dev/null >"$KDIR/kafka.log" 2>&1 9>&- &
   echo $! >"$KDIR/kafka.pid"
   echo "$HOST:$KAFKA_PORT" >"$KDIR/address"
@@ -191,7 +193,8 @@ start_redis() {
   log "starting $(redis_version) on $HOST:$REDIS_PORT (log: ${RDIR#"$ROOT"/}/redis.log)"
   # AOF (fsync every second) rather than RDB snapshots: the feature store is the
   # system of record for online state, so a restart must not lose minutes of writes.
-  nohup redis-server --bind "$HOST" --port "$REDIS_PORT" --daemonize no --dir "$RDIR/data" \
+  # setsid: its own session, out of reach of a terminal's Ctrl-C (see start_kafka).
+  setsid nohup redis-server --bind "$HOST" --port "$REDIS_PORT" --daemonize no --dir "$RDIR/data" \
     --appendonly yes --appendfsync everysec --save '' </dev/null >"$RDIR/redis.log" 2>&1 9>&- &
   echo $! >"$RDIR/redis.pid"
   echo "$HOST:$REDIS_PORT" >"$RDIR/address"

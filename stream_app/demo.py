@@ -83,7 +83,11 @@ def main() -> int:
         print(f"error: bad configuration: {err}", file=sys.stderr)
         return 2
 
-    version = ensure_model(settings, args.train_customers)
+    try:
+        version = ensure_model(settings, args.train_customers)
+    except KeyboardInterrupt:
+        print("\ndemo: stopped while preparing the model", file=sys.stderr)
+        return 130
     run_id = uuid.uuid4().hex[:8]
     prefix = f"demo-{run_id}."
     env = {
@@ -106,6 +110,9 @@ def main() -> int:
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    # Its own session: Ctrl-C reaches only the demo, which stops
+                    # the worker with SIGTERM so it ends its batch cleanly.
+                    start_new_session=True,
                 )
             )
         wait_until_ready(children[0], worker_log)
@@ -133,12 +140,15 @@ def main() -> int:
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
+                start_new_session=True,
             )
         )
         print_changes(settings, prefix, children)
     except KeyboardInterrupt:
         print("\ndemo: stopping", flush=True)
     finally:
+        # A second Ctrl-C while stopping must not leave the children running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -148,6 +158,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
         clean_up(settings, prefix, f"demo-{run_id}")
+        print("demo: stopped; Kafka and Redis keep running (`make services-down` stops them)")
     return 0
 
 
@@ -191,13 +202,16 @@ def print_changes(settings: Settings, prefix: str, children: list[subprocess.Pop
 
 
 def clean_up(settings: Settings, prefix: str, namespace: str) -> None:
-    """Delete this run's topics and Redis keys (best effort)."""
+    """Delete this run's topics and Redis keys (best effort: say what was left)."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     admin.delete_topics([prefix + name for name in ALL_TOPICS], operation_timeout=10)
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    except redis.RedisError as err:
+        print(f"demo: could not remove the Redis keys {namespace}:* ({err})", file=sys.stderr)
 
 
 if __name__ == "__main__":
