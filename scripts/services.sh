@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Local Kafka (single-node KRaft, jars from Maven Central) and Redis for dev and CI.
+# Local Kafka (single-node KRaft, jars from Maven Central), a single Redis and a
+# three-master Redis Cluster for dev and CI. The cluster runs beside the single Redis
+# so the integration tests can run the same store code against both.
 # No Docker needed: Kafka runs from the jars listed in scripts/kafka/pom.xml, Redis
-# is the distribution's redis-server.
+# is the distribution's redis-server (and redis-cli, which creates the cluster).
 #
-#   scripts/services.sh up       start both (no-op if already running), wait until ready
-#   scripts/services.sh down     stop what `up` started (by pid file)
-#   scripts/services.sh status   running/stopped, pid, address
-#   scripts/services.sh reset    down + delete all state under .services/
+#   scripts/services.sh up            start all (no-op for what already runs), wait until ready
+#   scripts/services.sh down          stop what `up` started (by pid file)
+#   scripts/services.sh status        running/stopped, pid, address
+#   scripts/services.sh reset         down + delete all state under .services/
+#   scripts/services.sh cluster-down  stop only the Redis Cluster nodes (Kafka and Redis keep running)
 #
 # Env: CHURN_KAFKA_PORT (9092), CHURN_KAFKA_CONTROLLER_PORT (Kafka port + 1),
-#      CHURN_REDIS_PORT (6379), CHURN_CACHE_DIR (~/.cache/churn-risk),
+#      CHURN_REDIS_PORT (6379), CHURN_REDIS_CLUSTER_PORT (7001: the cluster uses it,
+#      +1 and +2, and their cluster bus ports +10000), CHURN_CACHE_DIR (~/.cache/churn-risk),
 #      CHURN_SERVICES_TIMEOUT (90 s), CHURN_KAFKA_HEAP_OPTS (-Xms256m -Xmx1g).
 # If KAFKA_BOOTSTRAP_SERVERS and REDIS_URL are both set, `up` only checks that
-# those external services answer and starts nothing.
+# those external services answer (and REDIS_CLUSTER_URL's too, if set) and starts
+# nothing. Otherwise REDIS_CLUSTER_URL is not read here: the local cluster is started.
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,11 +26,17 @@ LOG4J=$ROOT/scripts/kafka/log4j2.yaml
 STATE=$ROOT/.services
 KDIR=$STATE/kafka
 RDIR=$STATE/redis
+CDIR=$STATE/redis-cluster # one directory per node, named by its port
 
 HOST=127.0.0.1 # loopback only: these are unauthenticated dev services
 KAFKA_PORT=${CHURN_KAFKA_PORT:-9092}
 KAFKA_CTRL_PORT=${CHURN_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
 REDIS_PORT=${CHURN_REDIS_PORT:-6379}
+CLUSTER_PORT=${CHURN_REDIS_CLUSTER_PORT:-7001}
+# Three masters, no replicas: the fewest nodes Redis Cluster accepts, and enough for
+# keys of different hash tags to live on different nodes, which is what tests need.
+CLUSTER_PORTS=("$CLUSTER_PORT" $((CLUSTER_PORT + 1)) $((CLUSTER_PORT + 2)))
+CLUSTER_BUS_OFFSET=10000 # Redis's fixed offset from a node's port to its cluster bus port
 TIMEOUT=${CHURN_SERVICES_TIMEOUT:-90}
 read -r -a KAFKA_HEAP <<<"${CHURN_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 
@@ -216,6 +227,111 @@ wait_redis() {
   done
 }
 
+# ---------------------------------------------------------------- Redis Cluster
+
+start_cluster_node() { # port
+  local port=$1 dir=$CDIR/$1 pid
+  if pid=$(live_pid "$dir/redis.pid" "$REDIS_PAT"); then
+    log "Redis Cluster node $HOST:$port already running (pid $pid)"
+    return 0
+  fi
+  rm -f "$dir/redis.pid"
+  for p in "$port" $((port + CLUSTER_BUS_OFFSET)); do
+    ! port_open "$HOST" "$p" ||
+      die "$HOST:$p is already in use by a process this script did not start; stop it or set CHURN_REDIS_CLUSTER_PORT"
+  done
+  mkdir -p "$dir"
+  [[ -f $dir/redis.log ]] && mv -f "$dir/redis.log" "$dir/redis.log.1"
+  log "starting Redis Cluster node on $HOST:$port (log: ${dir#"$ROOT"/}/redis.log)"
+  # Same durability and session handling as the single Redis (see start_redis).
+  # nodes.conf is the node's own record of the cluster (id, peers, slots): keeping it
+  # in the node's directory lets a restarted node rejoin without a new `--cluster create`.
+  setsid nohup redis-server --cluster-enabled yes --cluster-config-file "$dir/nodes.conf" \
+    --bind "$HOST" --port "$port" --daemonize no --dir "$dir" \
+    --appendonly yes --appendfsync everysec --save '' </dev/null >"$dir/redis.log" 2>&1 9>&- &
+  echo $! >"$dir/redis.pid"
+  echo "$HOST:$port" >"$dir/address"
+}
+
+start_cluster() {
+  ensure_cmd redis-server redis-server
+  ensure_cmd redis-cli redis-tools
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do start_cluster_node "$port"; done
+}
+
+# Value of one field of CLUSTER INFO on the node at port $1 (empty if it does not answer).
+cluster_info() { # port field
+  { timeout 5 redis-cli -h "$HOST" -p "$1" cluster info 2>/dev/null || true; } | tr -d '\r' | sed -n "s/^$2://p"
+}
+
+# Wait until every node answers, create the cluster if its nodes are still blank, then
+# wait until every node reports cluster_state:ok (all 16384 slots served).
+wait_cluster() {
+  local deadline=$((SECONDS + TIMEOUT)) port dir fresh=0
+  for port in "${CLUSTER_PORTS[@]}"; do
+    dir=$CDIR/$port
+    until [[ $(redis-cli -h "$HOST" -p "$port" ping 2>/dev/null) == PONG ]]; do
+      if ! live_pid "$dir/redis.pid" "$REDIS_PAT" >/dev/null; then
+        rm -f "$dir/redis.pid"
+        fail_with_log "Redis Cluster node $HOST:$port exited during startup" "$dir/redis.log"
+      fi
+      if ((SECONDS >= deadline)); then
+        stop_cluster >&2
+        fail_with_log "Redis Cluster node $HOST:$port was not ready after ${TIMEOUT}s (stopped the cluster)" "$dir/redis.log"
+      fi
+      sleep 0.2
+    done
+  done
+  [[ $(cluster_info "${CLUSTER_PORTS[0]}" cluster_state) == ok ]] && return 0
+  # Not ok yet: either never created, or restarted nodes still rejoining each other
+  # (nodes.conf already lists the peers and slots; `--cluster create` would refuse them).
+  for port in "${CLUSTER_PORTS[@]}"; do
+    [[ $(cluster_info "$port" cluster_known_nodes) == 1 && $(cluster_info "$port" cluster_slots_assigned) == 0 ]] &&
+      fresh=$((fresh + 1))
+  done
+  if ((fresh == ${#CLUSTER_PORTS[@]})); then
+    log "creating the Redis Cluster (3 masters, no replicas) on $HOST ports ${CLUSTER_PORTS[*]}"
+    local addrs=()
+    for port in "${CLUSTER_PORTS[@]}"; do addrs+=("$HOST:$port"); done
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >"$CDIR/create.log" 2>&1 ||
+      fail_with_log "redis-cli --cluster create failed" "$CDIR/create.log"
+  elif ((fresh > 0)); then
+    die "some Redis Cluster nodes are blank and some already belong to a cluster (a node directory under ${CDIR#"$ROOT"/} was lost?): run '$0 cluster-down' and delete ${CDIR#"$ROOT"/}"
+  fi
+  for port in "${CLUSTER_PORTS[@]}"; do
+    until [[ $(cluster_info "$port" cluster_state) == ok ]]; do
+      if ((SECONDS >= deadline)); then
+        timeout 5 redis-cli -h "$HOST" -p "$port" cluster nodes >&2 || true
+        die "Redis Cluster node $HOST:$port did not reach cluster_state:ok after ${TIMEOUT}s (cluster nodes above; logs in ${CDIR#"$ROOT"/}/*/redis.log)"
+      fi
+      sleep 0.2
+    done
+  done
+}
+
+# Ports of the cluster nodes this script knows of: the requested ones, and those of any
+# node directory left from a run with another CHURN_REDIS_CLUSTER_PORT (so `down` stops them).
+cluster_node_ports() {
+  local d
+  {
+    printf '%s\n' "${CLUSTER_PORTS[@]}"
+    for d in "$CDIR"/*/; do
+      d=${d%/}
+      d=${d##*/}
+      if [[ $d =~ ^[0-9]+$ ]]; then echo "$d"; fi
+    done
+  } | sort -nu
+}
+
+stop_cluster() {
+  local port
+  for port in $(cluster_node_ports); do
+    [[ -f $CDIR/$port/redis.pid ]] && stop_one "Redis Cluster node $HOST:$port" "$CDIR/$port/redis.pid" "$REDIS_PAT"
+  done
+  return 0
+}
+
 redis_version() {
   local v
   v=$(redis-server --version 2>/dev/null) || { echo Redis; return; }
@@ -253,13 +369,13 @@ stop_one() { # name pidfile pattern
   rm -f "$2"
 }
 
-print_status() { # name pidfile pattern dir version
+print_status() { # name pidfile pattern port version
   local pid
   if pid=$(live_pid "$2" "$3"); then
-    printf '  %-6s running  pid %-7s %s:%s  (%s)\n' "$1" "$pid" "$HOST" "$(port_of "$4")" "$5"
+    printf '  %-14s running  pid %-7s %s:%s  (%s)\n' "$1" "$pid" "$HOST" "$4" "$5"
     return 0
   fi
-  printf '  %-6s stopped\n' "$1"
+  printf '  %-14s stopped  %-11s %s:%s\n' "$1" "" "$HOST" "$4"
   return 1
 }
 
@@ -267,20 +383,35 @@ cmd_status() {
   local rc=0
   [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} && -n ${REDIS_URL:-} ]] &&
     log "note: KAFKA_BOOTSTRAP_SERVERS/REDIS_URL are set, so 'up' would use those external services"
-  print_status kafka "$KDIR/kafka.pid" "$KAFKA_PAT" kafka "Kafka $KAFKA_VERSION" || rc=3
-  print_status redis "$RDIR/redis.pid" "$REDIS_PAT" redis "$(redis_version)" || rc=3
+  print_status kafka "$KDIR/kafka.pid" "$KAFKA_PAT" "$(port_of kafka)" "Kafka $KAFKA_VERSION" || rc=3
+  print_status redis "$RDIR/redis.pid" "$REDIS_PAT" "$(port_of redis)" "$(redis_version)" || rc=3
+  local port state
+  for port in $(cluster_node_ports); do
+    state=$(cluster_info "$port" cluster_state)
+    print_status redis-cluster "$CDIR/$port/redis.pid" "$REDIS_PAT" "$port" \
+      "$(redis_version), cluster_state:${state:-?}" || rc=3
+  done
   return $rc
+}
+
+# host:port of a redis://[user:pass@]host[:port][/db] URL.
+redis_url_hostport() {
+  local r=${1#*://}
+  r=${r#*@}; r=${r%%/*}
+  [[ $r == *:* ]] || r=$r:6379
+  echo "$r"
 }
 
 # Both external services given: just check they answer (with retries, they may be starting).
 check_external() {
-  local k=${KAFKA_BOOTSTRAP_SERVERS%%,*} r=${REDIS_URL#*://}
+  local k=${KAFKA_BOOTSTRAP_SERVERS%%,*}
   k=${k#*://}                     # tolerate PLAINTEXT://host:port
-  r=${r#*@}; r=${r%%/*}           # redis://[user:pass@]host[:port][/db]
-  [[ $r == *:* ]] || r=$r:6379
+  local hps=("$k" "$(redis_url_hostport "$REDIS_URL")")
+  # External mode starts no local cluster either; check the external one only if given.
+  [[ -n ${REDIS_CLUSTER_URL:-} ]] && hps+=("$(redis_url_hostport "$REDIS_CLUSTER_URL")")
   log "KAFKA_BOOTSTRAP_SERVERS and REDIS_URL are set: using external services, starting nothing"
   local deadline=$((SECONDS + TIMEOUT)) hp
-  for hp in "$k" "$r"; do
+  for hp in "${hps[@]}"; do
     until port_open "${hp%:*}" "${hp##*:}"; do
       ((SECONDS < deadline)) || die "external service $hp does not answer after ${TIMEOUT}s"
       sleep 1
@@ -295,11 +426,13 @@ cmd_up() {
     return 0
   fi
   local t0=$SECONDS
-  mkdir -p "$KDIR" "$RDIR"
-  # Start both, then wait for both: Redis is ready while the JVM is still booting.
+  mkdir -p "$KDIR" "$RDIR" "$CDIR"
+  # Start all, then wait for all: Redis and the cluster are ready while the JVM is still booting.
   start_kafka
   start_redis
+  start_cluster
   wait_redis
+  wait_cluster
   wait_kafka
   [[ $(port_of kafka) == "$KAFKA_PORT" && $(port_of redis) == "$REDIS_PORT" ]] ||
     log "warning: services were already running on other ports than requested (run 'down' first to change ports)"
@@ -310,19 +443,22 @@ cmd_up() {
 cmd_down() {
   stop_one Kafka "$KDIR/kafka.pid" "$KAFKA_PAT"
   stop_one Redis "$RDIR/redis.pid" "$REDIS_PAT"
+  stop_cluster
 }
+
+cmd_cluster_down() { stop_cluster; }
 
 cmd_reset() {
   cmd_down
-  log "deleting ${KDIR#"$ROOT"/} and ${RDIR#"$ROOT"/}"
-  rm -rf "$KDIR" "$RDIR"
+  log "deleting ${KDIR#"$ROOT"/}, ${RDIR#"$ROOT"/} and ${CDIR#"$ROOT"/}"
+  rm -rf "$KDIR" "$RDIR" "$CDIR"
 }
 
 main() {
   local cmd=${1:-}
   case $cmd in
-    up | down | status | reset) ;;
-    *) echo "usage: $0 up|down|status|reset" >&2; exit 2 ;;
+    up | down | status | reset | cluster-down) ;;
+    *) echo "usage: $0 up|down|status|reset|cluster-down" >&2; exit 2 ;;
   esac
   # Serialize concurrent invocations (e.g. two make targets in parallel).
   mkdir -p "$STATE"
@@ -330,7 +466,7 @@ main() {
     exec 9>"$STATE/.lock"
     flock 9
   fi
-  "cmd_$cmd"
+  "cmd_${cmd//-/_}"
 }
 
 main "$@"
