@@ -1,160 +1,171 @@
-"""The online feature store in Redis: one hash per customer, updated by a Lua script.
+"""The state store in Redis (or Redis Cluster): the `scoring.store.StateStore` port.
 
-A batch of updates costs one pipelined round trip: one script call per customer,
-atomic for that customer, idempotent under redelivery (see `apply.lua`).
+A batch costs a pipelined read (plus one for customers only due for a rescore) and
+two fenced scripts per partition, each a single-slot `partition.lua` call
+(`feature_store.keys` has the layout). No script runs per event: events are applied
+in Python, from the one feature definition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
 from importlib.resources import files
+from typing import Any, cast
 
 import msgspec
 import redis
 
-from feature_store.definitions import LARGEST_WINDOW_DAYS, day_of
-from feature_store.online import (
-    RISK_FIELD,
-    RISK_SEQ_FIELD,
-    SOURCE_ID_PREFIX,
-    CustomerState,
-    Update,
-)
+from feature_store.keys import Keys
+from feature_store.online import CustomerState, decode_state, encode_state
+from scoring.store import Begin, Claim, Commit, Verdict
 
-APPLY_SCRIPT = files("feature_store").joinpath("apply.lua").read_text()
-# Updates travel as MessagePack: ~1 us to encode here and cheaper for Lua's cmsgpack to
-# read than JSON for cjson (json.dumps alone cost ~8 us per update).
+PARTITION_SCRIPT = files("feature_store").joinpath("partition.lua").read_text()
 _MSGPACK = msgspec.msgpack.Encoder()
+_FLIGHT = msgspec.msgpack.Decoder(dict[str, int])
 
 
-OUTCOMES = ("applied", "redelivered", "duplicate", "late")
-
-
-@dataclass
-class ApplyResult:
-    """What a batch did: the customer's state after each update, and counts of
-    applied / redelivered (already applied) / duplicate (same order or ticket id) /
-    late (applied, but older than the largest window: lifetime totals only)."""
-
-    states: list[CustomerState]
-    counts: dict[str, int]
-
-
-@dataclass(frozen=True)
-class RiskRecord:
-    customer_id: str
-    risk: str
-    risk_seq: int
-
-
-class RedisFeatureStore:
-    def __init__(self, client: redis.Redis, namespace: str = "churn") -> None:
-        if not client.get_connection_kwargs().get("decode_responses"):
-            # hiredis decodes replies in C; decoding each field in Python costs ~1 us.
-            raise ValueError("RedisFeatureStore needs a client made with decode_responses=True")
+class RedisStateStore:
+    def __init__(self, client: redis.Redis | redis.RedisCluster, namespace: str = "churn") -> None:
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError(
+                "RedisStateStore needs a client without decode_responses (states are bytes)"
+            )
         self.client = client
-        self.namespace = namespace
-        self._apply = client.register_script(APPLY_SCRIPT)
+        self.keys = Keys(namespace)
+        # Called as EVALSHA commands, not as a registered Script: redis-py refuses to
+        # pipeline registered scripts on Redis Cluster, and on one Redis it would
+        # check SCRIPT EXISTS before every pipeline (a round trip per batch).
+        self._sha = self._load_script()
 
-    def key(self, customer_id: str) -> str:
-        # The hash tag keeps all of a customer's keys in one Redis Cluster slot.
-        return f"{self.namespace}:c:{{{customer_id}}}"
+    def _load_script(self) -> str:
+        # On a cluster, redis-py loads it on every primary. The stubs lag behind.
+        return str(cast(redis.Redis, self.client).script_load(PARTITION_SCRIPT))
 
-    def apply(self, updates: Sequence[Update]) -> ApplyResult:
-        """Apply a batch in one round trip, in order; returns the customer's state
-        after each update, so each event is scored as of its own arrival."""
-        pipe = self.client.pipeline(transaction=False)
-        for update in updates:
-            self._apply(
-                keys=[self.key(update.customer_id)],
-                args=[_MSGPACK.encode(_encode(update)), LARGEST_WINDOW_DAYS],
-                client=pipe,
-            )
-        result = ApplyResult(states=[], counts=dict.fromkeys(OUTCOMES, 0))
-        for update, (outcome, tiles, scalars) in zip(updates, pipe.execute(), strict=True):
-            result.counts[outcome] += 1
-            result.states.append(CustomerState.from_store(update.customer_id, tiles, scalars))
-        return result
+    def _run_scripts(self, calls: list[tuple[list[str], list[Any]]]) -> list[str]:
+        """Run `partition.lua` once per (keys, args), in one pipelined round trip.
+        A server that lost its script cache (a restart) gets it again and the calls
+        are run again: each is fenced and idempotent."""
+        for _attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+            replies = pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                break
+            self._sha = self._load_script()
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [r.decode() for r in replies]
 
-    def published_key(self) -> str:
-        return f"{self.namespace}:published"
-
-    def published_through(
-        self, partitions: Iterable[tuple[str, int]]
-    ) -> dict[tuple[str, int], int]:
-        """The last offset of each input topic-partition whose outputs are committed."""
-        wanted = list(partitions)
-        if not wanted:
-            return {}
-        offsets = self.client.hmget(self.published_key(), [f"{t}:{p}" for t, p in wanted])
-        return {tp: int(offset) for tp, offset in zip(wanted, offsets, strict=True) if offset}
-
-    def commit(
-        self,
-        records: Iterable[RiskRecord],
-        schedule: Iterable[tuple[int, str, float | None]],
-        published_through: dict[tuple[str, int], int],
-    ) -> None:
-        """In one atomic round trip (MULTI/EXEC): each customer's published risk
-        category, their next inactivity rescores (None removes one) and the offsets
-        up to which each input partition's outputs are published."""
+    def claim(self, partition: int) -> Claim:
+        meta = self.keys.meta(partition)
         pipe = self.client.pipeline(transaction=True)
-        for record in records:
-            pipe.hset(
-                self.key(record.customer_id),
-                mapping={RISK_FIELD: record.risk, RISK_SEQ_FIELD: record.risk_seq},
-            )
-        for partition, customer_id, due in schedule:
-            if due is None:
-                pipe.zrem(self.idle_key(partition), customer_id)
-            else:
-                pipe.zadd(self.idle_key(partition), {customer_id: due})
-        if published_through:
-            pipe.hset(
-                self.published_key(),
-                mapping={f"{t}:{p}": offset for (t, p), offset in published_through.items()},
-            )
-        pipe.execute()
+        pipe.hincrby(meta, "epoch", 1)
+        pipe.hgetall(meta)
+        epoch, fields = pipe.execute()
+        text = {k.decode(): v for k, v in fields.items()}
+        offsets = {k[4:]: int(v) for k, v in text.items() if k.startswith("off:")}
+        stream_time = float(text["st"]) if "st" in text else None
+        flight = _FLIGHT.decode(text["flight"]) if "flight" in text else None
+        return Claim(partition, int(epoch), offsets, stream_time, flight)
 
-    def read(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
-        """Current states of existing customers (absent ones are left out)."""
+    def load(
+        self, wanted: Mapping[int, tuple[Collection[str], float | None]]
+    ) -> dict[int, tuple[dict[str, CustomerState], list[tuple[float, str]]]]:
         pipe = self.client.pipeline(transaction=False)
-        for customer_id in customer_ids:
-            # The apply script without an update: the same reply, parsed the same way.
-            self._apply(keys=[self.key(customer_id)], args=["", LARGEST_WINDOW_DAYS], client=pipe)
-        return {
-            customer_id: CustomerState.from_store(customer_id, tiles, scalars)
-            for customer_id, (_, tiles, scalars) in zip(customer_ids, pipe.execute(), strict=True)
-            if tiles or scalars
-        }
+        order = []
+        for partition, (customer_ids, due_before) in wanted.items():
+            ids = list(customer_ids)
+            order.append((partition, ids, due_before is not None))
+            if ids:
+                pipe.mget([self.keys.customer(partition, c) for c in ids])
+            if due_before is not None:
+                # Exclusive: a rescore fires once stream time has passed it.
+                pipe.zrangebyscore(
+                    self.keys.idle(partition), "-inf", f"({due_before!r}", withscores=True
+                )
+        replies = iter(pipe.execute())
+        loaded: dict[int, tuple[dict[str, CustomerState], list[tuple[float, str]]]] = {}
+        missing: list[tuple[int, list[str]]] = []
+        for partition, ids, with_due in order:
+            states = _states(ids, next(replies)) if ids else {}
+            due = [(float(t), c.decode()) for c, t in next(replies)] if with_due else []
+            loaded[partition] = (states, due)
+            unread = sorted({c for _, c in due} - set(ids))
+            if unread:
+                missing.append((partition, unread))
+        if missing:
+            pipe = self.client.pipeline(transaction=False)
+            for partition, ids in missing:
+                pipe.mget([self.keys.customer(partition, c) for c in ids])
+            for (partition, ids), blobs in zip(missing, pipe.execute(), strict=True):
+                loaded[partition][0].update(_states(ids, blobs))
+        return loaded
 
-    def idle_key(self, partition: int) -> str:
-        # One index per input partition: only the worker owning it rescores its customers.
-        return f"{self.namespace}:idle:{partition}"
+    def begin(self, batches: Collection[Begin]) -> dict[int, Verdict]:
+        calls = []
+        for b in batches:
+            header = {"previous": _text(b.previous), "offsets": {}, "schedule": []}
+            args = ["begin", b.epoch, _MSGPACK.encode(header), _MSGPACK.encode(b.through)]
+            calls.append(([self.keys.meta(b.partition)], args))
+        verdicts = self._run_scripts(calls)
+        return {b.partition: cast(Verdict, v) for b, v in zip(batches, verdicts, strict=True)}
 
-    def due(self, partition: int, until: float, limit: int) -> list[tuple[str, float]]:
-        """Customers of `partition` due for a rescore at or before `until`, oldest first."""
-        rows = self.client.zrangebyscore(
-            self.idle_key(partition), "-inf", until, start=0, num=limit, withscores=True
-        )
-        return [(customer_id, float(due)) for customer_id, due in rows]
+    def commit(self, commits: Collection[Commit]) -> dict[int, Verdict]:
+        calls = []
+        for c in commits:
+            header: dict[str, Any] = {
+                "previous": _text(c.previous),
+                "offsets": _text(c.offsets),
+                "schedule": [
+                    (customer, False if due is None else repr(due))
+                    for customer, due in c.schedule.items()
+                ],
+            }
+            if c.stream_time is not None:
+                header["stream_time"] = repr(c.stream_time)
+            keys = [
+                self.keys.meta(c.partition),
+                self.keys.idle(c.partition),
+                *(self.keys.customer(c.partition, s.customer_id) for s in c.states),
+            ]
+            args = ["commit", c.epoch, _MSGPACK.encode(header), *map(encode_state, c.states)]
+            calls.append((keys, args))
+        verdicts = self._run_scripts(calls)
+        return {c.partition: cast(Verdict, v) for c, v in zip(commits, verdicts, strict=True)}
 
-    def customer_keys(self) -> Iterable[str]:
-        return self.client.scan_iter(match=f"{self.namespace}:c:*", count=1000)
+    def read(self, partition: int, customer_ids: Collection[str]) -> dict[str, CustomerState]:
+        ids = list(customer_ids)
+        if not ids:
+            return {}
+        return _states(ids, self.client.mget([self.keys.customer(partition, c) for c in ids]))
+
+    def offsets(self, partition: int) -> dict[str, int]:
+        """The offsets recorded for a partition (for tests and operators)."""
+        fields = self.client.hgetall(self.keys.meta(partition))
+        return {k.decode()[4:]: int(v) for k, v in fields.items() if k.startswith(b"off:")}
+
+    def scan(self) -> Iterator[bytes]:
+        return self.client.scan_iter(match=self.keys.pattern, count=1000)
+
+    def delete_namespace(self) -> int:
+        """Remove every key of the namespace; returns how many were removed."""
+        removed, batch = 0, []
+        for key in self.scan():
+            batch.append(key)
+            if len(batch) == 1000:
+                removed += int(self.client.delete(*batch))
+                batch = []
+        if batch:
+            removed += int(self.client.delete(*batch))
+        return removed
 
 
-def _encode(update: Update) -> dict[str, object]:
-    # Absent keys, never nil: a nil would end the Lua table early.
-    encoded: dict[str, object] = {
-        "off": update.position.offset_field,
-        "offset": update.position.offset,
-        "ops": update.ops,
-    }
-    if update.event_ts is not None:
-        encoded["ts"] = update.event_ts
-        encoded["ts_text"] = repr(update.event_ts)
-        encoded["day"] = day_of(update.event_ts)
-    if update.source_id is not None:
-        encoded["id"] = SOURCE_ID_PREFIX + update.source_id
-    return encoded
+def _states(ids: list[str], blobs: list[bytes | None]) -> dict[str, CustomerState]:
+    return {c: decode_state(b) for c, b in zip(ids, blobs, strict=True) if b is not None}
+
+
+def _text(offsets: Mapping[str, int]) -> dict[str, str]:
+    # Offsets travel as text: Lua numbers print large integers in exponent form.
+    return {topic: str(offset) for topic, offset in offsets.items()}

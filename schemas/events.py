@@ -55,7 +55,12 @@ class SupportTicket(msgspec.Struct, frozen=True):
 
 
 class Customer(msgspec.Struct, frozen=True):
-    """A customer profile upsert (compacted topic `customers`, keyed by customer_id)."""
+    """A customer profile upsert (compacted topic `customers`, keyed by customer_id).
+
+    v2 adds `updated_at`, the profile change's event time, which orders it among the
+    customer's orders and tickets; v1 messages (without it) stay valid and count as
+    changed at `registration_date`.
+    """
 
     customer_id: Id
     registration_date: UtcTime
@@ -64,6 +69,12 @@ class Customer(msgspec.Struct, frozen=True):
     city: str | None = None
     email_verified: bool = False
     phone_verified: bool = False
+    updated_at: UtcTime | None = None
+
+    @property
+    def changed_at(self) -> datetime:
+        """The event time of this upsert."""
+        return self.updated_at or self.registration_date
 
 
 class Reason(msgspec.Struct, frozen=True):
@@ -123,6 +134,10 @@ INPUT_EVENTS: dict[str, type[msgspec.Struct]] = {
     "support-tickets": SupportTicket,
     "customers": Customer,
 }
+
+# Contract version of each schema file; a compatible change bumps it (see the type's
+# docstring for what changed).
+SCHEMA_VERSIONS: dict[str, int] = {"customers": 2}
 
 # File stem in schemas/ -> type. One list, so generation and the drift test agree.
 SCHEMA_FILES: dict[str, type[msgspec.Struct]] = {

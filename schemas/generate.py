@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from schemas import topics
-from schemas.events import SCHEMA_FILES
+from schemas.events import SCHEMA_FILES, SCHEMA_VERSIONS
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 ASYNCAPI_PATH = SCHEMA_DIR / "asyncapi.json"
@@ -35,7 +35,7 @@ def generate_schema(name: str) -> dict[str, Any]:
     schema: dict[str, Any] = msgspec.json.schema(struct)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"urn:churn-risk:{name}:v1",
+        "$id": f"urn:churn-risk:{name}:v{SCHEMA_VERSIONS.get(name, 1)}",
         "title": struct.__name__,
         **schema,
     }

@@ -8,7 +8,9 @@ CHURN_RISK = "churn-risk"
 CHURN_RISK_HIGH = "churn-risk-high"
 DEAD_LETTER = "churn-dead-letter"
 
-INPUT_TOPICS = (ORDERS, SUPPORT_TICKETS, CUSTOMERS)
+# The inputs, in the order events of equal event time are applied: a profile change
+# before an order or ticket of the same instant (`scoring.merge`).
+INPUT_TOPICS = (CUSTOMERS, ORDERS, SUPPORT_TICKETS)
 
 
 def qualified(name: str, prefix: str = "") -> str:

@@ -1,82 +1,48 @@
-"""The scorer's core, free of Kafka, Faust and Redis: messages in, risk changes out.
+"""The scorer's core, free of Kafka, Faust and Redis: a partition's released events
+and its pre-batch state in, risk changes and the post-batch state out.
 
-For each batch: decode (bad input becomes a dead letter), apply the updates to the
-feature store, score every touched customer in one model call, and decide which
-risk categories changed. The adapter publishes the outcome, then calls `commit`,
-then acknowledges the input, in that order: a crash anywhere before the commit
-replays the batch, the store ignores what it already applied, and the same changes
-come out again with the same ids.
+Nothing here writes anywhere. The batch runner (`scoring.runner`) reads the state,
+calls `Scorer.process`, publishes the outcome and only then commits the new state,
+so a batch processed again starts from the same state and, the events coming in the
+same order (`scoring.merge`), publishes the same changes with the same ids.
+
+"Now" is event time. The partition's stream time is the latest event time released
+so far; a customer's inactivity rescore, due a fixed span after their latest event,
+fires once the stream time has passed it, before the event that passed it, and is
+scored as of the due instant. Neither depends on where batches begin and end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+import heapq
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 import msgspec
 import numpy as np
 
-from feature_store.definitions import EVENT_TIME_FIELD, FEATURE_NAMES, feature_matrix
-from feature_store.online import CustomerState, Position, Update, base_columns, update_for
-from feature_store.redis_store import ApplyResult, RiskRecord
+from feature_store.definitions import BASE_COLUMNS, EVENT_ID_FIELD, FEATURE_NAMES, feature_matrix
+from feature_store.online import (
+    APPLIED,
+    DUPLICATE,
+    LATE,
+    CustomerState,
+    InputError,
+    apply_event,
+    base_row,
+    event_time,
+)
 from schemas import INPUT_EVENTS, ChurnRiskChanged, DeadLetter, Reason, Trigger
 from scoring.artifact import Model
 from scoring.inactivity import first_due, next_due
+from scoring.merge import Decoded, InputMessage, dead_letter
 from scoring.risk import RANK, RiskPolicy, is_news, transition_id
 
 TOP_REASONS = 3
 INACTIVITY = Trigger(kind="inactivity")
-
-
-@dataclass(frozen=True, slots=True)
-class InputMessage:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-
-class FeatureStore(Protocol):
-    def published_through(
-        self, partitions: Iterable[tuple[str, int]]
-    ) -> dict[tuple[str, int], int]: ...
-
-    def apply(self, updates: Sequence[Update]) -> ApplyResult: ...
-
-    def read(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]: ...
-
-    def due(self, partition: int, until: float, limit: int) -> list[tuple[str, float]]: ...
-
-    def commit(
-        self,
-        records: Iterable[RiskRecord],
-        schedule: Iterable[tuple[int, str, float | None]],
-        published_through: dict[tuple[str, int], int],
-    ) -> None: ...
-
-
-@dataclass
-class BatchOutcome:
-    changes: list[ChurnRiskChanged] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    applied: ApplyResult | None = None
-    # Messages whose outputs an earlier delivery already published: skipped.
-    already_published: int = 0
-    scored: int = 0
-    # (risk, changes published so far) of each customer this batch moved.
-    risk_now: dict[str, tuple[str | None, int]] = field(default_factory=dict)
-    # Next inactivity rescore per (partition, customer), None for none; saved on commit.
-    reschedule: dict[tuple[int, str], float | None] = field(default_factory=dict)
-    # The last offset of each input topic-partition in the batch; saved on commit.
-    published_through: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    @property
-    def risk_records(self) -> list[RiskRecord]:
-        return [RiskRecord(c, risk, seq) for c, (risk, seq) in self.risk_now.items() if risk]
-
+OUTCOMES = (APPLIED, DUPLICATE, LATE, "dead_letter")
 
 _DECODERS = {topic: msgspec.json.Decoder(event_type) for topic, event_type in INPUT_EVENTS.items()}
 
@@ -85,64 +51,76 @@ def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
-class Watermarks:
-    """Event-time watermark per input partition: no event earlier than it is to come.
+def decode(message: InputMessage) -> Decoded:
+    """The message's event and event time, or why it cannot be processed."""
+    decoder = _DECODERS.get(message.topic)
+    try:
+        if decoder is None:
+            raise ValueError(f"no event contract for topic {message.topic!r}")
+        if message.value is None:
+            raise ValueError("a tombstone (null value) is not an event")
+        event = decoder.decode(message.value)
+        return Decoded(message, event, event_time(message.topic, event))
+    except (msgspec.DecodeError, ValueError) as err:
+        return Decoded(message, None, -math.inf, str(err))
 
-    Customers are keyed alike on every input topic, so partition p of each topic holds
-    the same customers. Kafka keeps each topic-partition in order, but a consumer reads
-    the topics side by side, and under a backlog they drift apart in event time: the
-    tickets of March may arrive while the orders are still in January. Taking the
-    latest time seen on any topic would then declare January's customers silent while
-    their orders are still unread, and publish changes that are false (a spurious HIGH
-    reaches marketing). So p's watermark is the earliest of the latest event times of
-    p's topic-partitions that are still behind (messages unread in Kafka); one that is
-    caught up holds nothing back, and when all are, it is the latest time seen.
-    """
 
-    def __init__(self) -> None:
-        self.latest: dict[tuple[str, int], float] = {}  # per topic-partition
-        self.current: dict[int, float] = {}  # per partition; never moves back
+@dataclass
+class PartitionOutcome:
+    """What processing one partition's released events produced."""
 
-    def observe(self, topic: str, partition: int, event_ts: float) -> None:
-        key = (topic, partition)
-        self.latest[key] = max(self.latest.get(key, event_ts), event_ts)
+    partition: int
+    changes: list[ChurnRiskChanged] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    # Everything to commit once the outputs are durable:
+    states: dict[str, CustomerState] = field(default_factory=dict)  # touched customers
+    schedule: dict[str, float | None] = field(default_factory=dict)  # next rescore
+    offsets: dict[str, int] = field(default_factory=dict)  # last offset per topic
+    stream_time: float | None = None
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    scored: int = 0
 
-    def advance(self, partitions: Iterable[int], lagging: Collection[tuple[str, int]]) -> None:
-        for partition in partitions:
-            behind = [topic for topic in EVENT_TIME_FIELD if (topic, partition) in lagging]
-            if any((topic, partition) not in self.latest for topic in behind):
-                continue  # a topic-partition still behind and not heard from yet
-            seen = [self.latest[(t, partition)] for t in behind] or [
-                ts for (_, p), ts in self.latest.items() if p == partition
-            ]
-            if not seen:
-                continue
-            mark = min(seen) if behind else max(seen)
-            self.current[partition] = max(self.current.get(partition, mark), mark)
 
-    def get(self, partition: int) -> float | None:
-        return self.current.get(partition)
+@dataclass
+class _Rows:
+    """What one model call scores: base columns of customers as of instants, in order."""
+
+    customers: list[CustomerState] = field(default_factory=list)
+    base: list[list[float]] = field(default_factory=list)
+    as_of: list[float] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
+    messages: list[InputMessage | None] = field(default_factory=list)
+
+    def add(
+        self,
+        state: CustomerState,
+        as_of: float,
+        trigger: Trigger,
+        message: InputMessage | None,
+    ) -> None:
+        # Read now: the state moves on with the customer's later events.
+        self.base.append(base_row(state, as_of))
+        self.customers.append(state)
+        self.as_of.append(as_of)
+        self.triggers.append(trigger)
+        self.messages.append(message)
+        state.scored_to = as_of if state.scored_to is None else max(state.scored_to, as_of)
 
 
 class Scorer:
-    """Turns batches of input messages into risk changes (see module doc)."""
+    """Turns a partition's released events into risk changes (see the module doc)."""
 
     def __init__(
         self,
-        store: FeatureStore,
         model: Callable[[], Model],
         margin: float = 0.05,
         actions: dict[str, tuple[str, ...]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        idle_limit: int = 1000,
     ) -> None:
-        self.store = store
         self.model = model  # a callable, so a reloaded model is picked up per batch
         self.margin = margin
         self.actions = actions
         self.clock = clock
-        self.idle_limit = idle_limit  # most inactivity rescores per partition per batch
-        self.watermarks = Watermarks()
 
     def policy(self, model: Model) -> RiskPolicy:
         if self.actions is None:
@@ -150,196 +128,105 @@ class Scorer:
         return RiskPolicy(model.thresholds, self.margin, self.actions)
 
     def process(
-        self, messages: Sequence[InputMessage], lagging: Collection[tuple[str, int]] = ()
-    ) -> BatchOutcome:
-        """`lagging`: the input topic-partitions that still have unread messages in
-        Kafka after this batch (see `Watermarks`); none for inputs that arrive in
-        event-time order across topics, such as a replayed file."""
-        outcome = BatchOutcome()
-        for message in messages:
-            key = (message.topic, message.partition)
-            outcome.published_through[key] = max(
-                outcome.published_through.get(key, message.offset), message.offset
-            )
-        # Kafka redelivers what was processed but not yet acknowledged when a worker
-        # stopped or lost its partitions. Once a batch's outputs are published and
-        # committed, its messages are done: scoring them again would compare old
-        # states with the risk published since, and publish changes that are false.
-        done = self.store.published_through(outcome.published_through)
-        updates: list[Update] = []
-        triggers: list[Trigger] = []
-        for message in messages:
-            if message.offset <= done.get((message.topic, message.partition), -1):
-                outcome.already_published += 1
-                continue
-            decoded = self._decode(message, outcome)
-            if decoded is None:
-                continue
-            update = update_for(message.topic, decoded, _position(message))
-            updates.append(update)
-            triggers.append(
-                Trigger(
-                    kind="event",
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    event_id=update.source_id,
-                )
-            )
-        if not updates:
-            return outcome
-        # Silence is scored first: a quiet customer's due rescores all come before
-        # the batch's events in event time, whatever the batch boundaries.
-        self._rescore_idle(updates, lagging, outcome)
-        outcome.applied = self.store.apply(updates)
-        # Each event is scored as of its own arrival, then the silence after it as of
-        # each due time up to the customer's next event or, failing one, up to the
-        # partition's watermark: so every batch leaves nothing due behind it, and the
-        # answers do not depend on where batches begin and end. A bare profile (no
-        # order or ticket yet) has nothing to score.
+        self,
+        partition: int,
+        released: Sequence[Decoded],
+        states: Mapping[str, CustomerState],
+        due: Sequence[tuple[float, str]],
+        stream_time: float | None,
+    ) -> PartitionOutcome:
+        """Apply `released` (in order) to the pre-batch `states` of the customers
+        involved and score them. `due`: the (due time, customer) rescores scheduled
+        before the batch and due before its last stream time (their states are in
+        `states`). The states are copied, never changed."""
+        outcome = PartitionOutcome(partition, stream_time=stream_time)
+        touched = outcome.states
+        schedule = outcome.schedule
+        scheduled: dict[str, float | None] = {customer: when for when, customer in due}
+        timers = sorted(due)
         rows = _Rows()
-        next_event = _next_event_times(updates)
-        for update, state, trigger, heard_next in zip(
-            updates, outcome.applied.states, triggers, next_event, strict=True
-        ):
-            if state.seen is None:
+
+        def state_of(customer_id: str) -> CustomerState:
+            state = touched.get(customer_id)
+            if state is None:
+                before = states.get(customer_id)
+                state = CustomerState(customer_id) if before is None else _copy(before)
+                touched[customer_id] = state
+            return state
+
+        def fire_timers(until: float) -> None:
+            """Inactivity rescores due before `until`, in due order."""
+            while timers and timers[0][0] < until:
+                when, customer_id = heapq.heappop(timers)
+                if scheduled.get(customer_id) != when:
+                    continue  # rescheduled by an event since
+                state = state_of(customer_id)
+                if state.seen is None or when <= state.seen:
+                    scheduled[customer_id] = schedule[customer_id] = None
+                    continue
+                rows.add(state, when, INACTIVITY, None)
+                following = next_due(state.seen, when)
+                scheduled[customer_id] = schedule[customer_id] = following
+                if following is not None:
+                    heapq.heappush(timers, (following, customer_id))
+
+        for decoded in released:
+            message = decoded.message
+            outcome.offsets[message.topic] = message.offset
+            if decoded.reason is not None or decoded.event is None:
+                self._dead(outcome, message, decoded.reason or "no event")
                 continue
-            rows.score(state, state.seen, trigger)
-            partition = update.position.partition
-            due = first_due(state.seen)
-            self._silence(rows, state, state.seen, due, partition, heard_next, outcome)
+            if outcome.stream_time is None or decoded.time > outcome.stream_time:
+                outcome.stream_time = decoded.time
+            fire_timers(outcome.stream_time)
+            event = decoded.event
+            customer_id: str = event.customer_id  # type: ignore[attr-defined]
+            state = state_of(customer_id)
+            seen_before = state.seen
+            try:
+                result = apply_event(state, message.topic, event)
+            except InputError as err:
+                self._dead(outcome, message, str(err))
+                continue
+            outcome.counts[result] += 1
+            if result == DUPLICATE or state.seen is None:
+                continue  # nothing new, or a bare profile: nothing to score yet
+            as_of = state.seen if state.scored_to is None else max(state.seen, state.scored_to)
+            rows.add(state, as_of, _trigger(message, event), message)
+            if state.seen != seen_before:
+                # Silence now counts from this event: the first rescore moves on.
+                following = first_due(state.seen)
+                scheduled[customer_id] = schedule[customer_id] = following
+                heapq.heappush(timers, (following, customer_id))
         self._score(rows, outcome)
         return outcome
 
-    def commit(self, outcome: BatchOutcome) -> None:
-        """Record, atomically, the published categories, the next inactivity rescores
-        and how far each input partition is published. Call after the changes are
-        durable in Kafka: a crash before it replays them, with the same ids."""
-        self.store.commit(
-            outcome.risk_records,
-            ((p, c, due) for (p, c), due in outcome.reschedule.items()),
-            outcome.published_through,
-        )
+    def _dead(self, outcome: PartitionOutcome, message: InputMessage, reason: str) -> None:
+        outcome.counts["dead_letter"] += 1
+        outcome.dead_letters.append(dead_letter(message, reason, self.clock()))
 
-    def _rescore_idle(
-        self,
-        updates: Sequence[Update],
-        lagging: Collection[tuple[str, int]],
-        outcome: BatchOutcome,
-    ) -> None:
-        """Rescore, as of each due time, the customers whose silence reached their
-        partition's watermark (this batch included, see `Watermarks`). A customer with
-        an event in this batch is silent only until that event."""
-        first_event: dict[str, float] = {}
-        for update in updates:
-            if update.event_ts is None:
-                continue
-            position = update.position
-            self.watermarks.observe(position.topic, position.partition, update.event_ts)
-            first_event[update.customer_id] = min(
-                first_event.get(update.customer_id, update.event_ts), update.event_ts
-            )
-        partitions = sorted({u.position.partition for u in updates})
-        self.watermarks.advance(partitions, lagging)
-        due = [
-            (partition, customer_id, due_ts)
-            for partition in partitions
-            if (watermark := self.watermarks.get(partition)) is not None
-            for customer_id, due_ts in self.store.due(partition, watermark, self.idle_limit)
-        ]
-        if not due:
-            return
-        states = self.store.read([customer_id for _, customer_id, _ in due])
-        rows = _Rows()
-        for partition, customer_id, due_ts in due:
-            state = states.get(customer_id)
-            if state is None or state.seen is None or state.seen >= due_ts:
-                # Unknown, or heard from since it was scheduled: nothing is due.
-                outcome.reschedule[(partition, customer_id)] = None
-                continue
-            heard_at = first_event.get(customer_id)
-            self._silence(rows, state, state.seen, due_ts, partition, heard_at, outcome)
-        self._score(rows, outcome)
-
-    def _silence(
-        self,
-        rows: _Rows,
-        state: CustomerState,
-        seen: float,
-        due: float | None,
-        partition: int,
-        heard_next: float | None,
-        outcome: BatchOutcome,
-    ) -> None:
-        """Rows for a customer's silence after `seen`, from the due time `due` on.
-
-        Before their next event in this batch (`heard_next`), the silence is known:
-        every step is scored. Without a next event, the steps up to the partition's
-        watermark are scored and the later ones projected, and nothing is due unless
-        a projected row finds a change (see `_score`)."""
-        watermark = self.watermarks.get(partition)
-        if heard_next is None:
-            outcome.reschedule[(partition, state.customer_id)] = None
-        while due is not None and (heard_next is None or due < heard_next):
-            if heard_next is not None or (watermark is not None and due <= watermark):
-                rows.score(state, due, INACTIVITY)
-            else:
-                rows.project(state, due, partition)
-            due = next_due(seen, due)
-
-    def _decode(self, message: InputMessage, outcome: BatchOutcome) -> object | None:
-        decoder = _DECODERS.get(message.topic)
-        try:
-            if decoder is None:
-                raise ValueError(f"no event contract for topic {message.topic!r}")
-            return decoder.decode(message.value)
-        except (msgspec.DecodeError, ValueError) as err:
-            outcome.dead_letters.append(
-                DeadLetter(
-                    reason=str(err),
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=None if message.key is None else message.key.decode("utf-8", "replace"),
-                    value=message.value.decode("utf-8", "replace"),
-                    failed_at=self.clock(),
-                )
-            )
-            return None
-
-    def _score(self, rows: _Rows, outcome: BatchOutcome) -> None:
-        """Score every row in one model call, then walk them in order: a scored row
-        may change its customer's risk; a customer's projected rows (after all their
-        scored ones) say when silence would first change it, which is when the
-        customer is due for a rescore (None: never, within the schedule)."""
-        if not rows.states:
+    def _score(self, rows: _Rows, outcome: PartitionOutcome) -> None:
+        """Score every row in one model call, then walk them in order: each may
+        change its customer's risk, which the next row of that customer starts from."""
+        if not rows.base:
             return
         model = self.model()
         policy = self.policy(model)
-        features = feature_matrix(base_columns(rows.states, rows.as_of), model.feature_params)
-        probabilities = model.predict(features)
-        current = outcome.risk_now
+        features = feature_matrix(_columns(rows.base), model.feature_params)
+        probabilities = self._predict(model, features, rows, outcome)
         changes: list[tuple[int, str | None, str, int]] = []
-        settled: set[tuple[int, str]] = set()
-        for row, state in enumerate(rows.states):
-            customer_id = state.customer_id
-            previous, sequence = current.get(customer_id, (state.risk, state.risk_seq))
-            risk = policy.category(float(probabilities[row]), previous)
-            projected_for = rows.projected_for[row]
-            if projected_for is not None:
-                if projected_for in settled:
-                    continue
-                if risk != previous:
-                    outcome.reschedule[projected_for] = rows.as_of[row]
-                    settled.add(projected_for)
-                continue
+        for row, state in enumerate(rows.customers):
+            probability = probabilities[row]
+            if math.isnan(probability):
+                continue  # the model could not score this row: dead-lettered
             outcome.scored += 1
-            if risk == previous:
+            risk = policy.category(float(probability), state.risk)
+            if risk == state.risk:
                 continue
-            if is_news(previous, risk):
-                sequence += 1
-                changes.append((row, previous, risk, sequence))
-            current[customer_id] = (risk, sequence)
+            if is_news(state.risk, risk):
+                state.risk_seq += 1
+                changes.append((row, state.risk, risk, state.risk_seq))
+            state.risk = risk
         if not changes:
             return
         contributions = model.contributions(features[[row for row, *_ in changes]])
@@ -347,7 +234,7 @@ class Scorer:
         for contribution, (row, previous, risk, sequence) in zip(
             contributions, changes, strict=True
         ):
-            customer_id = rows.states[row].customer_id
+            customer_id = rows.customers[row].customer_id
             went_up = previous is None or RANK[risk] > RANK[previous]
             outcome.changes.append(
                 ChurnRiskChanged(
@@ -365,56 +252,54 @@ class Scorer:
                 )
             )
 
-
-@dataclass
-class _Rows:
-    """What one model call scores: customers' states, each as of an instant.
-
-    A scored row is a real rescore (it may publish a change). A projected row asks
-    what the risk would be at a later due time should the customer stay silent:
-    scoring the whole silence ahead in the same model call, and scheduling only the
-    first due time that changes the risk, saves a Redis read, a parse and a schedule
-    for every step that would change nothing. The outcome is the same as rescoring
-    at every step: the skipped steps are those that publish nothing.
-    """
-
-    states: list[CustomerState] = field(default_factory=list)
-    as_of: list[float] = field(default_factory=list)
-    triggers: list[Trigger] = field(default_factory=list)
-    projected_for: list[tuple[int, str] | None] = field(default_factory=list)
-
-    def score(self, state: CustomerState, as_of: float, trigger: Trigger) -> None:
-        self._add(state, as_of, trigger, None)
-
-    def project(self, state: CustomerState, as_of: float, partition: int) -> None:
-        self._add(state, as_of, INACTIVITY, (partition, state.customer_id))
-
-    def _add(
-        self,
-        state: CustomerState,
-        as_of: float,
-        trigger: Trigger,
-        projected_for: tuple[int, str] | None,
-    ) -> None:
-        self.states.append(state)
-        self.as_of.append(as_of)
-        self.triggers.append(trigger)
-        self.projected_for.append(projected_for)
+    def _predict(
+        self, model: Model, features: np.ndarray, rows: _Rows, outcome: PartitionOutcome
+    ) -> np.ndarray:
+        """Probabilities of all rows; should the model fail on the batch, row by row,
+        and a row it fails on is dead-lettered (its event's features stay counted)."""
+        try:
+            return np.asarray(model.predict(features), dtype=np.float64)
+        except Exception:
+            probabilities = np.full(len(features), np.nan)
+            for row in range(len(features)):
+                try:
+                    probabilities[row] = model.predict(features[row : row + 1])[0]
+                except Exception as err:
+                    message = rows.messages[row]
+                    if message is not None:
+                        self._dead(outcome, message, f"the model failed on it: {err!r}")
+            return probabilities
 
 
-def _next_event_times(updates: Sequence[Update]) -> list[float | None]:
-    """For each update, the event time of its customer's next event in the batch."""
-    following: dict[str, float] = {}
-    result: list[float | None] = []
-    for update in reversed(updates):
-        result.append(following.get(update.customer_id))
-        if update.event_ts is not None:
-            following[update.customer_id] = update.event_ts
-    return result[::-1]
+def _copy(state: CustomerState) -> CustomerState:
+    return CustomerState(
+        state.customer_id,
+        dict(state.totals),
+        {day: list(tile) for day, tile in state.tiles.items()},
+        dict(state.times),
+        dict(state.profile),
+        dict(state.ids),
+        state.seen,
+        state.scored_to,
+        state.risk,
+        state.risk_seq,
+    )
 
 
-def _position(message: InputMessage) -> Position:
-    return Position(message.topic, message.partition, message.offset)
+def _columns(base: list[list[float]]) -> dict[str, np.ndarray]:
+    matrix = np.asarray(base, dtype=np.float64)
+    return {name: matrix[:, j] for j, name in enumerate(BASE_COLUMNS)}
+
+
+def _trigger(message: InputMessage, event: object) -> Trigger:
+    id_field = EVENT_ID_FIELD.get(message.topic)
+    return Trigger(
+        kind="event",
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        event_id=None if id_field is None else getattr(event, id_field),
+    )
 
 
 def _reasons(values: np.ndarray, contributions: np.ndarray, toward_churn: bool) -> list[Reason]:

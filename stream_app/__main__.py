@@ -17,7 +17,8 @@ import redis
 from confluent_kafka import KafkaException
 
 from scoring.artifact import ArtifactError, load_model
-from stream_app.kafka_admin import ensure_topics
+from stream_app.kafka_admin import TopicLayoutError, ensure_topics
+from stream_app.redis_client import connect, redacted
 from stream_app.settings import Settings, SettingsError, load_actions
 
 
@@ -36,13 +37,16 @@ def run_worker() -> None:
         model = load_model(settings.models_dir)
     except ArtifactError as err:
         fail(f"cannot serve the model: {err}")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, decode_responses=True)
     try:
+        client = connect(settings.redis_url)
         client.ping()
     except redis.RedisError as err:
-        fail(f"cannot reach Redis at {settings.redis_url} ({err}); start it or set REDIS_URL")
+        fail(
+            f"cannot reach Redis at {redacted(settings.redis_url)} ({type(err).__name__}); "
+            "start it or set REDIS_URL"
+        )
     try:
-        ensure_topics(
+        partitions = ensure_topics(
             settings.kafka_bootstrap_servers, settings.partitions, settings.topic_prefix, 15
         )
     except KafkaException as err:
@@ -50,10 +54,12 @@ def run_worker() -> None:
             f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({err}); "
             "start it or set KAFKA_BOOTSTRAP_SERVERS"
         )
+    except TopicLayoutError as err:
+        fail(str(err))
     from stream_app.worker import build_app, install_uvloop
 
     install_uvloop()
-    app = build_app(settings, model, client, actions)
+    app = build_app(settings, model, client, partitions, actions)
     print(f"serving model {model.version} from {settings.models_dir}", file=sys.stderr)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
@@ -69,15 +75,9 @@ def run_replay(path: Path, out_path: Path | None) -> None:
         fail(str(err))
     if not path.is_file():
         fail(f"no such file: {path}")
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as err:
-        fail(f"cannot reach Redis at {settings.redis_url} ({err}); start it or set REDIS_URL")
     with out_path.open("wb") if out_path else nullcontext(sys.stdout.buffer) as out:
         counts = replay(
             path,
-            client,
             model,
             out,
             settings.partitions,
@@ -92,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stream_app")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("worker", help="consume events, keep features, publish risk changes")
-    replay = commands.add_parser("replay", help="run the scoring core over a JSON-lines file")
+    replay = commands.add_parser("replay", help="run the batch runner over a JSON-lines file")
     replay.add_argument("file", type=Path, help='lines of {"topic", "key", "value"}')
     replay.add_argument("--out", type=Path, help="write risk changes here (default: stdout)")
     commands.add_parser("settings", help="print the configuration table")

@@ -17,22 +17,38 @@ ALL_TOPICS = (
 )
 
 
+class TopicLayoutError(Exception):
+    """The input topics cannot be processed together; the message says why."""
+
+
 def ensure_topics(
     bootstrap_servers: str, partitions: int, prefix: str = "", timeout: float = 30.0
-) -> None:
-    """Create any of the product's topics that do not exist yet."""
+) -> int:
+    """Create any of the product's topics that do not exist yet; returns the number of
+    partitions of the input topics, which must all have the same: partition p of each
+    holds the same customers, processed together (`scoring.merge`)."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    existing = admin.list_topics(timeout=timeout).topics
     missing = [
         NewTopic(topics.qualified(name, prefix), partitions, 1, config=TOPIC_CONFIGS.get(name, {}))
         for name in ALL_TOPICS
         if topics.qualified(name, prefix) not in existing
     ]
-    if not missing:
-        return
-    for future in admin.create_topics(missing, operation_timeout=timeout).values():
-        try:
-            future.result()
-        except KafkaException as err:
-            if "TOPIC_ALREADY_EXISTS" not in str(err):
-                raise
+    if missing:
+        for future in admin.create_topics(missing, operation_timeout=timeout).values():
+            try:
+                future.result()
+            except KafkaException as err:
+                if "TOPIC_ALREADY_EXISTS" not in str(err):
+                    raise
+        existing = admin.list_topics(timeout=timeout).topics
+    counts = {
+        name: len(existing[topics.qualified(name, prefix)].partitions)
+        for name in topics.INPUT_TOPICS
+    }
+    if len(set(counts.values())) != 1:
+        raise TopicLayoutError(
+            f"the input topics must have the same number of partitions, found {counts}: "
+            "add partitions to the smaller ones (kafka-topics --alter --partitions N)"
+        )
+    return next(iter(counts.values()))

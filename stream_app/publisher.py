@@ -1,34 +1,42 @@
 """Publishes a batch's outputs and returns once Kafka has every one of them.
 
-Through Faust, each `Topic.send` costs about 100 us of Python (Faust's FutureMessage
-and sensors, aiokafka's accumulator and futures), and aiokafka's sender shipped one
-request per message or two, each waiting for acks=all (bench/PROFILE.md: 24% of the
-worker's time). librdkafka takes a message in a couple of microseconds and batches
-the sending in its own threads; the event loop only waits for the delivery reports.
+Through Faust, each `Topic.send` costs about 100 us of Python, and aiokafka's sender
+shipped one request per message or two (bench/PROFILE.md). librdkafka takes a
+message in a couple of microseconds and batches the sending in its own threads; the
+event loop only waits for the delivery reports.
+
+A message is produced once and then waited for: librdkafka retries it itself (the
+producer is idempotent, so its retries add no duplicates) until it is delivered or
+its delivery times out. Only a message whose delivery failed is produced again, so
+a broker that is away for a while delays the batch but duplicates nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+import msgspec
+from confluent_kafka import KafkaError, Producer
 
-FLUSH_TIMEOUT_SECONDS = 30.0
+from schemas import ChurnRiskChanged, DeadLetter, topics
 
+log = logging.getLogger(__name__)
 
-class PublishError(Exception):
-    """Some messages are not known to be in Kafka: publish the batch again."""
+FLUSH_SECONDS = 5.0
 
 
 class Publisher:
-    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
+    """The worker's sink: `churn-risk`, `churn-risk-high` and the dead letters."""
+
+    def __init__(self, config: dict[str, object], prefix: str = "") -> None:
         self.producer = Producer(
             {
-                "bootstrap.servers": bootstrap_servers,
-                "client.id": client_id,
+                **config,
                 "acks": "all",
-                "enable.idempotence": True,  # librdkafka's retries add no duplicates
+                "enable.idempotence": True,
                 "linger.ms": 2,
                 "compression.type": "lz4",
                 # Java's and aiokafka's partitioner: a customer's outputs stay on one
@@ -36,25 +44,76 @@ class Publisher:
                 "partitioner": "murmur2_random",
             }
         )
+        self.churn_risk = topics.qualified(topics.CHURN_RISK, prefix)
+        self.churn_risk_high = topics.qualified(topics.CHURN_RISK_HIGH, prefix)
+        self.dead_letter = topics.qualified(topics.DEAD_LETTER, prefix)
 
-    async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
-        """Send (topic, key, value) messages; return when all are acknowledged."""
-        if not messages:
-            return
-        failures: list[KafkaError] = []
+    def messages(
+        self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
+    ) -> list[tuple[str, bytes | None, bytes]]:
+        out: list[tuple[str, bytes | None, bytes]] = []
+        for change in changes:
+            key, value = change.customer_id.encode(), msgspec.json.encode(change)
+            out.append((self.churn_risk, key, value))
+            if change.risk == "HIGH":
+                out.append((self.churn_risk_high, key, value))
+        for letter in dead_letters:
+            original_key = None if letter.key is None else letter.key.encode()
+            out.append((self.dead_letter, original_key, msgspec.json.encode(letter)))
+        return out
 
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                failures.append(error)
+    async def publish(
+        self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
+    ) -> None:
+        """Send the outputs; return when every one is acknowledged by Kafka."""
+        await self.send(self.messages(changes, dead_letters))
 
-        for topic, key, value in messages:
-            self.producer.produce(topic, value=value, key=key, on_delivery=delivered)
-        # flush() blocks in C without the GIL: the event loop keeps fetching meanwhile.
+    async def send(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         loop = asyncio.get_running_loop()
-        unsent = await loop.run_in_executor(None, self.producer.flush, FLUSH_TIMEOUT_SECONDS)
-        if failures:
-            if any(error.fatal() for error in failures):
-                raise RuntimeError(f"the producer failed for good: {failures[0]}")
-            raise PublishError(f"{len(failures)} of {len(messages)} not delivered: {failures[0]}")
-        if unsent:
-            raise PublishError(f"{unsent} messages unacknowledged after {FLUSH_TIMEOUT_SECONDS}s")
+        unsent = list(range(len(messages)))
+        delay = 0.1
+        while unsent:
+            outcome: dict[int, KafkaError | None] = {}
+            for position, index in enumerate(unsent):
+                topic, key, value = messages[index]
+                while True:
+                    try:
+                        self.producer.produce(
+                            topic,
+                            value=value,
+                            key=key,
+                            on_delivery=functools.partial(_record, outcome, index),
+                        )
+                        break
+                    except BufferError:
+                        # The queue is full: let librdkafka drain some, then go on
+                        # with the rest (what is queued is not produced again).
+                        log.info("producer queue full after %d of %d", position, len(unsent))
+                        await loop.run_in_executor(None, self.producer.poll, 0.5)
+            # flush() waits in C without the GIL; the event loop goes on meanwhile.
+            while await loop.run_in_executor(None, self.producer.flush, FLUSH_SECONDS):
+                log.warning("outputs not yet acknowledged by Kafka; still waiting")
+            failed = {i: err for i, err in outcome.items() if err is not None}
+            if any(err.fatal() for err in failed.values()):
+                first = next(err for err in failed.values() if err.fatal())
+                raise RuntimeError(f"the producer failed for good: {first}")
+            unsent = sorted(failed)
+            if unsent:
+                log.warning(
+                    "%d of %d outputs not delivered (%s); sending them again in %.1fs",
+                    len(unsent),
+                    len(messages),
+                    next(iter(failed.values())),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def close(self) -> None:
+        self.producer.flush(10)
+
+
+def _record(
+    outcome: dict[int, KafkaError | None], index: int, error: KafkaError | None, _: object
+) -> None:
+    outcome[index] = error

@@ -1,40 +1,41 @@
-"""`python -m stream_app replay FILE`: the scoring core over a historical event file.
+"""`python -m stream_app replay FILE`: the batch runner over a historical event file.
 
-No Kafka: the lines of a JSON-lines file (`{"topic", "key", "value"}`, as written by
-`python -m simulator jsonl`) stand in for messages. Each goes to the partition Kafka's
-default partitioner would choose for its key, at the next offset of that partition,
-so the core sees what a live worker would see and publishes the same changes with
-the same ids. Features are kept in a fresh Redis namespace, removed at the end.
+No Kafka and no Redis: the lines of a JSON-lines file (`{"topic", "key", "value"}`,
+as written by `python -m simulator jsonl`) stand in for messages. Each goes to the
+partition Kafka's default partitioner would choose for its key, at the next offset
+of that partition, so the runner sees what a live worker reads; the state lives in
+memory (`scoring.store.MemoryStore`). The same runner, merge and scorer as the live
+worker: the same changes with the same ids.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, cast
 
 import msgspec
-import redis
-from aiokafka.partitioner import DefaultPartitioner
 
-from feature_store.redis_store import RedisFeatureStore
+from schemas import ChurnRiskChanged, DeadLetter, topics
 from scoring.artifact import Model
-from scoring.pipeline import InputMessage, Scorer
+from scoring.merge import InputMessage
+from scoring.pipeline import Scorer
+from scoring.runner import BatchRunner
+from scoring.store import MemoryStore
+from stream_app.partitioning import partition_of
 
 
 class _Line(msgspec.Struct):
     topic: str
     key: str | None
-    value: msgspec.Raw
+    value: msgspec.Raw  # null: a tombstone
 
 
 def messages(path: Path, partitions: int) -> Iterator[InputMessage]:
     """The file's lines as the messages Kafka would deliver."""
-    choose = DefaultPartitioner()
-    all_partitions = list(range(partitions))
     offsets: dict[tuple[str, int], int] = {}
     decoder = msgspec.json.Decoder(_Line)
     with _open(path) as lines:
@@ -46,15 +47,35 @@ def messages(path: Path, partitions: int) -> Iterator[InputMessage]:
             except msgspec.DecodeError as err:
                 raise SystemExit(f"{path}:{number}: not a replay line ({err})") from err
             key = None if record.key is None else record.key.encode()
-            partition = choose(key, all_partitions, all_partitions) if key else 0
+            partition = partition_of(key, partitions) if key else 0
             offset = offsets.get((record.topic, partition), 0)
             offsets[(record.topic, partition)] = offset + 1
-            yield InputMessage(record.topic, partition, offset, key, bytes(record.value))
+            raw = bytes(record.value)
+            value = None if raw == b"null" else raw
+            yield InputMessage(record.topic, partition, offset, key, value)
+
+
+class FileSink:
+    """Writes each change as a JSON line; dead letters go to stderr."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.changes = 0
+        self.dead_letters = 0
+
+    async def publish(
+        self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
+    ) -> None:
+        for change in changes:
+            self.out.write(msgspec.json.encode(change) + b"\n")
+        for letter in dead_letters:
+            print(f"dead letter: {letter.topic}@{letter.offset}: {letter.reason}", file=sys.stderr)
+        self.changes += len(changes)
+        self.dead_letters += len(dead_letters)
 
 
 def replay(
     path: Path,
-    client: redis.Redis,
     model: Model,
     out: IO[bytes],
     partitions: int,
@@ -62,39 +83,41 @@ def replay(
     margin: float,
     actions: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, int]:
-    """Run the core over `path`, writing each risk change to `out` as a JSON line."""
-    store = RedisFeatureStore(client, namespace=f"replay-{uuid.uuid4().hex[:8]}")
-    scorer = Scorer(store, lambda: model, margin=margin, actions=actions)
-    counts = {"messages": 0, "changes": 0, "dead_letters": 0}
-    batch: list[InputMessage] = []
-    try:
+    """Run the batch runner over `path`, writing each risk change to `out`."""
+    sink = FileSink(out)
+    runner = BatchRunner(
+        MemoryStore(),
+        Scorer(lambda: model, margin=margin, actions=actions),
+        sink,
+        topics.INPUT_TOPICS,
+    )
+    for partition in range(partitions):
+        runner.assign(partition)
+    count = 0
+
+    async def run() -> None:
+        nonlocal count
+        finished = False
+
+        def behind(topic: str, partition: int) -> bool:
+            return not finished  # until the end of the file, more may come
+
+        batch: list[InputMessage] = []
         for message in messages(path, partitions):
             batch.append(message)
             if len(batch) >= batch_size:
-                _process(scorer, batch, out, counts)
+                count += len(batch)
+                runner.add(batch)
                 batch = []
-        _process(scorer, batch, out, counts)
-    finally:
-        keys = list(client.scan_iter(match=f"{store.namespace}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
-    return counts
+                await runner.step(behind)
+        count += len(batch)
+        runner.add(batch)
+        finished = True
+        while runner.buffered():
+            await runner.step(behind)
 
-
-def _process(
-    scorer: Scorer, batch: list[InputMessage], out: IO[bytes], counts: dict[str, int]
-) -> None:
-    if not batch:
-        return
-    outcome = scorer.process(batch)
-    for change in outcome.changes:
-        out.write(msgspec.json.encode(change) + b"\n")
-    for letter in outcome.dead_letters:
-        print(f"dead letter: {letter.topic}@{letter.offset}: {letter.reason}", file=sys.stderr)
-    scorer.commit(outcome)
-    counts["messages"] += len(batch)
-    counts["changes"] += len(outcome.changes)
-    counts["dead_letters"] += len(outcome.dead_letters)
+    asyncio.run(run())
+    return {"messages": count, "changes": sink.changes, "dead_letters": sink.dead_letters}
 
 
 def _open(path: Path) -> IO[bytes]:

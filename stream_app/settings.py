@@ -25,6 +25,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -102,6 +109,18 @@ OPTIONS: dict[str, Option] = {
     "batch_wait_ms": Option(
         "CHURN_BATCH_WAIT_MS", "10", _positive_int, "longest wait to fill a batch"
     ),
+    "max_idle_ms": Option(
+        "CHURN_MAX_IDLE_MS",
+        "50",
+        _non_negative_int,
+        "longest a caught-up input holds the others back (event-time order at the live edge)",
+    ),
+    "session_timeout_seconds": Option(
+        "CHURN_SESSION_TIMEOUT_SECONDS",
+        "30",
+        _positive_int,
+        "a worker silent this long loses its partitions to the others",
+    ),
     "hysteresis": Option(
         "CHURN_HYSTERESIS", "0.05", _fraction, "margin below a cut-off before a risk drops"
     ),
@@ -135,6 +154,8 @@ class Settings:
     models_dir: Path
     batch_size: int
     batch_wait_ms: int
+    max_idle_ms: int
+    session_timeout_seconds: int
     hysteresis: float
     partitions: int
     topic_prefix: str

@@ -1,10 +1,13 @@
-"""The Faust adapter: feeds Kafka batches to the scoring core and publishes results.
+"""The Faust adapter: feeds Kafka's messages to the batch runner and acknowledges them
+once the runner has committed them.
 
-Per batch, in this order: process (Redis updates, scoring), publish the changes and
-dead letters and wait until Kafka has them, record the published categories, and
-only then let Faust acknowledge the input offsets. Faust's `take_events` acks the
-batch even when the body raises (faust #606), so the body never raises: Redis and
-Kafka errors are retried, anything else stops the process before the ack.
+Faust's `take_events` acknowledges a batch in a `finally`, even when the body raised
+or the worker is being stopped (faust #606), so the agent takes with `noack_take`
+and acknowledges each message itself, only once the state store holds what it
+produced. Faust's committed offsets therefore never pass the store's recorded ones:
+a message not yet committed (held back by the merge, or in a batch that failed) is
+read again after a restart and skipped if it was done. Should the store have lost
+writes, the input behind them is read again from the log (`stream_app.log_reader`).
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ import logging
 import os
 import tempfile
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import faust
-import msgspec
 import redis
 import uvloop
 from aiokafka.errors import KafkaError
@@ -28,14 +31,18 @@ from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from feature_store.definitions import EVENT_TIME_FIELD, FEATURE_NAMES, feature_matrix
+from feature_store.definitions import FEATURE_NAMES, feature_matrix
 from feature_store.online import base_columns
-from feature_store.redis_store import RedisFeatureStore
+from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.artifact import Model, ServedModel
-from scoring.pipeline import BatchOutcome, InputMessage, Scorer
+from scoring.merge import InputMessage
+from scoring.pipeline import Scorer
+from scoring.runner import BatchRunner, StepReport
 from stream_app import metrics
-from stream_app.publisher import Publisher, PublishError
+from stream_app.log_reader import LogReader
+from stream_app.partitioning import partition_of
+from stream_app.publisher import Publisher
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,9 +51,9 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 TRANSIENT_ERRORS = (
     redis.ConnectionError,
     redis.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
     KafkaError,
-    PublishError,
-    BufferError,  # the producer's queue is full: retry once it has drained
     asyncio.TimeoutError,
 )
 
@@ -71,6 +78,11 @@ def faust_app(settings: Settings, **extra: Any) -> faust.App:
         topic_partitions=settings.partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Held-back messages stay unacknowledged on purpose; a rebalance or a stop
+        # must not wait for them.
+        stream_wait_empty=False,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
         web_host="127.0.0.1",
         web_port=settings.web_port,
         web_in_thread=False,
@@ -81,100 +93,147 @@ def faust_app(settings: Settings, **extra: Any) -> faust.App:
 def build_app(
     settings: Settings,
     model: Model,
-    redis_client: redis.Redis,
+    redis_client: redis.Redis | redis.RedisCluster,
+    partitions: int,
     actions: dict[str, tuple[str, ...]] | None = None,
 ) -> faust.App:
-    """The Faust app with its agent and web views, wired to the scoring core."""
+    """The Faust app with its agent and web views, wired to the batch runner."""
     app = faust_app(settings)
     prefix = settings.topic_prefix
-    store = RedisFeatureStore(redis_client, settings.redis_namespace)
+    kafka_config: dict[str, object] = {"bootstrap.servers": settings.kafka_bootstrap_servers}
+    store = RedisStateStore(redis_client, settings.redis_namespace)
     served = ServedModel(settings.models_dir, model)
-    scorer = Scorer(store, served, margin=settings.hysteresis, actions=actions)
+    reader = LogReader(kafka_config, settings.app_id, prefix)
+    runner = BatchRunner(
+        store,
+        Scorer(served, margin=settings.hysteresis, actions=actions),
+        Publisher({**kafka_config, "client.id": settings.app_id}, prefix),
+        topics.INPUT_TOPICS,
+        idle=settings.max_idle_ms / 1000,
+        transient=TRANSIENT_ERRORS,
+        reread=reader.reread,
+    )
     metrics.MODEL.info({"version": model.version})
+    input_names = {topics.qualified(name, prefix): name for name in topics.INPUT_TOPICS}
+    inputs = app.topic(*input_names)
+    # Faust events delivered but not yet acknowledged, per topic-partition, in order.
+    pending: dict[TP, deque[EventT]] = {}
+    lock = asyncio.Lock()  # one step at a time: the agent's, or the idle timer's
 
-    inputs = app.topic(*(topics.qualified(name, prefix) for name in topics.INPUT_TOPICS))
-    churn_risk = topics.qualified(topics.CHURN_RISK, prefix)
-    churn_risk_high = topics.qualified(topics.CHURN_RISK_HIGH, prefix)
-    dead_letter = topics.qualified(topics.DEAD_LETTER, prefix)
-    publisher = Publisher(settings.kafka_bootstrap_servers, client_id=settings.app_id)
+    def behind(topic: str, partition: int) -> bool:
+        """That topic-partition has messages unread: in Kafka, or in Faust's buffers.
+        Unknown counts as behind: holding back only delays, releasing too early
+        could change the order."""
+        task = runner.tasks.get(partition)
+        highwater = app.consumer.highwater(TP(topics.qualified(topic, prefix), partition))
+        if task is None or highwater is None:
+            return True
+        read = max(task.merger.last_offset.get(topic, -1), task.offsets.get(topic, -1))
+        return read + 1 < highwater
 
-    async def publish(outcome: BatchOutcome) -> None:
-        """Durable in Kafka before the categories are recorded and the input acked."""
-        messages: list[tuple[str, bytes | None, bytes]] = []
-        for change in outcome.changes:
-            key, value = change.customer_id.encode(), msgspec.json.encode(change)
-            messages.append((churn_risk, key, value))
-            if change.risk == "HIGH":
-                messages.append((churn_risk_high, key, value))
-        for letter in outcome.dead_letters:
-            raw_key = None if letter.key is None else letter.key.encode()
-            messages.append((dead_letter, raw_key, msgspec.json.encode(letter)))
-        await publisher.publish(messages)
-
-    # Per input topic-partition with event times: the next offset to process.
-    next_offsets: dict[TP, int] = {}
-    event_time_topics = {topics.qualified(name, prefix) for name in EVENT_TIME_FIELD}
-
-    def forget_positions(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        revoked: set[TP] = args[0]  # another worker may have moved them on
-        for tp in revoked:
-            next_offsets.pop(tp, None)
-
-    app.on_partitions_revoked.connect(forget_positions)
-
-    def lagging_partitions(events: Sequence[EventT]) -> set[tuple[str, int]]:
-        """The event-time topic-partitions with messages still unread after `events`:
-        they hold their partition's watermark back (see `scoring.pipeline.Watermarks`)."""
-        for event in events:
-            next_offsets[event.message.tp] = event.message.offset + 1
-        # For a partition with nothing processed since it was assigned: where the
-        # group resumes it (Faust's record of the committed offsets it sought to on
-        # assignment; it has no public accessor). None for a new group.
-        committed = getattr(app.consumer, "_committed_offset", {})
-        lagging = set()
-        for tp in app.consumer.assignment():
-            if tp.topic not in event_time_topics:
+    async def acknowledge(report: StepReport | None) -> None:
+        """Ack every pending event whose partition has committed past it; drop the
+        events of partitions this worker no longer owns, unacknowledged."""
+        for tp, events in pending.items():
+            task = runner.tasks.get(tp.partition)
+            if task is None:
+                events.clear()
                 continue
-            highwater = app.consumer.highwater(tp)
-            next_offset = next_offsets.get(tp, committed.get(tp))
-            # Unknown counts as behind: holding a watermark back only delays rescores,
-            # while moving it too early publishes false changes.
-            if highwater is None or (highwater > 0 and (next_offset or 0) < highwater):
-                lagging.add((tp.topic.removeprefix(prefix), tp.partition))
-        return lagging
+            committed = task.offsets.get(input_names[tp.topic], -1)
+            while events and events[0].message.offset <= committed:
+                events.popleft().ack()
+        if report is not None:
+            _observe(report)
 
-    async def handle(events: Sequence[EventT]) -> None:
-        messages = [_input_message(event, prefix) for event in events]
-        lagging = lagging_partitions(events)
-        delay = 0.1
-        while True:
-            try:
-                started = time.perf_counter()
-                outcome = scorer.process(messages, lagging)
-                await publish(outcome)
-                scorer.commit(outcome)
-                _observe(outcome, messages, time.perf_counter() - started)
-                _observe_lag(app, events)
-                return
-            except TRANSIENT_ERRORS as err:
-                metrics.RETRIES.inc()
-                log.warning("batch failed (%r); retrying in %.1fs", err, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except Exception:
-                # An ack now would lose the batch: stop hard, Kafka redelivers it.
-                log.exception("unexpected error; stopping without acknowledging the batch")
-                logging.shutdown()
-                os._exit(70)
+    async def step() -> None:
+        started = time.perf_counter()
+        report = await runner.step(behind)
+        await acknowledge(report)
+        if report.outcomes:
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def score_customers(stream: StreamT) -> AsyncIterator[None]:
         wait = settings.batch_wait_ms / 1000
-        async for events in cast(Stream, stream).take_events(settings.batch_size, within=wait):
-            await handle(events)
+        async for events in cast(Stream, stream).noack_take(settings.batch_size, within=wait):
+            async with lock:
+                messages = []
+                for event in cast(Sequence[EventT], events):
+                    message = event.message
+                    pending.setdefault(message.tp, deque()).append(event)
+                    messages.append(_input_message(message, input_names))
+                    partition = message.partition
+                    if partition not in runner.tasks and partition not in runner.fenced:
+                        await claim(partition)  # before the rebalance signal got to it
+                metrics.BATCH_SIZE.observe(len(messages))
+                metrics.EVENTS.labels("redelivered").inc(runner.add(messages))
+                try:
+                    await step()
+                except asyncio.CancelledError:
+                    raise  # stopping: what was not committed stays unacknowledged
+                except Exception:
+                    # Unknown state: stop without acknowledging, Kafka redelivers.
+                    log.exception("unexpected error; stopping without acknowledging the batch")
+                    logging.shutdown()
+                    os._exit(70)
+            _observe_lag(app, pending)
             yield None
 
     app.agent(inputs, name="score-customers", concurrency=1)(score_customers)
 
+    @app.timer(interval=max(settings.max_idle_ms / 1000, 0.05))
+    async def release_held_back() -> None:
+        """Messages held back for a caught-up topic-partition are released once the
+        idle time has passed, even if nothing else arrives."""
+        if runner.buffered() and not lock.locked():
+            async with lock:
+                await step()
+
+    async def claim(partition: int) -> None:
+        """Take a partition over; resume it from the offsets its state records,
+        reading again from the log what the group committed past them."""
+        claim = runner.assign(partition)
+        loop = asyncio.get_running_loop()
+        committed = await loop.run_in_executor(
+            None, reader.committed, [(t, partition) for t in topics.INPUT_TOPICS]
+        )
+        for (topic, _), next_offset in committed.items():
+            start = claim.offsets.get(topic, -1) + 1
+            if next_offset > start:
+                log.warning(
+                    "%s-%d: the group committed %d but the state holds %d: reading again",
+                    topic,
+                    partition,
+                    next_offset,
+                    start,
+                )
+                metrics.REREADS.inc()
+                runner.add(
+                    await loop.run_in_executor(
+                        None, reader.read, topic, partition, start, next_offset - 1
+                    )
+                )
+        log.info("claimed partition %d (epoch %d)", partition, claim.epoch)
+        metrics.OWNED_PARTITIONS.set(len(runner.tasks))
+
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned: set[TP] = args[0]
+        owned = {tp.partition for tp in assigned if tp.topic in input_names}
+        for partition in set(runner.tasks) - owned:
+            runner.revoke(partition)
+        for partition in sorted(owned - set(runner.tasks)):
+            await claim(partition)
+
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0]
+        for partition in {tp.partition for tp in revoked if tp.topic in input_names}:
+            runner.revoke(partition)
+        for tp in revoked:
+            pending.pop(tp, None)
+
+    app.on_partitions_assigned.connect(on_assigned)
+    app.on_partitions_revoked.connect(on_revoked)
+
+    @app.timer(interval=settings.model_poll_seconds)
     async def reload_model() -> None:
         change = served.refresh()
         if change is None:
@@ -186,8 +245,6 @@ def build_app(
             log.info(message)
         else:
             log.error(message)
-
-    app.timer(interval=settings.model_poll_seconds)(reload_model)
 
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -201,15 +258,18 @@ def build_app(
 
     class Customer(View):
         async def get(self, request: Request, customer_id: str) -> Response:
-            state = store.read([customer_id]).get(customer_id)
+            partition = partition_of(customer_id, partitions)
+            state = store.read(partition, [customer_id]).get(customer_id)
             if state is None or state.seen is None:
                 return self.json({"error": f"unknown customer {customer_id}"}, status=404)
             current = served()
-            features = feature_matrix(base_columns([state], [state.seen]), current.feature_params)
+            # As of the last instant scored: the probability behind the category.
+            as_of = max(state.seen, state.scored_to or state.seen)
+            features = feature_matrix(base_columns([state], [as_of]), current.feature_params)
             return self.json(
                 {
                     "customer_id": customer_id,
-                    "as_of": state.seen,
+                    "as_of": as_of,
                     "features": _json_floats(dict(zip(FEATURE_NAMES, features[0], strict=True))),
                     "probability": float(current.predict(features)[0]),
                     "risk": state.risk,
@@ -223,42 +283,40 @@ def build_app(
     return app
 
 
-def _input_message(event: EventT, prefix: str) -> InputMessage:
-    message = event.message
+def _input_message(message: Any, input_names: dict[str, str]) -> InputMessage:
     return InputMessage(
-        topic=message.topic.removeprefix(prefix),  # the core speaks logical topic names
+        topic=input_names[message.topic],  # the core speaks logical topic names
         partition=message.partition,
         offset=message.offset,
         key=message.key,
-        value=message.value or b"",  # a tombstone is dead-lettered as malformed
+        value=message.value,
     )
 
 
-def _observe(outcome: BatchOutcome, messages: Sequence[InputMessage], seconds: float) -> None:
-    metrics.BATCH_SECONDS.observe(seconds)
-    metrics.BATCH_SIZE.observe(len(messages))
-    metrics.SCORED.inc(outcome.scored)
-    metrics.EVENTS.labels("dead_letter").inc(len(outcome.dead_letters))
-    metrics.EVENTS.labels("redelivered").inc(outcome.already_published)
-    if outcome.applied is not None:
-        for name, count in outcome.applied.counts.items():
+def _observe(report: StepReport) -> None:
+    metrics.FENCED.inc(len(report.fenced))
+    metrics.DIVERGED.inc(len(report.diverged))
+    metrics.RETRIES.inc(report.retries)
+    for outcome in report.outcomes:
+        metrics.SCORED.inc(outcome.scored)
+        for name, count in outcome.counts.items():
             metrics.EVENTS.labels(name).inc(count)
-        seen = [s.seen for s in outcome.applied.states if s.seen is not None]
-        if seen:
-            metrics.EVENT_TIME_WATERMARK.set(max(seen))
-    for change in outcome.changes:
-        metrics.RISK_CHANGES.labels(change.previous_risk or "NONE", change.risk).inc()
-
-
-def _observe_lag(app: faust.App, events: Sequence[EventT]) -> None:
-    last: dict[Any, int] = {}
-    for event in events:
-        last[event.message.tp] = event.message.offset
-    for tp, offset in last.items():
-        highwater = app.consumer.highwater(tp)
-        if highwater is not None:
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(highwater - offset - 1)
+        if outcome.stream_time is not None:
+            metrics.STREAM_TIME.labels(str(outcome.partition)).set(outcome.stream_time)
+        for change in outcome.changes:
+            metrics.RISK_CHANGES.labels(change.previous_risk or "NONE", change.risk).inc()
 
 
 def _json_floats(values: dict[str, Any]) -> dict[str, float | None]:
     return {k: None if v != v else float(v) for k, v in values.items()}  # NaN -> null
+
+
+def _observe_lag(app: faust.App, pending: dict[TP, deque[EventT]]) -> None:
+    for tp, events in pending.items():
+        highwater = app.consumer.highwater(tp)
+        if highwater is not None and events:
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
+                highwater - events[0].message.offset
+            )
+        elif highwater is not None:
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(0)

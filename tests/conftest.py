@@ -104,6 +104,8 @@ def worker_env(
         "CHURN_REDIS_NAMESPACE": namespace,
         "CHURN_MODELS_DIR": str(recency_models_dir),
         "CHURN_BATCH_WAIT_MS": "20",
+        # A killed worker's partitions move on after 6 s (the broker's minimum).
+        "CHURN_SESSION_TIMEOUT_SECONDS": "6",
     }
 
 
@@ -113,3 +115,22 @@ def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
     process = Worker(worker_env, tmp_path / "worker.log")
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    url = os.environ.get("REDIS_CLUSTER_URL", "redis://127.0.0.1:7001/0")
+    try:
+        client = redis.RedisCluster.from_url(url, decode_responses=True)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    # RedisClusterException (e.g. no reachable node, or cluster mode off) is not a RedisError.
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as err:
+        pytest.fail(
+            f"Redis Cluster is not reachable at {url} ({err}): {HOW_TO_START} "
+            "or set REDIS_CLUSTER_URL",
+            pytrace=False,
+        )
+    return url

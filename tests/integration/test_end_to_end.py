@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from feature_store.definitions import FEATURE_NAMES
-from feature_store.redis_store import RedisFeatureStore
+from feature_store.redis_store import RedisStateStore
 from schemas import Customer, Order, SupportTicket, schema_path, topics
+from stream_app.partitioning import partition_of
 from tests.support import Worker, consume, encode, produce
 
 pytestmark = pytest.mark.integration
@@ -162,10 +163,8 @@ def test_known_history_yields_expected_risk_changes_features_and_dead_letters(
     assert set(lookup["features"]) == set(FEATURE_NAMES)
 
     # The same numbers straight from Redis.
-    store = RedisFeatureStore(
-        redis.Redis.from_url(redis_url, decode_responses=True), worker_env["CHURN_REDIS_NAMESPACE"]
-    )
-    state = store.read(["A"])["A"]
+    store = RedisStateStore(redis.Redis.from_url(redis_url), worker_env["CHURN_REDIS_NAMESPACE"])
+    state = store.read(partition_of("A", 4), ["A"])["A"]
     assert state.totals["o"] == 3
     assert state.totals["s"] == 9250  # cents
     assert state.risk == "LOW" and state.risk_seq == 2

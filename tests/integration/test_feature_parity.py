@@ -1,4 +1,5 @@
-"""Online (real Redis) and offline (pandas) features agree, for any history.
+"""Online (the batch runner, state kept in real Redis) and offline (pandas) features
+agree, for any history.
 
 Hypothesis draws histories with out-of-order arrival, Kafka redeliveries and
 producer duplicates; both paths must give every feature the same value as of the
@@ -6,10 +7,12 @@ same instant: counts exactly, floats to 1e-9 relative."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,9 +22,12 @@ from hypothesis import strategies as st
 
 from feature_store.definitions import FEATURE_NAMES, FeatureParams, feature_matrix
 from feature_store.offline import History, features_as_of
-from feature_store.online import Position, base_columns, update_for
-from feature_store.redis_store import RedisFeatureStore
+from feature_store.online import base_columns
+from feature_store.redis_store import RedisStateStore
 from schemas import Customer, Order, SupportTicket, topics
+from scoring.artifact import Model, load_model
+from scoring.merge import InputMessage
+from tests.core import RecordingSink, make_runner
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +83,7 @@ profiles = st.builds(
 
 
 @st.composite
-def deliveries(draw: st.DrawFn) -> tuple[list[tuple[str, Any]], list[tuple[Position, str, Any]]]:
+def deliveries(draw: st.DrawFn) -> tuple[list[tuple[str, Any]], list[InputMessage]]:
     """(unique source events, what Kafka delivers: with reorderings and repeats)."""
     events = draw(st.lists(st.one_of(orders, tickets, profiles), min_size=1, max_size=60))
     # Arrival order: event time plus a random delay, so events arrive out of order.
@@ -101,12 +107,13 @@ def deliveries(draw: st.DrawFn) -> tuple[list[tuple[str, Any]], list[tuple[Posit
         if sent[i][0] != topics.CUSTOMERS:
             sent.insert(i + 1, sent[i])
     offsets: dict[tuple[str, int], int] = {}
-    delivered: list[tuple[Position, str, Any]] = []
+    delivered: list[InputMessage] = []
     for topic, event in sent:
         partition = int(event.customer_id[1:]) % 2
         offset = offsets.get((topic, partition), 0)
         offsets[(topic, partition)] = offset + 1
-        delivered.append((Position(topic, partition, offset), topic, event))
+        key = event.customer_id.encode()
+        delivered.append(InputMessage(topic, partition, offset, key, msgspec.json.encode(event)))
     # Kafka redelivers some stretches (a crash or rebalance before the commit).
     for start in draw(st.lists(st.integers(0, len(delivered) - 1), max_size=3)):
         delivered.extend(delivered[start : start + 5])
@@ -121,6 +128,11 @@ def _event_time(topic: str, event: Any) -> datetime:
     return event.order_ts if topic == topics.ORDERS else event.created_ts
 
 
+@pytest.fixture(scope="module")
+def model(recency_models_dir: Any) -> Model:
+    return load_model(recency_models_dir)
+
+
 @settings(
     max_examples=60,
     deadline=None,
@@ -129,18 +141,27 @@ def _event_time(topic: str, event: Any) -> datetime:
 @given(data=deliveries(), batch_size=st.integers(1, 20), later_days=st.integers(0, 100))
 def test_online_and_offline_features_agree(
     redis_url: str,
-    data: tuple[list[tuple[str, Any]], list[Any]],
+    model: Model,
+    data: tuple[list[tuple[str, Any]], list[InputMessage]],
     batch_size: int,
     later_days: int,
 ) -> None:
     unique_events, delivered = data
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    store = RedisFeatureStore(client, namespace=f"parity-{uuid.uuid4().hex[:8]}")
+    client = redis.Redis.from_url(redis_url)
+    store = RedisStateStore(client, namespace=f"parity-{uuid.uuid4().hex[:8]}")
     try:
-        updates = [update_for(t, e, position) for position, t, e in delivered]
-        for start in range(0, len(updates), batch_size):
-            store.apply(updates[start : start + batch_size])
-        states = [s for s in store.read(["C1", "C2", "C3"]).values() if s.seen is not None]
+        runner = make_runner(store, model, RecordingSink())
+        for start in range(0, len(delivered), batch_size):
+            runner.add(delivered[start : start + batch_size])
+            asyncio.run(runner.step(lambda topic, partition: True))
+        while runner.buffered():
+            asyncio.run(runner.step(lambda topic, partition: False))
+        states = [
+            s
+            for partition in (0, 1)
+            for s in store.read(partition, [c for c in ("C1", "C2", "C3")]).values()
+            if s.seen is not None and int(s.customer_id[1:]) % 2 == partition
+        ]
         if not states:
             return
         # As of each customer's latest event, and as of a later instant (inactivity).
@@ -161,6 +182,4 @@ def test_online_and_offline_features_agree(
                     err_msg=f"{name} differs online vs offline",
                 )
     finally:
-        keys = list(client.scan_iter(match=f"{store.namespace}:*"))
-        if keys:
-            client.delete(*keys)
+        store.delete_namespace()

@@ -1,0 +1,38 @@
+"""The Redis key layout, in one place.
+
+Every key of a partition carries the partition's hash tag, `{<namespace>:p<N>}`, so
+all of them sit in one Redis Cluster slot: a partition's commit, which touches its
+customers, its schedule and its offsets at once, is then one atomic script on one
+node, and the store scales out with the partitions (each slot, hence each partition,
+can live on any node).
+
+    {churn:p3}:meta        hash: epoch, off:<topic>, st (stream time), flight
+    {churn:p3}:idle        sorted set: customer -> next inactivity rescore (epoch s)
+    {churn:p3}:c:<id>      string: the customer's state (MessagePack)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str
+
+    def tag(self, partition: int) -> str:
+        return f"{{{self.namespace}:p{partition}}}"
+
+    def meta(self, partition: int) -> str:
+        return f"{self.tag(partition)}:meta"
+
+    def idle(self, partition: int) -> str:
+        return f"{self.tag(partition)}:idle"
+
+    def customer(self, partition: int, customer_id: str) -> str:
+        return f"{self.tag(partition)}:c:{customer_id}"
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of the namespace."""
+        return f"{{{self.namespace}:p*"

@@ -1,0 +1,303 @@
+"""The batch runner: read, compute, publish, commit, in that order, per batch.
+
+One runner serves the Faust worker and `replay` alike. Per batch, for the partitions
+that have events to release (`scoring.merge`):
+
+1. read the pre-batch state of every customer involved, and of every customer due
+   for an inactivity rescore, in one round trip;
+2. apply the events and score in Python (`scoring.pipeline`);
+3. record, fenced by the partition's epoch, which offsets the batch ends at, so a
+   new owner processes exactly this batch first should this one stop here;
+4. publish the outputs and wait until they are durable;
+5. commit, atomically per partition and fenced by its epoch: the new customer
+   states, the inactivity schedule, the offsets and the stream time.
+
+Nothing is written to the state before the outputs are durable, so a batch processed
+again after any failure reads the same state, releases the same events in the same
+order, and publishes the same changes with the same ids. A transient error retries
+the step that failed, never the ones before it. A partition claimed by another
+worker since is fenced: its batch is dropped, unacknowledged. A store that lost
+writes (diverged) is read again from its recorded offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from schemas import ChurnRiskChanged, DeadLetter
+from scoring.merge import Decoded, InputMessage, PartitionMerger
+from scoring.pipeline import PartitionOutcome, Scorer, decode
+from scoring.store import Begin, Claim, Commit, StateStore, Verdict
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Sink(Protocol):
+    async def publish(
+        self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
+    ) -> None:
+        """Return once every output is durable; raise a transient error otherwise
+        (a retry must not send again what is already sent or still queued)."""
+        ...
+
+
+# Reads a topic-partition's messages from an offset through another, from the log
+# itself: the way back when the store lost writes the consumer had moved past.
+Reread = Callable[[str, int, int, int], Awaitable[list[InputMessage]]]
+
+
+def _behind(behind: Callable[[str, int], bool], partition: int, topic: str) -> bool:
+    return behind(topic, partition)
+
+
+@dataclass
+class Task:
+    """A partition this runner owns: its claim and its not yet released input."""
+
+    claim: Claim
+    merger: PartitionMerger
+    offsets: dict[str, int]  # committed so far
+    stream_time: float | None
+
+
+@dataclass
+class StepReport:
+    """What one step did, for acknowledgements and metrics."""
+
+    outcomes: list[PartitionOutcome] = field(default_factory=list)
+    # Last offset per (topic, partition) whose processing is committed: everything at
+    # or below it may be acknowledged to Kafka.
+    done: dict[tuple[str, int], int] = field(default_factory=dict)
+    fenced: list[int] = field(default_factory=list)
+    diverged: list[int] = field(default_factory=list)
+    skipped: int = 0  # redelivered messages already committed
+    retries: int = 0
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        store: StateStore,
+        scorer: Scorer,
+        sink: Sink,
+        topics: Sequence[str],
+        idle: float = 0.0,
+        transient: tuple[type[BaseException], ...] = (),
+        reread: Reread | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.scorer = scorer
+        self.sink = sink
+        self.topics = tuple(topics)  # the input topics, in tie-break rank
+        self.idle = idle
+        self.transient = transient
+        self.reread = reread
+        self.monotonic = monotonic
+        self.tasks: dict[int, Task] = {}
+        self.fenced: set[int] = set()
+
+    # --- ownership -------------------------------------------------------------
+
+    def assign(self, partition: int) -> Claim:
+        """Take a partition over: a new epoch; resume after its recorded offsets."""
+        claim = self.store.claim(partition)
+        merger = PartitionMerger(self.topics, self.idle)
+        merger.skip_through(claim.offsets)
+        if claim.in_flight and any(
+            o > claim.offsets.get(t, -1) for t, o in claim.in_flight.items()
+        ):
+            merger.replay_through = {
+                t: o for t, o in claim.in_flight.items() if o > claim.offsets.get(t, -1)
+            }
+            log.info(
+                "partition %d: resuming the batch in flight through %s",
+                partition,
+                merger.replay_through,
+            )
+        self.tasks[partition] = Task(claim, merger, dict(claim.offsets), claim.stream_time)
+        self.fenced.discard(partition)
+        return claim
+
+    def revoke(self, partition: int) -> None:
+        self.tasks.pop(partition, None)
+        self.fenced.discard(partition)
+
+    # --- input -------------------------------------------------------------------
+
+    def add(self, messages: Iterable[InputMessage]) -> int:
+        """Buffer delivered messages; returns how many were redeliveries of messages
+        already committed (or, for a partition not owned, are left alone)."""
+        skipped = 0
+        for message in messages:
+            task = self.tasks.get(message.partition)
+            if task is None:
+                continue
+            if message.offset <= task.offsets.get(message.topic, -1):
+                skipped += 1
+                continue
+            if not task.merger.add(decode(message)):
+                skipped += 1
+        return skipped
+
+    def buffered(self) -> int:
+        return sum(len(task.merger) for task in self.tasks.values())
+
+    # --- one step ---------------------------------------------------------------
+
+    async def step(self, behind: Callable[[str, int], bool]) -> StepReport:
+        """Process what can be released now. `behind(topic, partition)`: that
+        topic-partition still has messages unread in Kafka."""
+        report = StepReport()
+        now = self.monotonic()
+        released: dict[int, list[Decoded]] = {}
+        for partition, task in self.tasks.items():
+            batch = task.merger.release(now, functools.partial(_behind, behind, partition))
+            if batch:
+                released[partition] = batch
+        if not released:
+            return report
+
+        owned = {p: self.tasks[p] for p in released}
+        wanted = {}
+        for partition, batch in released.items():
+            times = [d.time for d in batch if not math.isinf(d.time)]
+            stream_time = owned[partition].stream_time
+            if times:
+                stream_time = max(times) if stream_time is None else max(stream_time, *times)
+            customers = {d.event.customer_id for d in batch if d.event is not None}  # type: ignore[attr-defined]
+            wanted[partition] = (customers, stream_time)
+        loaded = await self._retry(lambda: self.store.load(wanted), report)
+        outcomes = {
+            p: self.scorer.process(p, batch, *loaded[p], owned[p].stream_time)
+            for p, batch in released.items()
+        }
+
+        begins = [
+            Begin(p, owned[p].claim.epoch, self._previous(owned[p], o), o.offsets)
+            for p, o in outcomes.items()
+        ]
+        verdicts = await self._retry(lambda: self.store.begin(begins), report)
+        outcomes = await self._settle(outcomes, owned, released, verdicts, report)
+        changes = [c for o in outcomes.values() for c in o.changes]
+        letters = [d for o in outcomes.values() for d in o.dead_letters]
+        await self._publish(changes, letters, report)
+
+        commits = [
+            Commit(
+                p,
+                owned[p].claim.epoch,
+                self._previous(owned[p], o),
+                o.offsets,
+                o.stream_time,
+                list(o.states.values()),
+                o.schedule,
+            )
+            for p, o in outcomes.items()
+        ]
+        verdicts = await self._retry(lambda: self.store.commit(commits), report)
+        outcomes = await self._settle(outcomes, owned, released, verdicts, report)
+        for partition, outcome in outcomes.items():
+            task = owned[partition]
+            task.offsets.update(outcome.offsets)
+            task.stream_time = outcome.stream_time
+            for topic, offset in outcome.offsets.items():
+                report.done[(topic, partition)] = offset
+            report.outcomes.append(outcome)
+        return report
+
+    @staticmethod
+    def _previous(task: Task, outcome: PartitionOutcome) -> dict[str, int]:
+        return {topic: task.offsets.get(topic, -1) for topic in outcome.offsets}
+
+    async def _settle(
+        self,
+        outcomes: dict[int, PartitionOutcome],
+        owned: Mapping[int, Task],
+        released: Mapping[int, list[Decoded]],
+        verdicts: Mapping[int, Verdict],
+        report: StepReport,
+    ) -> dict[int, PartitionOutcome]:
+        """Keep the committed partitions; drop the fenced and those given up while the
+        batch was under way (a rebalance); read the diverged again."""
+        kept = {}
+        for partition, outcome in outcomes.items():
+            verdict = verdicts[partition]
+            if self.tasks.get(partition) is not owned[partition]:
+                continue  # revoked meanwhile: the new owner processes it again
+            if verdict == "committed":
+                kept[partition] = outcome
+            elif verdict == "fenced":
+                log.warning("partition %d was claimed by another worker: batch dropped", partition)
+                self.tasks.pop(partition, None)
+                self.fenced.add(partition)
+                report.fenced.append(partition)
+            else:
+                log.warning(
+                    "partition %d: the store lost writes; reading it again from its "
+                    "recorded offsets",
+                    partition,
+                )
+                await self._recover(partition, released[partition])
+                report.diverged.append(partition)
+        return kept
+
+    async def _recover(self, partition: int, batch: list[Decoded]) -> None:
+        """The store went back in time: take the partition again and read its input
+        again from the offsets it now holds, through everything seen so far."""
+        task = self.tasks[partition]
+        seen = dict(task.merger.last_offset)
+        for decoded in batch:
+            topic = decoded.message.topic
+            seen[topic] = max(seen.get(topic, -1), decoded.message.offset)
+        task.merger.drain()
+        claim = self.assign(partition)
+        if self.reread is None:
+            raise RuntimeError(
+                f"partition {partition}: the store lost writes and nothing can re-read"
+            )
+        merger = self.tasks[partition].merger
+        for topic, through in seen.items():
+            start = claim.offsets.get(topic, -1) + 1
+            if start <= through:
+                for message in await self.reread(topic, partition, start, through):
+                    merger.add(decode(message))
+
+    async def _retry(self, action: Callable[[], T], report: StepReport) -> T:
+        """Run `action` until it succeeds; transient errors are logged and retried
+        with backoff (capped at 5 s), anything else propagates."""
+        delay = 0.1
+        while True:
+            try:
+                return action()
+            except self.transient as err:
+                report.retries += 1
+                log.warning("transient error (%r); retrying in %.1fs", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _publish(
+        self,
+        changes: Sequence[ChurnRiskChanged],
+        letters: Sequence[DeadLetter],
+        report: StepReport,
+    ) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.sink.publish(changes, letters)
+                return
+            except self.transient as err:
+                report.retries += 1
+                log.warning("publishing failed (%r); retrying in %.1fs", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

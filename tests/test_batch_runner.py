@@ -1,0 +1,217 @@
+"""The batch runner's guarantees, on the in-memory store (no services): the changes
+published do not depend on how input is fetched and batched, and a batch processed
+again after a crash, a failed commit, a takeover or a store that lost writes
+publishes the same changes with the same ids."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from feature_store.online import CustomerState
+from schemas import Order, SupportTicket, topics
+from scoring.artifact import Model, load_model
+from scoring.store import MemoryStore
+from simulator.history import generate_history
+from tests.core import (
+    FakeKafka,
+    Log,
+    RecordingSink,
+    TransientError,
+    by_id,
+    drive,
+    logs_of,
+    make_runner,
+    partition_of,
+    replayed,
+    resume,
+)
+from tests.support import train_soft_model
+
+T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    models = tmp_path_factory.mktemp("models")
+    return load_model(train_soft_model(models, "recency_days", 5, 55, "soft-recency"))
+
+
+@pytest.fixture(scope="module")
+def logs() -> Log:
+    history = generate_history(150, seed=5, days=200)
+    return logs_of(list(history.events_in_time_order()))
+
+
+def all_states(store: MemoryStore) -> dict[str, CustomerState]:
+    return {
+        customer: state
+        for partition, kept in store.partitions.items()
+        for customer, state in store.read(partition, kept.states).items()
+    }
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_changes_do_not_depend_on_how_the_input_is_fetched_and_batched(
+    model: Model, logs: Log, seed: int
+) -> None:
+    expected = replayed(model, logs)
+    assert len(expected.changes) > 30
+    assert any(c.trigger.kind == "inactivity" for c in expected.changes)
+
+    sink, store = RecordingSink(), MemoryStore()
+    kafka = FakeKafka(logs, random.Random(seed))
+    drive(make_runner(store, model, sink, kafka), kafka)
+
+    assert by_id(sink.changes) == by_id(expected.changes)
+    assert len(sink.changes) == len(expected.changes)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_a_batch_processed_again_after_a_crash_before_its_commit_publishes_the_same_changes(
+    model: Model, logs: Log, seed: int
+) -> None:
+    rng = random.Random(seed)
+    expected = by_id(replayed(model, logs).changes)
+    sink, store = RecordingSink(), MemoryStore()
+    kafka = FakeKafka(logs, rng)
+    crashes = 0
+    while not kafka.done() or crashes == 0:
+        runner = make_runner(store, model, sink, kafka)  # a new worker takes over
+        resume(runner, kafka)
+        crash_at = rng.randint(1, 8)
+
+        class Crash(Exception):
+            pass
+
+        commit = store.commit
+
+        def crashing_commit(commits, _commit=commit, _runner=runner):  # type: ignore[no-untyped-def]
+            raise Crash
+
+        steps = 0
+        try:
+            while not kafka.done() or runner.buffered():
+                runner.add(kafka.fetch())
+                steps += 1
+                if steps == crash_at:
+                    store.commit = crashing_commit  # type: ignore[method-assign]
+                asyncio.run(runner.step(kafka.behind))
+        except Crash:
+            crashes += 1
+        finally:
+            store.commit = commit  # type: ignore[method-assign]
+    assert crashes >= 1
+    # Every id has one content, and together they are exactly the replay's.
+    assert by_id(sink.changes) == expected
+
+
+def test_a_commit_that_fails_once_after_publishing_is_retried_without_publishing_again(
+    model: Model, logs: Log
+) -> None:
+    expected = replayed(model, logs)
+    sink, store = RecordingSink(), MemoryStore()
+    kafka = FakeKafka(logs, random.Random(7))
+    commit, failures = store.commit, []
+
+    def failing_once(commits):  # type: ignore[no-untyped-def]
+        if not failures:
+            failures.append(1)
+            raise TransientError("connection reset")
+        return commit(commits)
+
+    store.commit = failing_once  # type: ignore[method-assign]
+    sink.fail = 2  # and the first two publishes fail
+    reports = drive(make_runner(store, model, sink, kafka), kafka)
+    assert failures and sum(r.retries for r in reports) >= 3
+    assert by_id(sink.changes) == by_id(expected.changes)
+    assert len(sink.changes) == len(expected.changes)  # nothing published twice
+
+
+def test_a_worker_that_lost_its_partition_cannot_commit_and_offsets_never_go_back(
+    model: Model, logs: Log
+) -> None:
+    store = MemoryStore()
+    kafka = FakeKafka(logs, random.Random(8))
+    old_sink, new_sink = RecordingSink(), RecordingSink()
+    old = make_runner(store, model, old_sink, kafka)
+    drive(old, kafka, steps=5)
+    recorded = {p: dict(store.partitions[p].offsets) for p in store.partitions}
+    new = make_runner(store, model, new_sink)  # claims every partition: a new epoch
+    fenced: list[int] = []
+    while not fenced:
+        assert not kafka.done(), "the old worker never tried to commit"
+        old.add(kafka.fetch())
+        report = asyncio.run(old.step(kafka.behind))
+        assert not report.done, "a fenced worker committed"
+        fenced = report.fenced
+    assert {p: dict(store.partitions[p].offsets) for p in store.partitions} == recorded
+    assert set(report.fenced) == set(old.fenced)
+    assert new.tasks.keys() == set(range(4))
+
+
+def test_a_store_that_lost_writes_is_read_again_from_its_recorded_offsets(
+    model: Model, logs: Log
+) -> None:
+    expected = replayed(model, logs)
+    sink, store = RecordingSink(), MemoryStore()
+    kafka = FakeKafka(logs, random.Random(9))
+    runner = make_runner(store, model, sink, kafka)
+    drive(runner, kafka, steps=6)
+    snapshot = copy.deepcopy(store.partitions)
+    drive(runner, kafka, steps=6)
+    store.partitions = snapshot  # Redis restarted from an AOF short of its last writes
+    reports = drive(runner, kafka)
+    assert any(r.diverged for r in reports)
+    assert by_id(sink.changes) == by_id(expected.changes)
+    reference_store = MemoryStore()
+    reference = make_runner(reference_store, model, RecordingSink())
+    reference.add(m for log in logs.values() for m in log)
+    asyncio.run(reference.step(lambda t, p: False))
+    assert all_states(store) == all_states(reference_store)
+
+
+def test_the_batch_in_flight_when_a_worker_stopped_is_processed_first_and_exactly(
+    model: Model,
+) -> None:
+    # The old owner released an order of day 50 alone (the tickets were caught up);
+    # a ticket of day 40 arrived just after. Merged afresh, the ticket would come
+    # first and the same change ids would be scored on other states.
+    customer = "INFLIGHT"
+    first = Order("O0", customer, T0, 30.0, "card", "delivered")
+    order = Order("O50", customer, T0 + timedelta(days=50), 30.0, "card", "delivered")
+    ticket = SupportTicket("T40", customer, T0 + timedelta(days=40), "delivery")
+    logs = logs_of(
+        [(topics.ORDERS, first), (topics.ORDERS, order), (topics.SUPPORT_TICKETS, ticket)]
+    )
+    p = partition_of(customer)
+    orders, tickets = logs[(topics.ORDERS, p)], logs[(topics.SUPPORT_TICKETS, p)]
+
+    def caught_up(topic: str, partition: int) -> bool:
+        return False
+
+    store = MemoryStore()
+    old_sink = RecordingSink()
+    old = make_runner(store, model, old_sink)
+    old.add(orders[:1])
+    asyncio.run(old.step(caught_up))
+    old.add(orders[1:])
+    commit = store.commit
+    store.commit = lambda commits: (_ for _ in ()).throw(RuntimeError("killed"))  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        asyncio.run(old.step(caught_up))
+    store.commit = commit  # type: ignore[method-assign]
+    assert old_sink.changes, "the order of day 50 alone publishes inactivity changes"
+
+    new_sink = RecordingSink()
+    new = make_runner(store, model, new_sink)
+    new.add([*orders[1:], *tickets])
+    asyncio.run(new.step(caught_up))
+    asyncio.run(new.step(caught_up))
+    published = by_id(old_sink.changes)
+    again = by_id(new_sink.changes)
+    assert {i: c for i, c in again.items() if i in published} == published
