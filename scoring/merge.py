@@ -12,8 +12,8 @@ So, as Kafka Streams does (`PartitionGroup`, `max.task.idle.ms`), the next event
 a partition is always the earliest head of its topic-partitions (ties: the topic's
 rank, then the offset), and nothing is released while a topic-partition that has
 nothing buffered still has unread messages in Kafka: it could hold an earlier one.
-A topic-partition that is caught up holds the others back for at most `idle`
-seconds, for what is in flight between the broker and here.
+A topic-partition that is caught up holds the others back until it has been
+empty for `idle` seconds, for what is in flight between the broker and here.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ class PartitionMerger:
         self.idle = idle
         self.buffers: dict[str, deque[Decoded]] = {t: deque() for t in self.topics}
         self.last_offset: dict[str, int] = {}  # highest offset buffered so far
-        self._waiting_since: float | None = None
+        # When each topic-partition was last found empty: it holds the others back
+        # until it has been empty for `idle` (Kafka Streams' max.task.idle.ms).
+        self._empty_since: dict[str, float] = {}
         # A batch that was in flight when the last owner stopped: exactly these
         # offsets go first, in the same order, so its outputs come out the same.
         self.replay_through: dict[str, int] | None = None
@@ -71,6 +73,7 @@ class PartitionMerger:
             return False
         self.last_offset[topic] = offset
         self.buffers[topic].append(decoded)
+        self._empty_since.pop(topic, None)
         return True
 
     def skip_through(self, offsets: Mapping[str, int]) -> None:
@@ -91,16 +94,13 @@ class PartitionMerger:
         buffers = self.buffers
         while True:
             empty = [t for t in self.topics if not buffers[t]]
+            for topic in empty:
+                self._empty_since.setdefault(topic, now)
             if len(empty) == len(self.topics):
-                self._waiting_since = None
                 return released
-            if empty:
-                if any(behind(t) for t in empty):
-                    return released
-                if self._waiting_since is None:
-                    self._waiting_since = now
-                if now - self._waiting_since < self.idle:
-                    return released
+            for topic in empty:
+                if behind(topic) or now - self._empty_since[topic] < self.idle:
+                    return released  # it may still deliver an earlier event
             head = min(
                 (buffers[t][0] for t in self.topics if buffers[t]),
                 key=lambda d: (d.time, self.rank[d.message.topic], d.message.offset),
@@ -126,7 +126,7 @@ class PartitionMerger:
         for buffer in self.buffers.values():
             buffer.clear()
         self.last_offset.clear()
-        self._waiting_since = None
+        self._empty_since.clear()
         return out
 
 

@@ -22,9 +22,11 @@ import redis
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
+from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.artifact import ArtifactError, current_version
 from stream_app.kafka_admin import ALL_TOPICS
+from stream_app.redis_client import connect
 from stream_app.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,12 +208,9 @@ def clean_up(settings: Settings, prefix: str, namespace: str) -> None:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     admin.delete_topics([prefix + name for name in ALL_TOPICS], operation_timeout=10)
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
+        RedisStateStore(connect(settings.redis_url, timeout=5), namespace).delete_namespace()
     except redis.RedisError as err:
-        print(f"demo: could not remove the Redis keys {namespace}:* ({err})", file=sys.stderr)
+        print(f"demo: could not remove the Redis keys of {namespace} ({err})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from feature_store.redis_store import RedisStateStore
 from tests.support import Worker, train_recency_model
 
 HOW_TO_START = "start the services with `make services` (scripts/services.sh up)"
@@ -73,18 +74,11 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> redis.Redis:
-    return redis.Redis.from_url(redis_url, decode_responses=True)
-
-
-@pytest.fixture
-def namespace(redis_client: redis.Redis) -> Iterator[str]:
+def namespace(redis_url: str) -> Iterator[str]:
     """A fresh Redis key namespace and topic prefix for one test, removed after it."""
     name = f"t{uuid.uuid4().hex[:10]}"
     yield name
-    keys = list(redis_client.scan_iter(match=f"{name}:*", count=1000))
-    for start in range(0, len(keys), 1000):
-        redis_client.delete(*keys[start : start + 1000])
+    RedisStateStore(redis.Redis.from_url(redis_url), name).delete_namespace()
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ answers are easy to predict, and Kafka produce/consume shortcuts."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 import lightgbm as lgb
 import msgspec
 import numpy as np
+import redis
 from confluent_kafka import Consumer, Producer
 
 from feature_store.definitions import FEATURE_NAMES
@@ -206,3 +208,83 @@ def consume(
     finally:
         consumer.close()
     return messages
+
+
+class RedisServer:
+    """A redis-server of the test's own, with AOF on, that the test may kill, restart
+    and damage (the shared one other tests use is never touched)."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise AssertionError("redis-server is not installed: run `make services` first")
+        self.binary = binary
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--aof-load-truncated",
+                "yes",
+                "--save",
+                "",
+            ],
+            stdout=(self.directory / "redis.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                pass
+            assert self.process.poll() is None, (self.directory / "redis.log").read_text()
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final fsync, as when the machine dies."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def truncate_aof(self, keep: float) -> int:
+        """Cut the tail of the newest AOF part to `keep` of its size; returns the bytes
+        cut (the writes Redis had acknowledged but not fsynced, and then some)."""
+        newest = max((self.directory / "appendonlydir").glob("*.incr.aof"), key=os.path.getmtime)
+        size = newest.stat().st_size
+        with newest.open("r+b") as aof:
+            aof.truncate(int(size * keep))
+        return size - int(size * keep)
+
+
+def local_broker_pid() -> int:
+    """The pid of the broker `scripts/services.sh` started (fault tests stop it)."""
+    pid_file = ROOT / ".services" / "kafka" / "kafka.pid"
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError) as err:
+        raise AssertionError(
+            f"this test stops the local broker, and found none ({err}): start it with "
+            "`make services` (scripts/services.sh up)"
+        ) from err
+    assert b"kafka.Kafka" in cmdline, f"pid {pid} in {pid_file} is not the broker"
+    return pid

@@ -188,7 +188,7 @@ def test_a_replay_and_a_live_run_publish_the_same_changes_byte_for_byte(
     prefix = worker_env["CHURN_TOPIC_PREFIX"]
     messages = [(prefix + t, e.customer_id, encode(e)) for t, e in events]
     worker = Worker(
-        {**worker_env, "CHURN_MODELS_DIR": str(soft_recency_models), "CHURN_MAX_IDLE_MS": "200"},
+        {**worker_env, "CHURN_MODELS_DIR": str(soft_recency_models), "CHURN_MAX_IDLE_MS": "1000"},
         tmp_path / "w",
     )
     if rate is None:  # the whole history waits in Kafka before the worker starts

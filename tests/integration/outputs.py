@@ -1,0 +1,128 @@
+"""What the fault tests check, read as users read it: the changes on `churn-risk`
+against a replay of the same input, and the features in the store against the
+offline computation."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feature_store.definitions import FEATURE_NAMES, FeatureParams, feature_matrix
+from feature_store.offline import History, features_as_of
+from feature_store.online import base_columns
+from feature_store.redis_store import RedisStateStore
+from schemas import topics
+from scoring.artifact import load_model
+from scoring.risk import transition_id
+from simulator.jsonl_sink import write_jsonl
+from stream_app.partitioning import partition_of
+from stream_app.replay import replay
+from tests.support import consume, encode, produce
+
+PARTITIONS = 4
+
+
+def replayed_changes(events: Sequence[tuple[str, Any]], models: Path, tmp: Path) -> list[dict]:
+    """The changes `python -m stream_app replay` publishes for `events` (in-process)."""
+    events_file = tmp / "history.jsonl"
+    write_jsonl(events, events_file)
+    out = io.BytesIO()
+    replay(events_file, load_model(models), out, PARTITIONS, 500, 0.05)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def stream_in_background(
+    bootstrap: str, prefix: str, events: Sequence[tuple[str, Any]], rate: float
+) -> tuple[threading.Thread, threading.Event]:
+    """Produce `events` at about `rate` per second from a thread; the event is set
+    once all are acknowledged by Kafka."""
+    done = threading.Event()
+    messages = [(prefix + topic, event.customer_id, encode(event)) for topic, event in events]
+
+    def stream() -> None:
+        started = time.monotonic()
+        for i in range(0, len(messages), 250):
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+            produce(bootstrap, messages[i : i + 250], **{"message.timeout.ms": 180_000})
+        done.set()
+
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    return thread, done
+
+
+def consume_all_changes(bootstrap: str, prefix: str, quiet: float = 15) -> list[dict]:
+    """Every change on `churn-risk`, once nothing new has come for `quiet` seconds."""
+    seen: list[dict] = []
+    quiet_since = time.monotonic()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        batch = consume(bootstrap, [prefix + topics.CHURN_RISK], lambda m: False, timeout=5)
+        if len(batch) > len(seen):
+            seen = [json.loads(m.value()) for m in batch]
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > quiet:
+            return seen
+    raise AssertionError("the worker kept publishing for 5 minutes")
+
+
+def comparable(change: dict) -> str:
+    """A change's content: all but `scored_at`, the wall clock of scoring."""
+    return json.dumps({k: v for k, v in change.items() if k != "scored_at"}, sort_keys=True)
+
+
+def assert_exactly_once(live: Sequence[dict], expected: Sequence[dict]) -> dict[str, int]:
+    """Each id has one content; the ids are each customer's 1..n, none missing; they
+    are the replay's, content for content. Returns counts for the closing note."""
+    contents: dict[str, str] = {}
+    for change in live:
+        content = comparable(change)
+        assert contents.setdefault(change["event_id"], content) == content, (
+            f"{change['event_id']} was published with two contents"
+        )
+    per_customer: dict[str, int] = {}
+    for change in expected:
+        per_customer[change["customer_id"]] = per_customer.get(change["customer_id"], 0) + 1
+    missing = [
+        (customer, n)
+        for customer, count in per_customer.items()
+        for n in range(1, count + 1)
+        if transition_id(customer, n) not in contents
+    ]
+    assert not missing, f"{len(missing)} changes missing, e.g. {missing[:3]}"
+    wanted = {c["event_id"]: comparable(c) for c in expected}
+    extra = sorted(contents.keys() - wanted.keys())
+    differ = sorted(i for i in wanted.keys() & contents.keys() if wanted[i] != contents[i])
+    assert not extra and not differ, (
+        f"{len(extra)} ids the replay does not have, {len(differ)} with other contents; "
+        f"e.g. live {contents[(extra or differ)[0]]}, replay {wanted.get((extra or differ)[0])}"
+    )
+    return {"distinct": len(contents), "copies": len(live) - len(contents)}
+
+
+def assert_features_exact(store: RedisStateStore, events: Sequence[tuple[str, Any]]) -> None:
+    """Every customer's features in the store equal the offline computation."""
+    customers = {e.customer_id for t, e in events if t != topics.CUSTOMERS}
+    states = [
+        state
+        for c in sorted(customers)
+        for state in store.read(partition_of(c, PARTITIONS), [c]).values()
+    ]
+    assert {s.customer_id for s in states} == customers
+    as_of = [s.seen for s in states if s.seen is not None]
+    online = feature_matrix(base_columns(states, as_of), FeatureParams())
+    offline = features_as_of(
+        History.from_events(events), pd.Series(as_of, index=[s.customer_id for s in states])
+    ).to_numpy()
+    for j, name in enumerate(FEATURE_NAMES):
+        np.testing.assert_allclose(
+            online[:, j], offline[:, j], rtol=1e-9, atol=0, equal_nan=True, err_msg=name
+        )

@@ -1,0 +1,230 @@
+"""Faults a production worker meets, each proven by reading what users read: the
+changes on `churn-risk` (every id once, none missing, equal to a replay) and the
+features in the store (equal to the offline computation).
+
+- the broker stalls for 45 s in the middle of a publish, then Redis dies and comes
+  back from an AOF that lost its last writes;
+- a worker stops (SIGSTOP) past its session timeout while another takes its
+  partitions over, then resumes;
+- the worker is stopped (SIGTERM) while Redis is down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+
+from feature_store.keys import Keys
+from feature_store.redis_store import RedisStateStore
+from schemas import Order, topics
+from simulator.history import generate_history
+from stream_app.kafka_admin import ensure_topics
+from tests.integration.outputs import (
+    PARTITIONS,
+    assert_exactly_once,
+    assert_features_exact,
+    consume_all_changes,
+    replayed_changes,
+    stream_in_background,
+)
+from tests.support import (
+    RedisServer,
+    Worker,
+    consume,
+    encode,
+    local_broker_pid,
+    produce,
+    train_soft_model,
+)
+
+pytestmark = pytest.mark.integration
+
+BROKER_STALL_SECONDS = 45
+
+
+def wait_for_batch_in_flight(client: redis.Redis, namespace: str, timeout: float = 30) -> None:
+    """Until some partition has published (or is publishing) a batch not yet committed."""
+    keys = Keys(namespace)
+    deadline = time.monotonic() + timeout
+    while not any(client.hexists(keys.meta(p), "flight") for p in range(PARTITIONS)):
+        assert time.monotonic() < deadline, "no batch was ever in flight"
+        time.sleep(0.001)
+
+
+def metric(worker: Worker, name: str) -> float:
+    status, body = worker.get("/metrics")
+    assert status == 200, "the worker does not answer"
+    match = re.search(rf"^{name} ([0-9.e+]+)$", body.decode(), re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    return train_soft_model(tmp_path / "models", "recency_days", 5, 55, "soft-recency")
+
+
+def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_last_writes(
+    worker_env: dict[str, str], kafka_bootstrap: str, models: Path, tmp_path: Path
+) -> None:
+    broker = local_broker_pid()
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+    client = redis.Redis.from_url(own.url)
+    namespace, prefix = worker_env["CHURN_REDIS_NAMESPACE"], worker_env["CHURN_TOPIC_PREFIX"]
+    env = {
+        **worker_env,
+        "REDIS_URL": own.url,
+        "CHURN_MODELS_DIR": str(models),
+        "CHURN_MAX_IDLE_MS": "1000",
+    }
+    events = list(generate_history(4000, seed=21).events_in_time_order())
+    # A backlog: the worker always has fetched input to process and publish.
+    ensure_topics(kafka_bootstrap, PARTITIONS, prefix)
+    produce(kafka_bootstrap, [(prefix + t, e.customer_id, encode(e)) for t, e in events])
+    worker = Worker(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        wait_for_batch_in_flight(client, namespace)
+        os.kill(broker, signal.SIGSTOP)  # mid-publish: the batch waits for its acks
+        time.sleep(BROKER_STALL_SECONDS)
+        os.kill(broker, signal.SIGCONT)
+        time.sleep(3)
+        own.kill()  # the machine dies: what was not fsynced is lost
+        cut = own.truncate_aof(keep=0.6)
+        own.start()
+        live = consume_all_changes(kafka_bootstrap, prefix)
+    finally:
+        os.kill(broker, signal.SIGCONT)
+        worker.stop()
+    log = worker.log()
+    assert "outputs not yet acknowledged by Kafka" in log  # the stall hit a publish
+    assert "the store lost writes" in log  # and the lost writes were noticed
+    counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path))
+    print(f"AOF bytes cut: {cut}; changes: {counts}")
+    assert_features_exact(RedisStateStore(client, namespace), events)
+    own.kill()
+
+
+def test_a_worker_stopped_past_its_session_timeout_cannot_commit_when_it_resumes(
+    worker_env: dict[str, str], kafka_bootstrap: str, redis_url: str, models: Path, tmp_path: Path
+) -> None:
+    namespace, prefix = worker_env["CHURN_REDIS_NAMESPACE"], worker_env["CHURN_TOPIC_PREFIX"]
+    env = {**worker_env, "CHURN_MODELS_DIR": str(models), "CHURN_MAX_IDLE_MS": "1000"}
+    client = redis.Redis.from_url(redis_url)
+    store = RedisStateStore(client, namespace)
+    events = list(generate_history(1500, seed=22, days=200).events_in_time_order())
+    stalled, other = Worker(env, tmp_path / "a.log"), Worker(env, tmp_path / "b.log")
+    stalled.start()
+    other.start()
+
+    # Recorded offsets, sampled all along: none may ever move back.
+    went_back: list[str] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        last: dict[tuple[int, str], int] = {}
+        while not sampling.is_set():
+            for p in range(PARTITIONS):
+                for topic, offset in store.offsets(p).items():
+                    if offset < last.get((p, topic), -1):
+                        went_back.append(f"{topic}-{p}: {last[(p, topic)]} -> {offset}")
+                    last[(p, topic)] = offset
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    streamer, _ = stream_in_background(kafka_bootstrap, prefix, events, rate=250)
+    try:
+        time.sleep(8)  # both workers own partitions and process
+        keys = Keys(namespace)
+        mine = stalled_partitions(stalled, other)
+        assert mine, "the stalled worker owned no partition"
+        deadline = time.monotonic() + 30
+        while not any(client.hexists(keys.meta(p), "flight") for p in mine):
+            assert time.monotonic() < deadline, "the stalled worker never had a batch in flight"
+            time.sleep(0.001)
+        assert stalled.process is not None
+        stalled.process.send_signal(signal.SIGSTOP)
+        time.sleep(15)  # past the 6 s session timeout: the other worker takes over
+        stalled.process.send_signal(signal.SIGCONT)
+        time.sleep(10)
+        fenced = metric(stalled, "churn_fenced_batches_total")
+        streamer.join(300)
+        live = consume_all_changes(kafka_bootstrap, prefix)
+    finally:
+        if stalled.process is not None and stalled.process.poll() is None:
+            stalled.process.send_signal(signal.SIGCONT)
+        sampling.set()
+        stalled.stop()
+        other.stop()
+        streamer.join(300)
+    assert fenced >= 1, "the resumed worker's commit was not refused"
+    assert "was claimed by another worker" in stalled.log()
+    assert not went_back, went_back
+    counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path))
+    print(f"fenced batches: {fenced:g}; changes: {counts}")
+    assert_features_exact(store, events)
+
+
+def stalled_partitions(stalled: Worker, other: Worker) -> set[int]:
+    """The partitions the first worker owns now: those the other did not claim last."""
+    claims = re.findall(r"claimed partition (\d+)", other.log())
+    return set(range(PARTITIONS)) - {int(p) for p in claims}
+
+
+def test_a_batch_caught_in_a_redis_outage_at_sigterm_is_published_after_a_restart(
+    worker_env: dict[str, str], kafka_bootstrap: str, models: Path, tmp_path: Path
+) -> None:
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+    prefix = worker_env["CHURN_TOPIC_PREFIX"]
+    env = {**worker_env, "REDIS_URL": own.url, "CHURN_MODELS_DIR": str(models)}
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    first = Order("O1", "OUTAGE", t0, 40.0, "card", "delivered")
+    later = Order("O2", "OUTAGE", t0 + timedelta(days=50), 40.0, "card", "delivered")
+    worker = Worker(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "OUTAGE", encode(first))])
+        deadline = time.monotonic() + 30
+        while worker.get("/customers/OUTAGE")[0] != 200:
+            assert time.monotonic() < deadline, worker.log()[-2000:]
+            time.sleep(0.2)
+        own.kill()
+        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "OUTAGE", encode(later))])
+        deadline = time.monotonic() + 30
+        while "transient error" not in worker.log():
+            assert time.monotonic() < deadline, "the worker never met the outage"
+            time.sleep(0.2)
+        assert worker.process is not None
+        worker.process.terminate()
+        worker.process.wait(30)  # it stops by itself, without acknowledging the batch
+        assert consume(kafka_bootstrap, [prefix + topics.CHURN_RISK], lambda m: False, 3) == []
+
+        own.start()
+        worker = Worker(env, tmp_path / "worker2.log")
+        worker.start()
+        changes = consume(
+            kafka_bootstrap, [prefix + topics.CHURN_RISK], lambda m: len(m) >= 3, timeout=60
+        )
+    finally:
+        worker.stop()
+        own.kill()
+    # 30 and 45 quiet days (MEDIUM, then HIGH), then the order of day 50 (LOW).
+    assert [
+        (c["previous_risk"], c["risk"], c["trigger"]["kind"])
+        for c in (json.loads(m.value()) for m in changes)
+    ] == [
+        ("LOW", "MEDIUM", "inactivity"),
+        ("MEDIUM", "HIGH", "inactivity"),
+        ("HIGH", "LOW", "event"),
+    ]

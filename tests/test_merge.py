@@ -1,0 +1,81 @@
+"""A partition's input is released in one order whatever the fetch timing: the
+earliest head first, never past a topic-partition that may still hold an earlier
+event, and never out of a topic-partition's own order."""
+
+from __future__ import annotations
+
+from scoring.merge import Decoded, InputMessage, PartitionMerger, merged
+
+TOPICS = ("customers", "orders", "support-tickets")
+
+
+def event(topic: str, offset: int, time: float) -> Decoded:
+    return Decoded(InputMessage(topic, 0, offset, b"C", b"{}"), object(), time)
+
+
+def released(items: list[Decoded]) -> list[tuple[str, int]]:
+    return [(d.message.topic, d.message.offset) for d in items]
+
+
+def test_an_input_still_behind_holds_the_others_back() -> None:
+    merger = PartitionMerger(TOPICS, idle=0.0)
+    merger.add(event("support-tickets", 0, 60.0))
+    assert merger.release(0.0, behind=lambda topic: topic == "orders") == []
+    merger.add(event("orders", 0, 10.0))
+    merger.add(event("orders", 1, 70.0))
+    # The orders' head comes first; then the tickets' (no order earlier than 70 is
+    # unread); the order of 70 waits for the tickets' next.
+    assert released(merger.release(0.0, behind=lambda topic: topic == "support-tickets")) == [
+        ("orders", 0),
+        ("support-tickets", 0),
+    ]
+
+
+def test_a_caught_up_input_holds_the_others_back_for_the_idle_time_only() -> None:
+    merger = PartitionMerger(TOPICS, idle=0.5)
+    merger.add(event("orders", 0, 10.0))
+    caught_up = lambda topic: False  # noqa: E731
+    assert merger.release(100.0, caught_up) == []
+    assert merger.release(100.4, caught_up) == []
+    assert released(merger.release(100.5, caught_up)) == [("orders", 0)]
+
+
+def test_equal_times_go_by_topic_rank_then_offset() -> None:
+    merger = PartitionMerger(TOPICS, idle=0.0)
+    for topic in reversed(TOPICS):
+        merger.add(event(topic, 0, 5.0))
+    assert [t for t, _ in released(merger.release(0.0, lambda topic: False))] == list(TOPICS)
+
+
+def test_a_late_event_keeps_its_place_in_its_own_topic() -> None:
+    items = [event("orders", 0, 50.0), event("orders", 1, 20.0), event("support-tickets", 0, 30.0)]
+    # Not a sort by time: the order of 20 cannot overtake the order of 50 before it.
+    assert released(merged(items, {t: r for r, t in enumerate(TOPICS)})) == [
+        ("support-tickets", 0),
+        ("orders", 0),
+        ("orders", 1),
+    ]
+
+
+def test_a_redelivered_message_is_buffered_once() -> None:
+    merger = PartitionMerger(TOPICS, idle=0.0)
+    assert merger.add(event("orders", 3, 1.0))
+    assert not merger.add(event("orders", 3, 1.0))
+    merger.skip_through({"orders": 10})
+    assert not merger.add(event("orders", 9, 1.0))
+    assert len(merger) == 1
+
+
+def test_an_input_just_drained_holds_the_others_back_for_the_idle_time_again() -> None:
+    # The ticket of day 20 must wait: the order stream was emptied a moment ago, and
+    # its next order (say of day 15) may be on its way from the broker.
+    merger = PartitionMerger(TOPICS, idle=0.5)
+    merger.add(event("orders", 0, 10.0))
+    merger.add(event("support-tickets", 0, 20.0))
+    caught_up = lambda topic: False  # noqa: E731
+    assert merger.release(0.0, caught_up) == []  # the quiet profiles: just found empty
+    assert released(merger.release(1.0, caught_up)) == [("orders", 0)]
+    assert merger.release(1.4, caught_up) == []
+    merger.add(event("orders", 1, 15.0))
+    assert released(merger.release(1.4, caught_up)) == [("orders", 1)]
+    assert released(merger.release(2.0, caught_up)) == [("support-tickets", 0)]
