@@ -40,6 +40,10 @@ DIVERGED = Counter(
     "Times the state store had lost writes and a partition was read again",
 )
 REREADS = Counter("churn_rereads_total", "Topic-partitions read again from the log at a claim")
+HELD_BACK = Gauge(
+    "churn_held_back_messages",
+    "Messages received but waiting for the event-time merge (scoring.merge)",
+)
 OWNED_PARTITIONS = Gauge("churn_owned_partitions", "Partitions this worker owns")
 MODEL = Info("churn_model", "The model being served")
 MODEL_RELOADS = Counter(

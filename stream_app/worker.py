@@ -48,6 +48,11 @@ from stream_app.settings import Settings
 log = logging.getLogger(__name__)
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+# Most messages one input topic-partition may have waiting in the merge: beyond it,
+# fetching it pauses until half have been released (Kafka Streams'
+# buffered.records.per.partition). Under a backlog a sparse topic (tickets) runs far
+# ahead in event time of a dense one (orders) and would otherwise fill memory.
+MAX_HELD_BACK = 10_000
 TRANSIENT_ERRORS = (
     redis.ConnectionError,
     redis.TimeoutError,
@@ -138,6 +143,7 @@ def build_app(
             task = runner.tasks.get(tp.partition)
             if task is None:
                 events.clear()
+                paused.discard(tp)
                 continue
             committed = task.offsets.get(input_names[tp.topic], -1)
             while events and events[0].message.offset <= committed:
@@ -145,10 +151,25 @@ def build_app(
         if report is not None:
             _observe(report)
 
+    paused: set[TP] = set()
+
+    def hold_back_fetching() -> None:
+        for partition, task in runner.tasks.items():
+            for topic, buffer in task.merger.buffers.items():
+                tp = TP(topics.qualified(topic, prefix), partition)
+                if len(buffer) > MAX_HELD_BACK and tp not in paused:
+                    app.consumer.pause_partitions([tp])
+                    paused.add(tp)
+                elif len(buffer) < MAX_HELD_BACK // 2 and tp in paused:
+                    app.consumer.resume_partitions([tp])
+                    paused.discard(tp)
+        metrics.HELD_BACK.set(runner.buffered())
+
     async def step() -> None:
         started = time.perf_counter()
         report = await runner.step(behind)
         await acknowledge(report)
+        hold_back_fetching()
         if report.outcomes:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 

@@ -3,6 +3,7 @@ answers are easy to predict, and Kafka produce/consume shortcuts."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -129,6 +130,15 @@ class Worker:
         except urllib.error.URLError:
             return 0, b""
 
+    def metric(self, sample: str) -> float:
+        """A sample's value on /metrics, e.g. 'churn_events_total{outcome="late"}'
+        (0 when absent or when the worker does not answer)."""
+        status, body = self.get("/metrics")
+        for line in body.decode().splitlines() if status == 200 else []:
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+        return 0.0
+
     def kill(self) -> None:
         """SIGKILL: no shutdown, no commit, as when a machine dies."""
         if self.process and self.process.poll() is None:
@@ -151,16 +161,7 @@ def produce(
     bootstrap: str, messages: Iterable[tuple[str, str | None, bytes]], **config: Any
 ) -> int:
     """Produce (topic, key, value) messages in order and wait until all are acked."""
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            # The Java client's (and aiokafka's) key hashing, so keys land where Faust
-            # would put them.
-            "partitioner": "murmur2_random",
-            **config,
-        }
-    )
+    producer = _producer(bootstrap, tuple(sorted(config.items())))
     errors: list[Any] = []
     count = 0
     for topic, key, value in messages:
@@ -176,6 +177,22 @@ def produce(
     assert producer.flush(60) == 0, "messages left unsent"
     assert not errors, f"delivery failed: {errors[:3]}"
     return count
+
+
+@functools.cache
+def _producer(bootstrap: str, config: tuple[tuple[str, Any], ...]) -> Producer:
+    # One per configuration for the whole session: a new one costs a connection and a
+    # metadata round trip, which paced producing would pay every few milliseconds.
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            # The Java client's (and aiokafka's) key hashing, so keys land where Faust
+            # would put them.
+            "partitioner": "murmur2_random",
+            **dict(config),
+        }
+    )
 
 
 def encode(event: msgspec.Struct) -> bytes:

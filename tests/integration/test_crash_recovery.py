@@ -74,6 +74,7 @@ def test_outputs_and_features_are_exact_after_the_worker_is_killed_mid_stream(
     worker.start()  # creates the topics
     streamer, producer_done = stream_in_background(kafka_bootstrap, prefix, events, PRODUCE_RATE)
     kills = mid_batch = 0
+    redelivered = 0.0
     try:
         while kills < MIN_KILLS or mid_batch < MIN_KILLS_MID_BATCH:
             assert kills < MAX_KILLS, f"only {mid_batch} of {kills} kills landed mid-batch"
@@ -84,6 +85,7 @@ def test_outputs_and_features_are_exact_after_the_worker_is_killed_mid_stream(
                 deadline = time.monotonic() + 5
                 while not in_flight(client, namespace) and time.monotonic() < deadline:
                     time.sleep(0.0005)
+            redelivered += worker.metric('churn_events_total{outcome="redelivered"}')
             worker.kill()
             kills += 1
             mid_batch += in_flight(client, namespace) > 0
@@ -91,11 +93,15 @@ def test_outputs_and_features_are_exact_after_the_worker_is_killed_mid_stream(
             worker.start()
         streamer.join(180)
         live = consume_all_changes(kafka_bootstrap, prefix)
+        redelivered += worker.metric('churn_events_total{outcome="redelivered"}')
     finally:
         worker.stop()
         streamer.join(180)
     counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path))
-    print(f"{kind}: kills {kills}, mid-batch {mid_batch}, changes {counts}")
+    print(
+        f"{kind}: kills {kills}, mid-batch {mid_batch}, redelivered messages skipped "
+        f"{redelivered:g}, changes {counts}"
+    )
     assert worker.log().count("resuming the batch in flight") >= mid_batch
     assert_features_exact(RedisStateStore(client, namespace), events)
     RedisStateStore(client, namespace).delete_namespace()

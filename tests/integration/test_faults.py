@@ -60,13 +60,6 @@ def wait_for_batch_in_flight(client: redis.Redis, namespace: str, timeout: float
         time.sleep(0.001)
 
 
-def metric(worker: Worker, name: str) -> float:
-    status, body = worker.get("/metrics")
-    assert status == 200, "the worker does not answer"
-    match = re.search(rf"^{name} ([0-9.e+]+)$", body.decode(), re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
 @pytest.fixture
 def models(tmp_path: Path) -> Path:
     return train_soft_model(tmp_path / "models", "recency_days", 5, 55, "soft-recency")
@@ -157,7 +150,7 @@ def test_a_worker_stopped_past_its_session_timeout_cannot_commit_when_it_resumes
         time.sleep(15)  # past the 6 s session timeout: the other worker takes over
         stalled.process.send_signal(signal.SIGCONT)
         time.sleep(10)
-        fenced = metric(stalled, "churn_fenced_batches_total")
+        fenced = stalled.metric("churn_fenced_batches_total")
         streamer.join(300)
         live = consume_all_changes(kafka_bootstrap, prefix)
     finally:
