@@ -138,7 +138,8 @@ class Scorer:
         """Apply `released` (in order) to the pre-batch `states` of the customers
         involved and score them. `due`: the (due time, customer) rescores scheduled
         before the batch and due before its last stream time (their states are in
-        `states`). The states are copied, never changed."""
+        `states`). The states are changed in place: they must be the caller's own
+        (a store's `load` decodes them afresh for each batch)."""
         outcome = PartitionOutcome(partition, stream_time=stream_time)
         touched = outcome.states
         schedule = outcome.schedule
@@ -149,8 +150,7 @@ class Scorer:
         def state_of(customer_id: str) -> CustomerState:
             state = touched.get(customer_id)
             if state is None:
-                before = states.get(customer_id)
-                state = CustomerState(customer_id) if before is None else _copy(before)
+                state = states.get(customer_id) or CustomerState(customer_id)
                 touched[customer_id] = state
             return state
 
@@ -269,21 +269,6 @@ class Scorer:
                     if message is not None:
                         self._dead(outcome, message, f"the model failed on it: {err!r}")
             return probabilities
-
-
-def _copy(state: CustomerState) -> CustomerState:
-    return CustomerState(
-        state.customer_id,
-        dict(state.totals),
-        {day: list(tile) for day, tile in state.tiles.items()},
-        dict(state.times),
-        dict(state.profile),
-        dict(state.ids),
-        state.seen,
-        state.scored_to,
-        state.risk,
-        state.risk_seq,
-    )
 
 
 def _columns(base: list[list[float]]) -> dict[str, np.ndarray]:
