@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 
 # Python packages that mypy checks. $(wildcard) drops any not created yet: mypy given a
 # missing directory fails with a confusing 'Duplicate module named "__main__"'.
-PACKAGES := $(wildcard stream_app feature_store scoring training schemas simulator)
+PACKAGES := $(wildcard stream_app feature_store scoring training schemas simulator bench)
 
 .PHONY: help venv lock services services-down services-status lint test demo bench-features bench clean
 
@@ -75,10 +75,10 @@ demo: venv services ## run the end-to-end demo
 	$(WITH_SERVICES) $(BIN)/python -m stream_app.demo
 
 bench-features: venv services ## feature store benchmark
-	$(WITH_SERVICES) $(BIN)/python -m feature_store.bench
+	$(WITH_SERVICES) $(BIN)/python -m bench.features
 
 bench: venv services ## stream app benchmark
-	$(WITH_SERVICES) $(BIN)/python -m stream_app.bench
+	$(WITH_SERVICES) $(BIN)/python -m bench.stream
 
 clean: ## stop services, delete .venv and .services (the Kafka jar cache in ~/.cache stays)
 	$(SERVICES) reset
