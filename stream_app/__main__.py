@@ -8,6 +8,7 @@ to fix rather than failing later mid-stream.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -60,6 +61,10 @@ def run_worker() -> None:
 
     install_uvloop()
     app = build_app(settings, model, client, partitions, actions)
+    # Everything allocated so far (modules, the model) lives as long as the process:
+    # kept out of the collector, a full collection takes ~1.5 ms instead of 130-180 ms
+    # (bench/PROFILE.md: p99 at 1,000 events/s 98 -> 46.5 ms).
+    gc.freeze()
     print(f"serving model {model.version} from {settings.models_dir}", file=sys.stderr)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
 

@@ -48,11 +48,7 @@ from stream_app.settings import Settings
 log = logging.getLogger(__name__)
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
-# Most messages one input topic-partition may have waiting in the merge: beyond it,
-# fetching it pauses until half have been released (Kafka Streams'
-# buffered.records.per.partition). Under a backlog a sparse topic (tickets) runs far
-# ahead in event time of a dense one (orders) and would otherwise fill memory.
-MAX_HELD_BACK = 10_000
+
 TRANSIENT_ERRORS = (
     redis.ConnectionError,
     redis.TimeoutError,
@@ -130,8 +126,11 @@ def build_app(
         Unknown counts as behind: holding back only delays, releasing too early
         could change the order."""
         task = runner.tasks.get(partition)
-        highwater = app.consumer.highwater(TP(topics.qualified(topic, prefix), partition))
-        if task is None or highwater is None:
+        tp = TP(topics.qualified(topic, prefix), partition)
+        if task is None or tp not in app.consumer.assignment():
+            return True
+        highwater = app.consumer.highwater(tp)
+        if highwater is None:
             return True
         read = max(task.merger.last_offset.get(topic, -1), task.offsets.get(topic, -1))
         return read + 1 < highwater
@@ -143,7 +142,6 @@ def build_app(
             task = runner.tasks.get(tp.partition)
             if task is None:
                 events.clear()
-                paused.discard(tp)
                 continue
             committed = task.offsets.get(input_names[tp.topic], -1)
             while events and events[0].message.offset <= committed:
@@ -151,25 +149,11 @@ def build_app(
         if report is not None:
             _observe(report)
 
-    paused: set[TP] = set()
-
-    def hold_back_fetching() -> None:
-        for partition, task in runner.tasks.items():
-            for topic, buffer in task.merger.buffers.items():
-                tp = TP(topics.qualified(topic, prefix), partition)
-                if len(buffer) > MAX_HELD_BACK and tp not in paused:
-                    app.consumer.pause_partitions([tp])
-                    paused.add(tp)
-                elif len(buffer) < MAX_HELD_BACK // 2 and tp in paused:
-                    app.consumer.resume_partitions([tp])
-                    paused.discard(tp)
-        metrics.HELD_BACK.set(runner.buffered())
-
     async def step() -> None:
         started = time.perf_counter()
         report = await runner.step(behind)
         await acknowledge(report)
-        hold_back_fetching()
+        metrics.HELD_BACK.set(runner.buffered())
         if report.outcomes:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
@@ -183,7 +167,11 @@ def build_app(
                     pending.setdefault(message.tp, deque()).append(event)
                     messages.append(_input_message(message, input_names))
                     partition = message.partition
-                    if partition not in runner.tasks and partition not in runner.fenced:
+                    if (
+                        partition not in runner.tasks
+                        and partition not in runner.fenced
+                        and message.tp in app.consumer.assignment()
+                    ):
                         await claim(partition)  # before the rebalance signal got to it
                 metrics.BATCH_SIZE.observe(len(messages))
                 metrics.EVENTS.labels("redelivered").inc(runner.add(messages))
@@ -250,6 +238,7 @@ def build_app(
             runner.revoke(partition)
         for tp in revoked:
             pending.pop(tp, None)
+        metrics.OWNED_PARTITIONS.set(len(runner.tasks))
 
     app.on_partitions_assigned.connect(on_assigned)
     app.on_partitions_revoked.connect(on_revoked)
