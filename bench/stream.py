@@ -1562,10 +1562,10 @@ def run_bench(
             )
             record["result"] = brief(runs[name]["window"])
     with run.phase("two workers") as record:
-        # Their backlog is produced once the group has settled: a worker that loses
-        # partitions in a rebalance while it still holds their messages claims them
-        # back and then dies (see bench/PROFILE.md); a group that starts together
-        # always rebalances once, when the second process joins.
+        # Their backlog is produced once the group has settled: a group that starts
+        # together rebalances once, when the second process joins, and a rebalance
+        # with messages in flight once crashed a worker (bench/PROFILE.md); this way
+        # the window measures two owners, not a hand-over.
         backlog2 = run.prefix("backlog2")
 
         def produce_backlog2() -> None:

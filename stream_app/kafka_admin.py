@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -41,7 +43,20 @@ def ensure_topics(
             except KafkaException as err:
                 if "TOPIC_ALREADY_EXISTS" not in str(err):
                     raise
+    # A topic just created can take a moment to show in the metadata.
+    deadline = time.monotonic() + timeout
+    while True:
         existing = admin.list_topics(timeout=timeout).topics
+        unseen = [
+            name
+            for name in topics.INPUT_TOPICS
+            if not getattr(existing.get(topics.qualified(name, prefix)), "partitions", None)
+        ]
+        if not unseen:
+            break
+        if time.monotonic() > deadline:
+            raise TopicLayoutError(f"topics {unseen} are not visible after {timeout}s")
+        time.sleep(0.2)
     counts = {
         name: len(existing[topics.qualified(name, prefix)].partitions)
         for name in topics.INPUT_TOPICS
