@@ -19,7 +19,7 @@ WORKDIR /src
 
 # Third-party dependencies first, exactly as locked (sha256-checked), in their own
 # layer: a code change then does not reinstall pandas, lightgbm, scikit-learn, ...
-COPY requirements/runtime.txt /tmp/runtime.txt
+COPY requirements/requirements-runtime.txt /tmp/runtime.txt
 RUN pip install --require-hashes --no-deps -r /tmp/runtime.txt && rm /tmp/runtime.txt
 
 # The project itself: a regular (non-editable) install; the source tree is then dropped.

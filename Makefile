@@ -37,12 +37,12 @@ venv: $(VENV)/.installed ## create .venv from the lock files in requirements/
 # Installs exactly what the lock files pin, every file checked against its sha256:
 # uv first (itself locked), then `uv pip sync` of the whole dependency tree, dev tools
 # included, then the project itself, editable. Re-runs when a lock file changes.
-$(VENV)/.installed: requirements/dev.txt requirements/uv.txt pyproject.toml
+$(VENV)/.installed: requirements/requirements-dev.txt requirements/requirements-uv.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "python3.11 (or python3) not found" >&2; exit 1; }
 	@echo "==> $(VENV): $$($(PYTHON) --version) from $(PYTHON)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/uv.txt
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/requirements-uv.txt
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements/requirements-dev.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
@@ -50,9 +50,9 @@ COMPILE = $(BIN)/uv pip compile --universal --python-version 3.11 --generate-has
 
 lock: ## refresh the lock files in requirements/ to the newest versions pyproject.toml allows
 	@test -x $(BIN)/uv || { echo "run 'make venv' first (it installs uv)" >&2; exit 1; }
-	$(COMPILE) --upgrade pyproject.toml --extra dev -o requirements/dev.txt
-	$(COMPILE) pyproject.toml -c requirements/dev.txt -o requirements/runtime.txt
-	sed -n 's/^\(uv==[^ ]*\).*/\1/p' requirements/dev.txt | $(COMPILE) - -o requirements/uv.txt
+	$(COMPILE) --upgrade pyproject.toml --extra dev -o requirements/requirements-dev.txt
+	$(COMPILE) pyproject.toml -c requirements/requirements-dev.txt -o requirements/requirements-runtime.txt
+	sed -n 's/^\(uv==[^ ]*\).*/\1/p' requirements/requirements-dev.txt | $(COMPILE) - -o requirements/requirements-uv.txt
 
 services: ## start local Kafka + Redis (scripts/services.sh up)
 	$(SERVICES) up

@@ -100,12 +100,11 @@ from schemas import (
     Customer,
     Order,
     OrderItem,
-    Reason,
     Trigger,
     topics,
 )
 from scoring.artifact import Calibration, load_model, write_artifact
-from scoring.pipeline import Scorer, utc
+from scoring.pipeline import Scorer, reasons, utc
 from scoring.risk import RANK, RiskPolicy, is_news, transition_id
 from scoring.runner import BatchRunner
 from scoring.store import MemoryStore
@@ -933,19 +932,6 @@ def preload(
         for customer, blob in kept.states.items():
             pipe.set(keys.customer(partition, customer), blob)
     pipe.execute()
-
-
-def reasons(values: np.ndarray, contributions: np.ndarray, toward_churn: bool) -> list[Reason]:
-    """The features that pushed hardest in the direction the risk moved."""
-    order = np.argsort(-contributions if toward_churn else contributions, kind="stable")
-    return [
-        Reason(
-            feature=FEATURE_NAMES[i],
-            value=None if np.isnan(values[i]) else float(values[i]),
-            contribution=float(contributions[i]),
-        )
-        for i in order[:TOP_REASONS]
-    ]
 
 
 def as_consumed(

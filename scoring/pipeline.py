@@ -244,7 +244,7 @@ class Scorer:
                     risk=risk,  # type: ignore[arg-type]
                     probability=float(probabilities[row]),
                     model_version=model.version,
-                    reasons=_reasons(features[row], contribution, toward_churn=went_up),
+                    reasons=reasons(features[row], contribution, toward_churn=went_up),
                     recommended_actions=list(policy.actions[risk]),
                     trigger=rows.triggers[row],
                     event_time=utc(rows.as_of[row]),
@@ -287,7 +287,7 @@ def _trigger(message: InputMessage, event: object) -> Trigger:
     )
 
 
-def _reasons(values: np.ndarray, contributions: np.ndarray, toward_churn: bool) -> list[Reason]:
+def reasons(values: np.ndarray, contributions: np.ndarray, toward_churn: bool) -> list[Reason]:
     """The features that pushed hardest in the direction the risk moved."""
     order = np.argsort(-contributions if toward_churn else contributions, kind="stable")
     return [
