@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -51,6 +52,22 @@ def _redis_url(text: str) -> str:
     if urlparse(text).scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must be a redis:// URL, e.g. redis://127.0.0.1:6379/0")
     return text
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError("must be a date, YYYY-MM-DD") from None
 
 
 def _log_level(text: str) -> str:
@@ -140,7 +157,72 @@ OPTIONS: dict[str, Option] = {
     "actions_file": Option(
         "CHURN_ACTIONS_FILE", "", _optional_path, "JSON {LOW|MEDIUM|HIGH: [actions]} to override"
     ),
+    "min_event_time": Option(
+        "CHURN_MIN_EVENT_TIME", "2000-01-01", _date, "events dated earlier are dead-lettered"
+    ),
+    "max_clock_skew_seconds": Option(
+        "CHURN_MAX_CLOCK_SKEW_SECONDS",
+        "3600",
+        _non_negative_int,
+        "events dated further ahead of the message's broker timestamp are dead-lettered",
+    ),
+    "max_message_bytes": Option(
+        "CHURN_MAX_MESSAGE_BYTES",
+        "262144",
+        _positive_int,
+        "larger input messages (key + value) are dead-lettered without being parsed",
+    ),
+    "dead_letter_value_bytes": Option(
+        "CHURN_DEAD_LETTER_VALUE_BYTES",
+        "16384",
+        _positive_int,
+        "how much of a dead-lettered value is kept (its full length and sha256 always are)",
+    ),
+    "kafka_security_protocol": Option(
+        "CHURN_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        _one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        "how every Kafka client connects",
+    ),
+    "kafka_sasl_mechanism": Option(
+        "CHURN_KAFKA_SASL_MECHANISM",
+        "SCRAM-SHA-512",
+        _one_of("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"),
+        "SASL mechanism (SASL_* protocols)",
+    ),
+    "kafka_sasl_username": Option("CHURN_KAFKA_SASL_USERNAME", "", str, "SASL user"),
+    "kafka_sasl_password": Option(
+        "CHURN_KAFKA_SASL_PASSWORD", "", str, "SASL password (never logged)"
+    ),
+    "kafka_ssl_ca_file": Option(
+        "CHURN_KAFKA_SSL_CA_FILE",
+        "",
+        _optional_path,
+        "CA certificate (PEM) the brokers' certificates are checked against",
+    ),
+    "kafka_ssl_cert_file": Option(
+        "CHURN_KAFKA_SSL_CERT_FILE", "", _optional_path, "client certificate (PEM), for mutual TLS"
+    ),
+    "kafka_ssl_key_file": Option(
+        "CHURN_KAFKA_SSL_KEY_FILE", "", _optional_path, "client private key (PEM), for mutual TLS"
+    ),
+    "redis_ssl_ca_file": Option(
+        "CHURN_REDIS_SSL_CA_FILE", "", _optional_path, "CA certificate (PEM) for a rediss:// URL"
+    ),
+    "redis_ssl_cert_file": Option(
+        "CHURN_REDIS_SSL_CERT_FILE", "", _optional_path, "client certificate (PEM), for mutual TLS"
+    ),
+    "redis_ssl_key_file": Option(
+        "CHURN_REDIS_SSL_KEY_FILE", "", _optional_path, "client private key (PEM), for mutual TLS"
+    ),
+    "web_bind": Option("CHURN_WEB_BIND", "127.0.0.1", str, "address the web server listens on"),
     "web_port": Option("CHURN_WEB_PORT", "6066", _positive_int, "health, metrics and lookup"),
+    "web_token": Option(
+        "CHURN_WEB_TOKEN",
+        "",
+        str,
+        "bearer token the customer lookup requires (unset: the lookup is off; never logged)",
+    ),
     "log_level": Option("CHURN_LOG_LEVEL", "info", _log_level, "worker log level"),
     "data_dir": Option("CHURN_DATA_DIR", "data", Path, "demo's simulated shop database"),
 }
@@ -149,7 +231,7 @@ OPTIONS: dict[str, Option] = {
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str
-    redis_url: str
+    redis_url: str = field(repr=False)  # may hold a password
     app_id: str
     models_dir: Path
     batch_size: int
@@ -162,7 +244,23 @@ class Settings:
     redis_namespace: str
     model_poll_seconds: int
     actions_file: Path | None
+    min_event_time: datetime
+    max_clock_skew_seconds: int
+    max_message_bytes: int
+    dead_letter_value_bytes: int
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_sasl_username: str
+    kafka_sasl_password: str = field(repr=False)
+    kafka_ssl_ca_file: Path | None
+    kafka_ssl_cert_file: Path | None
+    kafka_ssl_key_file: Path | None
+    redis_ssl_ca_file: Path | None
+    redis_ssl_cert_file: Path | None
+    redis_ssl_key_file: Path | None
+    web_bind: str
     web_port: int
+    web_token: str = field(repr=False)
     log_level: str
     data_dir: Path
 
