@@ -15,6 +15,8 @@ What a state keeps, all derived from `definitions`:
              first seen, kept for a largest window so a producer's duplicate is dropped
     seen     the customer's latest event time; `scored_to` the latest instant scored
     risk, risk_seq   the published category and how many changes were published
+    origin   the input position ("orders@812") that began this life of the state,
+             empty for states begun before origins were kept
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class CustomerState(msgspec.Struct, array_like=True):
     scored_to: float | None = None
     risk: str | None = None
     risk_seq: int = 0
+    origin: str = ""
 
 
 class InputError(ValueError):

@@ -1,7 +1,8 @@
 -- A fenced write to one partition's keys (all in one hash slot, see keys.py).
 --
 -- KEYS[1]  the partition's meta hash; for `commit` also KEYS[2] its schedule (sorted
---          set) and KEYS[3..] the customers' state keys
+--          set), KEYS[3..] the state keys to write, in ARGV order, then the state keys
+--          of erased customers, to delete
 -- ARGV[1]  'begin' | 'commit'
 -- ARGV[2]  the writer's epoch
 -- ARGV[3]  MessagePack: {previous = {topic = "offset"}, offsets = {topic = "offset"},
@@ -35,8 +36,13 @@ if ARGV[1] == 'begin' then
   return 'committed'
 end
 
+local written = #ARGV - 3
 for i = 3, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 1])
+  if i - 2 <= written then
+    redis.call('SET', KEYS[i], ARGV[i + 1])
+  else
+    redis.call('DEL', KEYS[i])
+  end
 end
 for _, entry in ipairs(batch.schedule) do
   if entry[2] then

@@ -131,6 +131,7 @@ class RedisStateStore:
                 self.keys.meta(c.partition),
                 self.keys.idle(c.partition),
                 *(self.keys.customer(c.partition, s.customer_id) for s in c.states),
+                *(self.keys.customer(c.partition, customer) for customer in c.erased),
             ]
             args = ["commit", c.epoch, _MSGPACK.encode(header), *map(encode_state, c.states)]
             calls.append((keys, args))

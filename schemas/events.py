@@ -1,7 +1,13 @@
-"""Event contracts (v1): the one definition of every message on the wire.
+"""Event contracts: the one definition of every message on the wire.
 
 The JSON Schema files beside this module are generated from these types
 (`python -m schemas`), and a test fails if they drift apart.
+
+Every number, string and list is bounded, so no single message can overflow an
+aggregate or make the worker spend unbounded memory or time on it; an input outside
+a bound is dead-lettered with the field and the bound in its reason. The bounds that
+depend on the deployment (event times, message size, nesting depth) are settings,
+checked by `scoring.decoding`; README.md "Bad input" lists them all.
 """
 
 from __future__ import annotations
@@ -11,9 +17,18 @@ from typing import Annotated, Literal
 
 import msgspec
 
+# Bounds of the input contracts (see the module doc).
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 100
+MAX_AMOUNT = 10_000_000  # one order's total, or one item's price, in the order's currency
+MAX_QUANTITY = 10_000
+MAX_ITEMS = 1_000
+MAX_RESOLUTION_HOURS = 87_600  # ten years
+
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True, description="ISO-8601 with a UTC offset")]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Amount = Annotated[float, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
 
 RiskLevel = Literal["LOW", "MEDIUM", "HIGH"]
 DeliveryStatus = Literal[
@@ -24,9 +39,9 @@ PROBLEM_DELIVERY_STATUSES: frozenset[str] = frozenset({"delayed", "failed", "ret
 
 
 class OrderItem(msgspec.Struct, frozen=True):
-    product_category: str
-    quantity: Annotated[int, msgspec.Meta(ge=1)]
-    price: NonNegative
+    product_category: Text
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
+    price: Amount
 
 
 class Order(msgspec.Struct, frozen=True):
@@ -35,11 +50,11 @@ class Order(msgspec.Struct, frozen=True):
     order_id: Id
     customer_id: Id
     order_ts: UtcTime
-    total_amount: NonNegative
-    payment_method: str
+    total_amount: Amount
+    payment_method: Text
     delivery_status: DeliveryStatus
     currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] = "USD"
-    items: list[OrderItem] = []
+    items: Annotated[list[OrderItem], msgspec.Meta(max_length=MAX_ITEMS)] = []
 
 
 class SupportTicket(msgspec.Struct, frozen=True):
@@ -48,14 +63,20 @@ class SupportTicket(msgspec.Struct, frozen=True):
     ticket_id: Id
     customer_id: Id
     created_ts: UtcTime
-    category: str
+    category: Text
     resolved_ts: UtcTime | None = None
-    resolution_time_hours: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    resolution_time_hours: Annotated[float, msgspec.Meta(ge=0, le=MAX_RESOLUTION_HOURS)] | None = (
+        None
+    )
     satisfaction_score: Annotated[int, msgspec.Meta(ge=1, le=5)] | None = None
 
 
 class Customer(msgspec.Struct, frozen=True):
     """A customer profile upsert (compacted topic `customers`, keyed by customer_id).
+
+    A tombstone (the customer's key with a null value) erases the customer: their
+    state and scheduled rescores are deleted and nothing more is published for them
+    until a later event brings them back.
 
     v2 adds `updated_at`, the profile change's event time, which orders it among the
     customer's orders and tickets; v1 messages (without it) stay valid and count as
@@ -65,8 +86,8 @@ class Customer(msgspec.Struct, frozen=True):
     customer_id: Id
     registration_date: UtcTime
     age: Annotated[int, msgspec.Meta(ge=0, le=130)] | None = None
-    gender: str | None = None
-    city: str | None = None
+    gender: Text | None = None
+    city: Text | None = None
     email_verified: bool = False
     phone_verified: bool = False
     updated_at: UtcTime | None = None
@@ -117,16 +138,25 @@ class ChurnRiskChanged(msgspec.Struct, frozen=True):
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
-    """An input message the worker could not process, with why (topic `churn-dead-letter`)."""
+    """An input message the worker could not process, with why (topic
+    `churn-dead-letter`, keyed by the input's key).
+
+    v2 bounds its size, so publishing a dead letter cannot fail however large the
+    input: `value` keeps only the value's first bytes (a setting), `value_bytes` and
+    `value_sha256` identify the whole of it in the input topic.
+    """
 
     reason: str
     topic: str
     partition: int
     offset: int
-    key: str | None
-    value: str
+    key: str | None  # as UTF-8 (invalid bytes replaced), its first 1 KiB
+    value: str | None  # the value's first bytes as UTF-8 (invalid bytes replaced); None: null
+    value_bytes: int  # the whole value's length
+    value_sha256: str | None
+    value_truncated: bool
     failed_at: UtcTime
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
 
 INPUT_EVENTS: dict[str, type[msgspec.Struct]] = {
@@ -137,7 +167,7 @@ INPUT_EVENTS: dict[str, type[msgspec.Struct]] = {
 
 # Contract version of each schema file; a compatible change bumps it (see the type's
 # docstring for what changed).
-SCHEMA_VERSIONS: dict[str, int] = {"customers": 2}
+SCHEMA_VERSIONS: dict[str, int] = {"customers": 2, "dead-letter": 2}
 
 # File stem in schemas/ -> type. One list, so generation and the drift test agree.
 SCHEMA_FILES: dict[str, type[msgspec.Struct]] = {

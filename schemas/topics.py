@@ -12,6 +12,16 @@ DEAD_LETTER = "churn-dead-letter"
 # before an order or ticket of the same instant (`scoring.merge`).
 INPUT_TOPICS = (CUSTOMERS, ORDERS, SUPPORT_TICKETS)
 
+# Inputs carry the broker's clock (LogAppendTime): a message's timestamp bounds how far
+# ahead its event time may be (`scoring.decoding.Limits`), and a producer cannot set it.
+_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+# Settings of topics created by the worker or the simulator.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    CUSTOMERS: {**_APPEND_TIME, "cleanup.policy": "compact"},
+    ORDERS: _APPEND_TIME,
+    SUPPORT_TICKETS: _APPEND_TIME,
+}
+
 
 def qualified(name: str, prefix: str = "") -> str:
     """A topic's name on the cluster: a deployment (or a test) may prefix all of them."""

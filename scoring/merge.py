@@ -22,8 +22,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from schemas import DeadLetter
-
 
 @dataclass(frozen=True, slots=True)
 class InputMessage:
@@ -34,6 +32,7 @@ class InputMessage:
     offset: int
     key: bytes | None
     value: bytes | None  # None: a tombstone
+    timestamp: float | None = None  # the broker's (epoch s), if the message has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,16 +148,3 @@ def merged(decoded: Iterable[Decoded], rank: Mapping[str, int]) -> list[Decoded]
         if not queues[topic]:
             del queues[topic]
     return out
-
-
-def dead_letter(message: InputMessage, reason: str, failed_at: object) -> DeadLetter:
-    """The dead letter of a message that cannot be processed, with why."""
-    return DeadLetter(
-        reason=reason,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=None if message.key is None else message.key.decode("utf-8", "replace"),
-        value=(message.value or b"").decode("utf-8", "replace"),
-        failed_at=failed_at,  # type: ignore[arg-type]
-    )

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import msgspec
 import numpy as np
 
 from feature_store.definitions import BASE_COLUMNS, EVENT_ID_FIELD, FEATURE_NAMES, feature_matrix
@@ -32,37 +31,22 @@ from feature_store.online import (
     InputError,
     apply_event,
     base_row,
-    event_time,
 )
-from schemas import INPUT_EVENTS, ChurnRiskChanged, DeadLetter, Reason, Trigger
+from schemas import ChurnRiskChanged, DeadLetter, Reason, Trigger
 from scoring.artifact import Model
+from scoring.decoding import Erasure, InputDecoder
 from scoring.inactivity import first_due, next_due
-from scoring.merge import Decoded, InputMessage, dead_letter
+from scoring.merge import Decoded, InputMessage
 from scoring.risk import RANK, RiskPolicy, is_news, transition_id
 
 TOP_REASONS = 3
 INACTIVITY = Trigger(kind="inactivity")
-OUTCOMES = (APPLIED, DUPLICATE, LATE, "dead_letter")
-
-_DECODERS = {topic: msgspec.json.Decoder(event_type) for topic, event_type in INPUT_EVENTS.items()}
+ERASED = "erased"
+OUTCOMES = (APPLIED, DUPLICATE, LATE, ERASED, "dead_letter")
 
 
 def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
-
-
-def decode(message: InputMessage) -> Decoded:
-    """The message's event and event time, or why it cannot be processed."""
-    decoder = _DECODERS.get(message.topic)
-    try:
-        if decoder is None:
-            raise ValueError(f"no event contract for topic {message.topic!r}")
-        if message.value is None:
-            raise ValueError("a tombstone (null value) is not an event")
-        event = decoder.decode(message.value)
-        return Decoded(message, event, event_time(message.topic, event))
-    except (msgspec.DecodeError, ValueError) as err:
-        return Decoded(message, None, -math.inf, str(err))
 
 
 @dataclass
@@ -74,6 +58,7 @@ class PartitionOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # Everything to commit once the outputs are durable:
     states: dict[str, CustomerState] = field(default_factory=dict)  # touched customers
+    erased: set[str] = field(default_factory=set)  # customers whose state is deleted
     schedule: dict[str, float | None] = field(default_factory=dict)  # next rescore
     offsets: dict[str, int] = field(default_factory=dict)  # last offset per topic
     stream_time: float | None = None
@@ -116,11 +101,13 @@ class Scorer:
         margin: float = 0.05,
         actions: dict[str, tuple[str, ...]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        decoder: InputDecoder | None = None,
     ) -> None:
         self.model = model  # a callable, so a reloaded model is picked up per batch
         self.margin = margin
         self.actions = actions
         self.clock = clock
+        self.decoder = decoder or InputDecoder()  # the runner decodes with it too
 
     def policy(self, model: Model) -> RiskPolicy:
         if self.actions is None:
@@ -147,10 +134,17 @@ class Scorer:
         timers = sorted(due)
         rows = _Rows()
 
-        def state_of(customer_id: str) -> CustomerState:
+        def state_of(customer_id: str, message: InputMessage | None = None) -> CustomerState:
             state = touched.get(customer_id)
             if state is None:
-                state = states.get(customer_id) or CustomerState(customer_id)
+                if customer_id not in outcome.erased:
+                    state = states.get(customer_id)
+                if state is None:
+                    # Where this life of the state began: a customer erased and back
+                    # gets change ids of their own (`transition_id`).
+                    origin = "" if message is None else f"{message.topic}@{message.offset}"
+                    state = CustomerState(customer_id, origin=origin)
+                outcome.erased.discard(customer_id)
                 touched[customer_id] = state
             return state
 
@@ -176,12 +170,18 @@ class Scorer:
             if decoded.reason is not None or decoded.event is None:
                 self._dead(outcome, message, decoded.reason or "no event")
                 continue
+            event = decoded.event
+            if isinstance(event, Erasure):
+                touched.pop(event.customer_id, None)
+                outcome.erased.add(event.customer_id)
+                scheduled[event.customer_id] = schedule[event.customer_id] = None
+                outcome.counts[ERASED] += 1
+                continue
             if outcome.stream_time is None or decoded.time > outcome.stream_time:
                 outcome.stream_time = decoded.time
             fire_timers(outcome.stream_time)
-            event = decoded.event
             customer_id: str = event.customer_id  # type: ignore[attr-defined]
-            state = state_of(customer_id)
+            state = state_of(customer_id, message)
             seen_before = state.seen
             try:
                 result = apply_event(state, message.topic, event)
@@ -203,7 +203,7 @@ class Scorer:
 
     def _dead(self, outcome: PartitionOutcome, message: InputMessage, reason: str) -> None:
         outcome.counts["dead_letter"] += 1
-        outcome.dead_letters.append(dead_letter(message, reason, self.clock()))
+        outcome.dead_letters.append(self.decoder.dead_letter(message, reason, self.clock()))
 
     def _score(self, rows: _Rows, outcome: PartitionOutcome) -> None:
         """Score every row in one model call, then walk them in order: each may
@@ -238,7 +238,7 @@ class Scorer:
             went_up = previous is None or RANK[risk] > RANK[previous]
             outcome.changes.append(
                 ChurnRiskChanged(
-                    event_id=transition_id(customer_id, sequence),
+                    event_id=transition_id(customer_id, sequence, rows.customers[row].origin),
                     customer_id=customer_id,
                     previous_risk=previous,  # type: ignore[arg-type]
                     risk=risk,  # type: ignore[arg-type]

@@ -76,7 +76,10 @@ def is_news(previous: str | None, current: str) -> bool:
     return current != previous and not (previous is None and current == "LOW")
 
 
-def transition_id(customer_id: str, sequence: int) -> str:
+def transition_id(customer_id: str, sequence: int, origin: str = "") -> str:
     """Deterministic id of a customer's n-th published change: a replay or redelivery
-    of the same events yields the same id, so consumers can de-duplicate."""
-    return str(uuid.uuid5(TRANSITION_NAMESPACE, f"{customer_id}/{sequence}"))
+    of the same events yields the same id, so consumers can de-duplicate. `origin`
+    (where the customer's state began) tells apart the lives of a customer who was
+    erased and came back, whose changes count from 1 again."""
+    name = f"{customer_id}/{sequence}" if not origin else f"{customer_id}/{origin}/{sequence}"
+    return str(uuid.uuid5(TRANSITION_NAMESPACE, name))

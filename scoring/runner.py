@@ -33,7 +33,7 @@ from typing import Protocol, TypeVar
 
 from schemas import ChurnRiskChanged, DeadLetter
 from scoring.merge import Decoded, InputMessage, PartitionMerger
-from scoring.pipeline import PartitionOutcome, Scorer, decode
+from scoring.pipeline import PartitionOutcome, Scorer
 from scoring.store import Begin, Claim, Commit, StateStore, Verdict
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class BatchRunner:
             if message.offset <= task.offsets.get(message.topic, -1):
                 skipped += 1
                 continue
-            if not task.merger.add(decode(message)):
+            if not task.merger.add(self.scorer.decoder(message)):
                 skipped += 1
         return skipped
 
@@ -201,6 +201,7 @@ class BatchRunner:
                 o.stream_time,
                 list(o.states.values()),
                 o.schedule,
+                sorted(o.erased),
             )
             for p, o in outcomes.items()
         ]
@@ -270,7 +271,7 @@ class BatchRunner:
             start = claim.offsets.get(topic, -1) + 1
             if start <= through:
                 for message in await self.reread(topic, partition, start, through):
-                    merger.add(decode(message))
+                    merger.add(self.scorer.decoder(message))
 
     async def _retry(self, action: Callable[[], T], report: StepReport) -> T:
         """Run `action` until it succeeds; transient errors are logged and retried

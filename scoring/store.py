@@ -47,6 +47,7 @@ class Commit:
     stream_time: float | None
     states: list[CustomerState] = field(default_factory=list)
     schedule: dict[str, float | None] = field(default_factory=dict)  # None: unschedule
+    erased: list[str] = field(default_factory=list)  # customers whose state is deleted
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ class MemoryStore:
         verdict = check(p.epoch, commit.epoch, p.offsets, commit.previous)
         if verdict is not None:
             return verdict
+        for customer_id in commit.erased:
+            p.states.pop(customer_id, None)
         for state in commit.states:
             p.states[state.customer_id] = encode_state(state)
         for customer_id, due in commit.schedule.items():

@@ -12,16 +12,11 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.topics import CUSTOMERS, ORDERS, SUPPORT_TICKETS
+from schemas import topics
 from simulator.history import Event, History
 
 DEFAULT_PARTITIONS = 4
-# Per-topic configs. Profiles are upserts keyed by customer, so only the latest matters.
-TOPIC_CONFIGS: dict[str, dict[str, str]] = {
-    ORDERS: {},
-    SUPPORT_TICKETS: {},
-    CUSTOMERS: {"cleanup.policy": "compact"},
-}
+TOPIC_CONFIGS = topics.TOPIC_CONFIGS
 PRODUCER_CONFIG: dict[str, Any] = {
     "linger.ms": 5,
     "enable.idempotence": True,

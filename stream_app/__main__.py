@@ -89,6 +89,7 @@ def run_replay(path: Path, out_path: Path | None) -> None:
             settings.batch_size,
             settings.hysteresis,
             actions,
+            settings.limits(),
         )
     print(f"replayed {path} with model {model.version}: {counts}", file=sys.stderr)
 

@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from schemas import topics
 
 # Profiles are upserts: compaction keeps the latest per customer forever.
-TOPIC_CONFIGS: dict[str, dict[str, str]] = {topics.CUSTOMERS: {"cleanup.policy": "compact"}}
+TOPIC_CONFIGS = topics.TOPIC_CONFIGS
 ALL_TOPICS = (
     *topics.INPUT_TOPICS,
     topics.CHURN_RISK,

@@ -12,7 +12,7 @@ import asyncio
 import threading
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
 from scoring.merge import InputMessage
 
@@ -69,8 +69,16 @@ class LogReader:
                     offset = message.offset() or 0
                     if offset > end:
                         return out
+                    kind, millis = message.timestamp()
                     out.append(
-                        InputMessage(topic, partition, offset, message.key(), message.value())
+                        InputMessage(
+                            topic,
+                            partition,
+                            offset,
+                            message.key(),
+                            message.value(),
+                            None if kind == TIMESTAMP_NOT_AVAILABLE else millis / 1000,
+                        )
                     )
                     if offset == end:
                         return out

@@ -5,7 +5,8 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 EVENTS = Counter(
     "churn_events_total",
     "Input messages by outcome: applied, duplicate (same order/ticket id), late (older "
-    "than the largest window: lifetime totals only), dead_letter, redelivered (already "
+    "than the largest window: lifetime totals only), erased (a tombstone on customers), "
+    "dead_letter, redelivered (already "
     "committed: skipped)",
     ["outcome"],
 )

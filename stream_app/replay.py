@@ -21,6 +21,7 @@ import msgspec
 
 from schemas import ChurnRiskChanged, DeadLetter, topics
 from scoring.artifact import Model
+from scoring.decoding import InputDecoder, Limits
 from scoring.merge import InputMessage
 from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner
@@ -32,6 +33,7 @@ class _Line(msgspec.Struct):
     topic: str
     key: str | None
     value: msgspec.Raw  # null: a tombstone
+    timestamp: float | None = None  # the broker's (epoch s); None: the wall clock bounds times
 
 
 def messages(path: Path, partitions: int) -> Iterator[InputMessage]:
@@ -52,7 +54,7 @@ def messages(path: Path, partitions: int) -> Iterator[InputMessage]:
             offsets[(record.topic, partition)] = offset + 1
             raw = bytes(record.value)
             value = None if raw == b"null" else raw
-            yield InputMessage(record.topic, partition, offset, key, value)
+            yield InputMessage(record.topic, partition, offset, key, value, record.timestamp)
 
 
 class FileSink:
@@ -82,12 +84,13 @@ def replay(
     batch_size: int,
     margin: float,
     actions: dict[str, tuple[str, ...]] | None = None,
+    limits: Limits | None = None,
 ) -> dict[str, int]:
     """Run the batch runner over `path`, writing each risk change to `out`."""
     sink = FileSink(out)
     runner = BatchRunner(
         MemoryStore(),
-        Scorer(lambda: model, margin=margin, actions=actions),
+        Scorer(lambda: model, margin=margin, actions=actions, decoder=InputDecoder(limits)),
         sink,
         topics.INPUT_TOPICS,
     )

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from scoring.decoding import Limits
+
 
 class SettingsError(ValueError):
     """A setting has a value the program cannot run with; the message says which."""
@@ -276,6 +278,15 @@ class Settings:
             except ValueError as err:
                 raise SettingsError(f"{option.env}={text!r}: {err}") from err
         return cls(**values)
+
+    def limits(self) -> Limits:
+        """The bounds on input messages (`scoring.decoding`)."""
+        return Limits(
+            min_event_time=self.min_event_time.timestamp(),
+            max_clock_skew=float(self.max_clock_skew_seconds),
+            max_message_bytes=self.max_message_bytes,
+            dead_letter_value_bytes=self.dead_letter_value_bytes,
+        )
 
     @staticmethod
     def describe() -> str:

@@ -36,6 +36,7 @@ from feature_store.online import base_columns
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.artifact import Model, ServedModel
+from scoring.decoding import InputDecoder
 from scoring.merge import InputMessage
 from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner, StepReport
@@ -107,7 +108,14 @@ def build_app(
     reader = LogReader(kafka_config, settings.app_id, prefix)
     runner = BatchRunner(
         store,
-        Scorer(served, margin=settings.hysteresis, actions=actions),
+        Scorer(
+            served,
+            margin=settings.hysteresis,
+            actions=actions,
+            decoder=InputDecoder(
+                settings.limits(), lambda key: partition_of(key.encode(), partitions)
+            ),
+        ),
         Publisher({**kafka_config, "client.id": settings.app_id}, prefix),
         topics.INPUT_TOPICS,
         idle=settings.max_idle_ms / 1000,
@@ -300,6 +308,7 @@ def _input_message(message: Any, input_names: dict[str, str]) -> InputMessage:
         offset=message.offset,
         key=message.key,
         value=message.value,
+        timestamp=message.timestamp if message.timestamp and message.timestamp > 0 else None,
     )
 
 

@@ -14,13 +14,15 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 import redis
 
 from feature_store.online import CustomerState
 from feature_store.redis_store import RedisStateStore
-from schemas import Order, SupportTicket, topics
+from schemas import Customer, Order, SupportTicket, topics
 from scoring.artifact import Model, load_model
+from scoring.merge import InputMessage
 from scoring.store import MemoryStore, StateStore
 from simulator.history import generate_history
 from tests.core import (
@@ -277,10 +279,10 @@ def test_the_batch_in_flight_when_a_worker_stopped_is_processed_first_and_exactl
     assert {i: c for i, c in again.items() if i in published} == published
 
 
-def test_a_message_the_features_cannot_take_is_dead_lettered_and_the_batch_goes_on(
+def test_an_absurd_amount_is_dead_lettered_naming_the_bound_and_the_batch_goes_on(
     model: Model,
 ) -> None:
-    # Valid by its contract (an amount >= 0), but its cents overflow any exact sum.
+    # Its cents would overflow any exact sum: the contract bounds amounts.
     absurd = Order("O1", "ABSURD", T0, 1e300, "card", "delivered")
     fine = Order("O2", "ABSURD", T0 + timedelta(days=1), 20.0, "card", "delivered")
     logs = logs_of([(topics.ORDERS, absurd), (topics.ORDERS, fine)])
@@ -289,9 +291,68 @@ def test_a_message_the_features_cannot_take_is_dead_lettered_and_the_batch_goes_
     runner.add(m for log in logs.values() for m in log)
     report = asyncio.run(runner.step(lambda topic, partition: False))
     [letter] = sink.dead_letters
-    assert letter.offset == 0 and "spend_cents contribution" in letter.reason
-    assert "out of range" in letter.reason
+    assert letter.offset == 0 and letter.reason == (
+        "Expected `float` <= 10000000.0 - at `$.total_amount`"
+    )
     [outcome] = report.outcomes
     assert outcome.counts["applied"] == 1 and outcome.counts["dead_letter"] == 1
     state = store.read(partition_of("ABSURD"), ["ABSURD"])["ABSURD"]
     assert state.totals == {"o": 1, "s": 2000}
+
+
+def test_a_tombstone_erases_the_customer_and_a_customer_who_comes_back_gets_new_change_ids(
+    model: Model, backend: Backend
+) -> None:
+    gone, other = "GONE", "OTHER"
+    offsets: dict[tuple[str, int], int] = {}
+
+    def message(
+        topic: str, customer_id: str, event: object | None, days: float | None = None
+    ) -> InputMessage:
+        """The next message of the customer's topic-partition (None: a tombstone),
+        appended `days` after T0 (None: the broker's time is not known)."""
+        partition = partition_of(customer_id)
+        offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
+        value = None if event is None else msgspec.json.encode(event)
+        appended = None if days is None else (T0 + timedelta(days=days)).timestamp()
+        return InputMessage(topic, partition, offset, customer_id.encode(), value, appended)
+
+    def order(order_id: str, customer_id: str, days: float, amount: float) -> InputMessage:
+        placed = Order(order_id, customer_id, T0 + timedelta(days=days), amount, "card", "shipped")
+        return message(topics.ORDERS, customer_id, placed)
+
+    sink, store = RecordingSink(), backend.new()
+    runner = make_runner(store, model, sink)
+    caught_up = lambda topic, partition: False  # noqa: E731
+    runner.add(
+        [
+            message(topics.CUSTOMERS, gone, Customer(gone, T0 - timedelta(days=400))),
+            order("O1", gone, 0, 20.0),
+            order("O1", other, 0.1, 20.0),
+            order("O2", other, 40, 20.0),  # GONE has been silent for 40 days
+            message(topics.CUSTOMERS, gone, None, days=41),
+        ]
+    )
+    first = asyncio.run(runner.step(caught_up))
+    published_before = [c for c in sink.changes if c.customer_id == gone]
+    assert published_before[-1].risk != "LOW", "the customer was at risk before the erasure"
+    assert sum(o.counts["erased"] for o in first.outcomes) == 1
+    partition = partition_of(gone)
+    assert store.read(partition, [gone]) == {}
+    [(states, due)] = store.load({partition: ((gone,), float("inf"))}).values()
+    assert gone not in states and all(customer != gone for _, customer in due)
+
+    # Time passes on the partition: a customer still there would be rescored as silent.
+    runner.add([order(f"L{day}", other, day, 5.0) for day in range(42, 90, 3)])
+    asyncio.run(runner.step(caught_up))
+    assert any(c.customer_id == other and c.trigger.kind == "inactivity" for c in sink.changes)
+    assert [c for c in sink.changes if c.customer_id == gone] == published_before
+
+    # Back, then silent again: their changes count from 1, under ids of their own.
+    runner.add([order("O9", gone, 95, 30.0), order("L140", other, 140, 5.0)])
+    asyncio.run(runner.step(caught_up))
+    again = [c for c in sink.changes if c.customer_id == gone][len(published_before) :]
+    state = store.read(partition, [gone])[gone]
+    assert again and state.risk_seq == len(again)
+    assert not {c.event_id for c in again} & {c.event_id for c in published_before}
+    assert state.totals == {"o": 1, "s": 3000} and state.profile == {}

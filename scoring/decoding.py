@@ -1,0 +1,199 @@
+"""What an input message may be: its contract, its key, its size and its times.
+
+Every message the worker reads comes through `InputDecoder`, which turns it into
+an event with its event time, an erasure (a tombstone on `customers`), or a
+reason it cannot be processed (then it is dead-lettered and the partition moves
+on). Nothing here can raise on any input: whatever a producer, buggy or hostile,
+puts on a topic becomes one of the three.
+
+The bounds that depend on the deployment are `Limits`; the contracts' own bounds
+(amounts, lengths, list sizes) are in `schemas.events`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+
+from feature_store.online import event_time
+from schemas import INPUT_EVENTS, DeadLetter, topics
+from schemas.events import MAX_ID_LENGTH
+from scoring.merge import Decoded, InputMessage
+
+EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+# A dead letter keeps the input's key whole up to this size (real keys are ids of at
+# most MAX_ID_LENGTH characters); its reason, up to the other.
+DEAD_LETTER_KEY_BYTES = 1024
+DEAD_LETTER_REASON_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The deployment's bounds on input messages (settings; README "Bad input")."""
+
+    # Event times (and the profile's dates) must lie in [min_event_time, the message's
+    # broker timestamp + max_clock_skew]: one event dated in the future would move
+    # its partition's stream time, hence everyone's silence, forward for good.
+    min_event_time: float = EPOCH_2000
+    max_clock_skew: float = 3600.0
+    max_message_bytes: int = 256 * 1024  # key + value, checked before parsing
+    max_depth: int = 32  # JSON nesting; the contracts need 3
+    dead_letter_value_bytes: int = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """A tombstone on `customers`: erase the customer (see `schemas.Customer`)."""
+
+    customer_id: str
+
+
+_DECODERS = {topic: msgspec.json.Decoder(event_type) for topic, event_type in INPUT_EVENTS.items()}
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+class InputDecoder:
+    """Turns input messages into `Decoded` (see the module doc).
+
+    `partition_of`: the partition a key belongs to (Kafka's default partitioner), to
+    refuse a message on another partition, whose customer would then be written by
+    two tasks; None skips that check. `clock`: the wall clock, the upper bound of
+    event times for a message without a broker timestamp (a replayed file)."""
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        partition_of: Callable[[str], int] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.partition_of = partition_of
+        self.clock = clock
+
+    def __call__(self, message: InputMessage) -> Decoded:
+        try:
+            return self._decode(message)
+        except _Refused as refused:
+            return Decoded(message, None, -math.inf, str(refused))
+        except (msgspec.DecodeError, ValueError) as err:
+            return Decoded(message, None, -math.inf, str(err))
+        except RecursionError:  # cannot happen within max_depth; never stop the partition
+            return Decoded(message, None, -math.inf, "JSON nested too deep to parse")
+
+    def _decode(self, message: InputMessage) -> Decoded:
+        limits = self.limits
+        decoder = _DECODERS.get(message.topic)
+        if decoder is None:
+            raise _Refused(f"no event contract for topic {message.topic!r}")
+        size = len(message.key or b"") + len(message.value or b"")
+        if size > limits.max_message_bytes:
+            raise _Refused(
+                f"message of {size} bytes exceeds the limit of {limits.max_message_bytes} bytes"
+            )
+        key = self._key(message)
+        if message.value is None:
+            if message.topic != topics.CUSTOMERS:
+                raise _Refused(f"a tombstone (null value) on {message.topic} is not an event")
+            # No event time of its own: it takes its place in the partition's order
+            # at the broker's time of the request (first, without one).
+            when = -math.inf if message.timestamp is None else message.timestamp
+            return Decoded(message, Erasure(key), when)
+        depth = _depth(message.value, limits.max_depth)
+        if depth > limits.max_depth:
+            raise _Refused(f"JSON nested {depth} deep exceeds the limit of {limits.max_depth}")
+        event = decoder.decode(message.value)
+        customer_id: str = event.customer_id  # type: ignore[attr-defined]
+        if customer_id != key:
+            raise _Refused(f"key mismatch: key {key!r}, customer_id {customer_id!r}")
+        latest = (message.timestamp or self.clock()) + limits.max_clock_skew
+        for name in event.__struct_fields__:
+            value = getattr(event, name)
+            if isinstance(value, datetime):
+                _check_time(name, value, limits.min_event_time, latest)
+        return Decoded(message, event, event_time(message.topic, event))
+
+    def _key(self, message: InputMessage) -> str:
+        if message.key is None:
+            raise _Refused("null key: inputs are keyed by customer_id")
+        if len(message.key) > MAX_ID_LENGTH * 4:  # 4: the most bytes a character takes
+            raise _Refused(f"key of {len(message.key)} bytes is longer than any customer_id")
+        try:
+            key = message.key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Refused("key is not UTF-8") from None
+        if self.partition_of is not None:
+            expected = self.partition_of(key)
+            if expected != message.partition:
+                raise _Refused(
+                    f"key {key!r} belongs to partition {expected} (murmur2, Kafka's default "
+                    f"partitioner), not {message.partition}: its producer partitions otherwise"
+                )
+        return key
+
+    def dead_letter(self, message: InputMessage, reason: str, failed_at: datetime) -> DeadLetter:
+        """The dead letter of a message, bounded in size whatever the message."""
+        value = message.value
+        kept = self.limits.dead_letter_value_bytes
+        return DeadLetter(
+            reason=reason[:DEAD_LETTER_REASON_CHARS],
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=(
+                None
+                if message.key is None
+                else message.key[:DEAD_LETTER_KEY_BYTES].decode("utf-8", "replace")
+            ),
+            value=None if value is None else value[:kept].decode("utf-8", "replace"),
+            value_bytes=len(value or b""),
+            value_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
+            value_truncated=value is not None and len(value) > kept,
+            failed_at=failed_at,
+        )
+
+
+class _Refused(ValueError):
+    """The message breaks a limit or a rule; the text is the dead letter's reason."""
+
+
+def _depth(value: bytes, limit: int) -> int:
+    """How deep the JSON in `value` nests (0 for a scalar), exactly when over `limit`.
+
+    Fewer brackets than the limit cannot nest deeper than it: the common case costs
+    two counts. Otherwise strings are blanked out and the brackets walked."""
+    if value.count(b"[") + value.count(b"{") <= limit:
+        return 0
+    depth = deepest = 0
+    for bracket in _STRINGS.sub(b'""', value).translate(None, _NOT_BRACKETS):
+        if bracket in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _check_time(name: str, value: datetime, earliest: float, latest: float) -> None:
+    ts = value.timestamp()
+    if ts < earliest:
+        raise _Refused(
+            f"{name} {value.isoformat()} is before the earliest accepted event time "
+            f"{_iso(earliest)} (min event time)"
+        )
+    if ts > latest:
+        raise _Refused(
+            f"{name} {value.isoformat()} is after the latest accepted event time "
+            f"{_iso(latest)} (the message's broker timestamp + max clock skew)"
+        )
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
