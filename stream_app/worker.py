@@ -253,7 +253,14 @@ def build_app(
 
     @app.timer(interval=settings.model_poll_seconds)
     async def reload_model() -> None:
-        change = served.refresh()
+        # Off the event loop: verifying a new version (a child process, then LightGBM's
+        # parse) takes a while. An exception leaving a Faust timer stops the worker, so
+        # none does: a failure here is one more refused version, the old model serves on.
+        try:
+            change = await asyncio.to_thread(served.refresh)
+        except Exception as err:
+            failure = f"reload failed with {type(err).__name__}: {err}"
+            change = "refused", f"kept model {served().version}; {failure}"
         if change is None:
             return
         outcome, message = change

@@ -1,0 +1,119 @@
+"""Parse a LightGBM text model in a throw-away process: `python -I model_probe.py LIB N`.
+
+LightGBM's parser aborts the whole process (std::terminate) on some malformed model
+text, which no `except` can catch; a worker must not die of a bad artifact, so the
+model is parsed here first. Standard library only (LightGBM's C API through ctypes):
+importing the `lightgbm` package would cost seconds. Reads the model text on stdin;
+exits 0 when it parses and predicts one row of N features, 1 with the reason on
+stderr when LightGBM reports an error; a crash shows as a signal.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import sys
+
+DTYPE_FLOAT64 = 1
+PREDICT_NORMAL, PREDICT_CONTRIB = 0, 3
+
+
+def probe(library: str, expected_features: int, model_text: bytes) -> str | None:
+    """None when the model is usable, else what is wrong with it. Makes the calls the
+    `lightgbm` wrapper and the scorer make (load, loaded parameters, predictions), and
+    checks every split of every tree names one of the expected features."""
+    lib = ctypes.cdll.LoadLibrary(library)
+    lib.LGBM_GetLastError.restype = ctypes.c_char_p
+
+    def last_error() -> str:
+        return bytes(lib.LGBM_GetLastError()).decode(errors="replace")
+
+    handle, number = ctypes.c_void_p(), ctypes.c_int()
+    text = ctypes.c_char_p(model_text)
+    if lib.LGBM_BoosterLoadModelFromString(text, ctypes.byref(number), ctypes.byref(handle)):
+        return last_error()
+    counts = {}
+    for name in ("GetNumFeature", "NumModelPerIteration", "GetNumClasses", "GetCurrentIteration"):
+        if getattr(lib, f"LGBM_Booster{name}")(handle, ctypes.byref(number)):
+            return last_error()
+        counts[name] = number.value
+    features, outputs = counts["GetNumFeature"], counts["NumModelPerIteration"]
+    if features != expected_features or outputs != 1 or counts["GetNumClasses"] != 1:
+        return (
+            f"expects {features} features and gives {outputs} outputs, "
+            f"not {expected_features} features and one probability"
+        )
+    params, error = _string(lib, "LGBM_BoosterGetLoadedParam", handle)
+    dump, error = (None, error) if params is None else _string(lib, "LGBM_BoosterDumpModel", handle)
+    problem = error if dump is None else _check_splits(dump, expected_features)
+    if problem is not None:
+        return problem
+    # Rows that send predictions down different branches: zeros, missing, both extremes.
+    for value in (0.0, float("nan"), 1e30, -1e30):
+        row = (ctypes.c_double * expected_features)(*[value] * expected_features)
+        for kind, size in ((PREDICT_NORMAL, 1), (PREDICT_CONTRIB, expected_features + 1)):
+            result, length = (ctypes.c_double * size)(), ctypes.c_int64()
+            code = lib.LGBM_BoosterPredictForMat(
+                handle,
+                row,
+                DTYPE_FLOAT64,
+                ctypes.c_int32(1),
+                ctypes.c_int32(expected_features),
+                1,  # row-major
+                kind,
+                0,  # from the first iteration
+                -1,  # to the last
+                ctypes.c_char_p(b"num_threads=1"),
+                ctypes.byref(length),
+                result,
+            )
+            if code:
+                return last_error()
+            if length.value != size:
+                return f"predicts {length.value} values where {size} were expected"
+    return None
+
+
+def _string(lib: ctypes.CDLL, call: str, handle: ctypes.c_void_p) -> tuple[str | None, str]:
+    """A string-returning C API call, as the wrapper makes it: (text, "") or (None, error)."""
+    size = 1 << 20
+    while True:
+        buffer, length = ctypes.create_string_buffer(size), ctypes.c_int64()
+        extra = (0, -1, 0) if call == "LGBM_BoosterDumpModel" else ()
+        code = getattr(lib, call)(
+            handle, *extra, ctypes.c_int64(size), ctypes.byref(length), buffer
+        )
+        if code:
+            return None, bytes(lib.LGBM_GetLastError()).decode(errors="replace")
+        if length.value <= size:
+            return buffer.value.decode("utf-8", errors="replace"), ""
+        size = length.value
+
+
+def _check_splits(dump: str, features: int) -> str | None:
+    try:
+        trees = json.loads(dump)["tree_info"]
+        nodes = [tree["tree_structure"] for tree in trees]
+        while nodes:  # iterative: a deep tree must not hit the recursion limit
+            node = nodes.pop()
+            if "split_feature" in node:
+                feature = node["split_feature"]
+                if not isinstance(feature, int) or not 0 <= feature < features:
+                    return f"a tree splits on feature {feature!r}, not one of 0..{features - 1}"
+                nodes += [node["left_child"], node["right_child"]]
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
+        return f"its trees cannot be read back ({type(err).__name__}: {err})"
+    return None
+
+
+def main() -> int:
+    library, expected = sys.argv[1], int(sys.argv[2])
+    problem = probe(library, expected, sys.stdin.buffer.read())
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

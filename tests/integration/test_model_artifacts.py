@@ -1,0 +1,82 @@
+"""A broken model version published to a running worker (real process, Kafka and
+Redis): the worker survives it, serves the old model, counts one refusal, and loads
+the version once its files are fixed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from scoring.artifact import CHECKSUM_FILE, METADATA_FILE, MODEL_FILE, point_current
+from tests.support import Worker, train_recency_model
+
+pytestmark = pytest.mark.integration
+
+REFUSED = 'churn_model_reloads_total{outcome="refused"}'
+LOADED = 'churn_model_reloads_total{outcome="loaded"}'
+
+
+def served_version(worker: Worker) -> str | None:
+    status, body = worker.get("/health")
+    return json.loads(body)["model_version"] if status == 200 else None
+
+
+def wait_until(
+    condition: Callable[[], bool], worker: Worker, what: str, timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{what} never happened:\n{worker.log()[-3000:]}")
+
+
+def test_a_broken_version_is_refused_while_the_old_model_serves_then_loaded_once_fixed(
+    worker_env: dict[str, str], recency_models_dir: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(recency_models_dir, models)
+    worker = Worker(
+        {**worker_env, "CHURN_MODELS_DIR": str(models), "CHURN_MODEL_POLL_SECONDS": "1"},
+        tmp_path / "worker.log",
+    )
+    worker.start()
+    try:
+        assert served_version(worker) == "recency-v1"
+        # A real artifact with its model file cut in half and checksums that match
+        # (as a full disk could leave it): LightGBM's parser crashes on it, which
+        # killed the worker before. Broken before CURRENT names it, as training would.
+        staged = train_recency_model(tmp_path / "staging", "broken-v2") / "broken-v2"
+        version = Path(shutil.copytree(staged, models / "broken-v2"))
+        good = {name: (version / name).read_bytes() for name in (MODEL_FILE, CHECKSUM_FILE)}
+        (version / MODEL_FILE).write_bytes(good[MODEL_FILE][: len(good[MODEL_FILE]) // 2])
+        (version / CHECKSUM_FILE).write_text(
+            "".join(
+                f"{hashlib.sha256((version / n).read_bytes()).hexdigest()}  {n}\n"
+                for n in (MODEL_FILE, METADATA_FILE)
+            )
+        )
+        point_current(models, "broken-v2")
+        wait_until(lambda: worker.metric(REFUSED) == 1, worker, "a refused reload")
+        time.sleep(3)  # several polls: nothing changed, so no new attempt
+        assert worker.process is not None and worker.process.poll() is None, worker.log()
+        assert served_version(worker) == "recency-v1"
+        assert worker.metric(REFUSED) == 1
+        assert worker.log().count("refused broken-v2") == 1
+        assert "LightGBM crashed" in worker.log()
+
+        for name, content in good.items():  # fixed in place: same version name
+            (version / name).write_bytes(content)
+        wait_until(lambda: served_version(worker) == "broken-v2", worker, "loading broken-v2")
+        assert worker.metric(LOADED) == 1
+        assert worker.metric(REFUSED) == 1
+        assert "now serving model broken-v2 (was recency-v1)" in worker.log()
+    finally:
+        worker.stop()
