@@ -28,11 +28,7 @@ import uvloop
 from aiokafka.errors import KafkaError
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
-from faust.web import Request, Response, View
-from prometheus_client import generate_latest
 
-from feature_store.definitions import FEATURE_NAMES, feature_matrix
-from feature_store.online import base_columns
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.artifact import Model, ServedModel
@@ -40,15 +36,12 @@ from scoring.decoding import InputDecoder
 from scoring.merge import InputMessage
 from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner, StepReport
-from stream_app import metrics
+from stream_app import metrics, web
 from stream_app.log_reader import LogReader
-from stream_app.partitioning import partition_of
 from stream_app.publisher import Publisher
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 TRANSIENT_ERRORS = (
     redis.ConnectionError,
@@ -85,9 +78,16 @@ def faust_app(settings: Settings, **extra: Any) -> faust.App:
         stream_wait_empty=False,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
-        web_host="127.0.0.1",
+        # Faust binds 0.0.0.0 unless told; listen where configured (loopback by default).
+        web_bind=settings.web_bind,
+        web_host=settings.web_bind,
         web_port=settings.web_port,
         web_in_thread=False,
+        # Faust's own pages (/router, /table, stats, /graph) are not ours to expose.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
         **extra,
     )
 
@@ -195,7 +195,7 @@ def build_app(
             _observe_lag(app, pending)
             yield None
 
-    app.agent(inputs, name="score-customers", concurrency=1)(score_customers)
+    agent = app.agent(inputs, name="score-customers", concurrency=1)(score_customers)
 
     @app.timer(interval=max(settings.max_idle_ms / 1000, 0.05))
     async def release_held_back() -> None:
@@ -271,40 +271,7 @@ def build_app(
         else:
             log.error(message)
 
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            redis_client.ping()
-            return self.json({"status": "ok", "model_version": served().version})
-
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            # aiohttp rejects a charset inside content_type; Prometheus needs none.
-            return self.bytes(generate_latest(), content_type=PROMETHEUS_CONTENT_TYPE)
-
-    class Customer(View):
-        async def get(self, request: Request, customer_id: str) -> Response:
-            partition = partition_of(customer_id, partitions)
-            state = store.read(partition, [customer_id]).get(customer_id)
-            if state is None or state.seen is None:
-                return self.json({"error": f"unknown customer {customer_id}"}, status=404)
-            current = served()
-            # As of the last instant scored: the probability behind the category.
-            as_of = max(state.seen, state.scored_to or state.seen)
-            features = feature_matrix(base_columns([state], [as_of]), current.feature_params)
-            return self.json(
-                {
-                    "customer_id": customer_id,
-                    "as_of": as_of,
-                    "features": _json_floats(dict(zip(FEATURE_NAMES, features[0], strict=True))),
-                    "probability": float(current.predict(features)[0]),
-                    "risk": state.risk,
-                    "model_version": current.version,
-                }
-            )
-
-    app.page("/health")(Health)
-    app.page("/metrics")(Metrics)
-    app.page("/customers/{customer_id}")(Customer)
+    web.install(app, settings, store, served, partitions, agent, kafka_config)
     return app
 
 
@@ -331,10 +298,6 @@ def _observe(report: StepReport) -> None:
             metrics.STREAM_TIME.labels(str(outcome.partition)).set(outcome.stream_time)
         for change in outcome.changes:
             metrics.RISK_CHANGES.labels(change.previous_risk or "NONE", change.risk).inc()
-
-
-def _json_floats(values: dict[str, Any]) -> dict[str, float | None]:
-    return {k: None if v != v else float(v) for k, v in values.items()}  # NaN -> null
 
 
 def _observe_lag(app: faust.App, pending: dict[TP, deque[EventT]]) -> None:

@@ -100,6 +100,8 @@ def worker_env(
         "CHURN_BATCH_WAIT_MS": "20",
         # A killed worker's partitions move on after 6 s (the broker's minimum).
         "CHURN_SESSION_TIMEOUT_SECONDS": "6",
+        # The lookup is off without one; Worker.get sends it.
+        "CHURN_WEB_TOKEN": f"token-{uuid.uuid4().hex}",
     }
 
 

@@ -122,13 +122,30 @@ class Worker:
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
 
     def get(self, path: str) -> tuple[int, bytes]:
+        """GET on the worker's web port, with its bearer token when it has one
+        (status 0: nothing answered)."""
+        status, _, body = self.request(path)
+        return status, body
+
+    def request(
+        self, path: str, headers: dict[str, str] | None = None, host: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """GET with these headers (default: the worker's bearer token, if set) on this
+        address (default: the one the worker binds); (status, headers, body)."""
+        if headers is None:
+            token = self.env.get("CHURN_WEB_TOKEN")
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+        host = host or self.env.get("CHURN_WEB_BIND") or "127.0.0.1"
+        url = f"http://{host}:{self.port}{path}"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read()
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=headers), timeout=5
+            ) as r:
+                return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as err:
-            return err.code, err.read()
-        except urllib.error.URLError:
-            return 0, b""
+            return err.code, dict(err.headers), err.read()
+        except (urllib.error.URLError, OSError):  # refused, reset or timed out
+            return 0, {}, b""
 
     def metric(self, sample: str) -> float:
         """A sample's value on /metrics, e.g. 'churn_events_total{outcome="late"}'

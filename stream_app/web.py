@@ -1,0 +1,209 @@
+"""The worker's web endpoints: liveness, readiness, Prometheus metrics and the
+customer lookup.
+
+- `/health`: liveness. Answers from the process alone, so an outage of Redis or
+  Kafka does not get a live worker restarted.
+- `/ready`: readiness. Kafka, Redis, the model and the scoring agent, each checked;
+  503 names what failed.
+- `/metrics`: Prometheus, open like any scrape target (nothing per customer).
+- `/customers/{id}`: a customer's features and score. Off unless CHURN_WEB_TOKEN is
+  set, and then only for `Authorization: Bearer <token>`.
+
+Blocking calls (Redis, Kafka metadata) run in a thread pool of their own with a
+timeout: the event loop also drives the consumer and its heartbeats, and a hung
+Redis must not stall it, nor take the threads the worker's own Kafka reads use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import faust
+from confluent_kafka.admin import AdminClient
+from faust.types import TP, AgentT
+from faust.web import Request, Response, View
+from prometheus_client import generate_latest
+
+from feature_store.definitions import FEATURE_NAMES, feature_matrix
+from feature_store.online import base_columns
+from feature_store.redis_store import RedisStateStore
+from schemas import topics
+from scoring.artifact import ServedModel
+from stream_app.partitioning import partition_of
+from stream_app.settings import Settings
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+REDIS_TIMEOUT = 2.0  # seconds a lookup or a readiness PING may take
+KAFKA_TIMEOUT = 2.0  # seconds the readiness metadata request may take
+# Ids of the simulated shop and of typical systems; anything else is refused before
+# it reaches Redis (no key built from arbitrary bytes, no oversized requests).
+CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+CUSTOMER_ID_RULE = "1 to 128 characters from A-Z a-z 0-9 _ . : @ -"
+LOOKUP_OFF = (
+    "the customer lookup is off: set CHURN_WEB_TOKEN to a secret and send it as "
+    "'Authorization: Bearer <token>'"
+)
+
+T = TypeVar("T")
+
+
+def install(
+    app: faust.App,
+    settings: Settings,
+    store: RedisStateStore,
+    served: ServedModel,
+    partitions: int,
+    agent: AgentT,
+    kafka_config: dict[str, Any],
+) -> None:
+    """Add the web views to the worker's app."""
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="churn-web")
+    # Hashed so that the comparison takes the same time whatever the lengths.
+    expected = _digest(settings.web_token) if settings.web_token else None
+    admin = AdminClient(kafka_config)
+    probe_topic = topics.qualified(topics.CHURN_RISK, settings.topic_prefix)
+    inputs = {topics.qualified(name, settings.topic_prefix) for name in topics.INPUT_TOPICS}
+    assignment: list[set[TP]] = []  # the latest one; empty until the group assigns
+
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assignment[:] = [{tp for tp in args[0] if tp.topic in inputs}]
+
+    app.on_partitions_assigned.connect(on_assigned)
+
+    async def off_loop(within: float, call: Callable[..., T], *args: Any) -> T:
+        future = asyncio.get_running_loop().run_in_executor(pool, call, *args)
+        # On timeout the thread may still wait (up to the client's socket timeout),
+        # but the request is answered.
+        return await asyncio.wait_for(future, within)
+
+    async def check_redis() -> dict[str, Any]:
+        try:
+            await off_loop(REDIS_TIMEOUT, store.client.ping)
+        except TimeoutError:
+            return {"ok": False, "detail": f"no answer to PING within {REDIS_TIMEOUT:g} s"}
+        except Exception as err:  # any failure means not ready; say which
+            return {"ok": False, "detail": f"PING failed: {type(err).__name__}: {err}"}
+        return {"ok": True, "detail": "PING answered"}
+
+    async def check_kafka() -> dict[str, Any]:
+        if not assignment:
+            return {"ok": False, "detail": "the consumer group has not assigned partitions yet"}
+        owned = sorted({tp.partition for tp in assignment[0]})
+        try:
+            metadata = await off_loop(
+                KAFKA_TIMEOUT + 1,
+                functools.partial(admin.list_topics, probe_topic, timeout=KAFKA_TIMEOUT),
+            )
+        except TimeoutError:
+            return {"ok": False, "detail": f"no metadata from the brokers in {KAFKA_TIMEOUT:g} s"}
+        except Exception as err:
+            return {"ok": False, "detail": f"brokers unreachable: {err}"}
+        return {
+            "ok": True,
+            "detail": f"{len(metadata.brokers)} broker(s) answered",
+            "partitions": owned,
+        }
+
+    def check_model() -> dict[str, Any]:
+        model = served()
+        return {"ok": True, "detail": "loaded", "version": model.version}
+
+    def check_agent() -> dict[str, Any]:
+        # Faust's supervisor replaces a crashed actor; alive is any actor still running.
+        tasks = [a.actor_task for a in getattr(agent, "_actors", ()) if a.actor_task]
+        if not tasks:
+            return {"ok": False, "detail": "the scoring agent has not started"}
+        if any(not task.done() for task in tasks):
+            return {"ok": True, "detail": "running"}
+        return {"ok": False, "detail": "the scoring agent stopped"}
+
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            # Liveness only: no Redis, no Kafka (those are /ready's).
+            return self.json({"status": "ok", "model_version": served().version})
+
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            kafka, redis_ = await asyncio.gather(check_kafka(), check_redis())
+            checks = {
+                "kafka": kafka,
+                "redis": redis_,
+                "model": check_model(),
+                "agent": check_agent(),
+            }
+            failed = [name for name, check in checks.items() if not check["ok"]]
+            body = {"status": "not ready" if failed else "ready", "failed": failed, **checks}
+            return self.json(body, status=503 if failed else 200)
+
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            # aiohttp rejects a charset inside content_type; Prometheus needs none.
+            return self.bytes(generate_latest(), content_type=PROMETHEUS_CONTENT_TYPE)
+
+    class Customer(View):
+        async def get(self, request: Request, customer_id: str) -> Response:
+            if expected is None:
+                return self.json({"error": LOOKUP_OFF}, status=403)
+            presented = _bearer(request.headers.get("Authorization", ""))
+            if presented is None or not hmac.compare_digest(_digest(presented), expected):
+                challenge = 'Bearer realm="churn-risk"'
+                if presented is not None:
+                    challenge += ', error="invalid_token"'
+                return self.json(
+                    {"error": "a valid 'Authorization: Bearer <token>' header is required"},
+                    status=401,
+                    headers={"WWW-Authenticate": challenge},
+                )
+            if not CUSTOMER_ID.fullmatch(customer_id):
+                return self.json({"error": f"a customer id is {CUSTOMER_ID_RULE}"}, status=400)
+            partition = partition_of(customer_id, partitions)
+            try:
+                states = await off_loop(REDIS_TIMEOUT, store.read, partition, [customer_id])
+            except TimeoutError:
+                return self.json({"error": "Redis did not answer in time"}, status=503)
+            except Exception as err:
+                return self.json({"error": f"Redis failed: {type(err).__name__}"}, status=503)
+            state = states.get(customer_id)
+            if state is None or state.seen is None:
+                return self.json({"error": f"unknown customer {customer_id}"}, status=404)
+            current = served()
+            # As of the last instant scored: the probability behind the category.
+            as_of = max(state.seen, state.scored_to or state.seen)
+            features = feature_matrix(base_columns([state], [as_of]), current.feature_params)
+            return self.json(
+                {
+                    "customer_id": customer_id,
+                    "as_of": as_of,
+                    "features": _json_floats(dict(zip(FEATURE_NAMES, features[0], strict=True))),
+                    "probability": float(current.predict(features)[0]),
+                    "risk": state.risk,
+                    "model_version": current.version,
+                }
+            )
+
+    app.page("/health")(Health)
+    app.page("/ready")(Ready)
+    app.page("/metrics")(Metrics)
+    app.page("/customers/{customer_id}")(Customer)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def _bearer(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (None: not that form)."""
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _json_floats(values: dict[str, Any]) -> dict[str, float | None]:
+    return {k: None if v != v else float(v) for k, v in values.items()}  # NaN -> null

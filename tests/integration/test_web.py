@@ -1,0 +1,199 @@
+"""The worker's web server, on a real worker process: where it listens, who may look
+customers up, and what /health and /ready say when Redis is gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from schemas import Order, topics
+from tests.support import RedisServer, Worker, encode, produce
+
+pytestmark = pytest.mark.integration
+
+
+def listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except ConnectionRefusedError:
+        return False
+
+
+def non_loopback_address() -> str | None:
+    """This machine's address on its default route (None: it has none). No packet is
+    sent: connecting a UDP socket only picks the source address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = str(sock.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def wait_for(worker: Worker, path: str, status: int, timeout: float = 60) -> dict:
+    """Poll `path` until it answers `status`; its JSON body."""
+    deadline = time.monotonic() + timeout
+    last: tuple[int, bytes] = (0, b"")
+    while time.monotonic() < deadline:
+        last = worker.get(path)
+        if last[0] == status:
+            return json.loads(last[1])
+        time.sleep(0.3)
+    raise AssertionError(
+        f"{path} never answered {status} (last: {last[0]} {last[1][:500]!r}):\n"
+        f"{worker.log()[-2000:]}"
+    )
+
+
+def test_the_web_server_listens_only_on_the_configured_address(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    worker = Worker({**worker_env, "CHURN_WEB_BIND": "127.0.0.2"}, tmp_path / "worker.log")
+    worker.start()
+    try:
+        status, _, body = worker.request("/health", host="127.0.0.2")
+        assert status == 200, body
+        assert not listening("127.0.0.1", worker.port), "answered on 127.0.0.1 too"
+    finally:
+        worker.stop()
+
+
+def test_with_default_settings_the_server_is_loopback_only_and_the_lookup_is_off(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**worker_env, "CHURN_WEB_TOKEN": ""}
+    env.pop("CHURN_WEB_BIND", None)
+    worker = Worker(env, tmp_path / "worker.log")
+    worker.env.pop("CHURN_WEB_BIND", None)  # nor from the environment pytest runs in
+    worker.start()
+    try:
+        assert worker.get("/health")[0] == 200
+        assert not listening("127.0.0.2", worker.port), "the default bind is not 127.0.0.1"
+        other = non_loopback_address()
+        if other is not None:
+            assert not listening(other, worker.port), f"reachable on {other}"
+
+        status, _, body = worker.request("/customers/C0000042", headers={})
+        assert status == 403
+        assert "CHURN_WEB_TOKEN" in json.loads(body)["error"]
+        # A token sent to a worker that has none opens nothing.
+        status, _, _ = worker.request(
+            "/customers/C0000042", headers={"Authorization": "Bearer anything"}
+        )
+        assert status == 403
+    finally:
+        worker.stop()
+
+
+def test_the_lookup_answers_only_requests_with_the_right_bearer_token(
+    worker: Worker, worker_env: dict[str, str], kafka_bootstrap: str
+) -> None:
+    token = worker_env["CHURN_WEB_TOKEN"]
+    prefix = worker_env["CHURN_TOPIC_PREFIX"]
+    worker.start()
+    order = Order("W1", "WEB1", datetime(2026, 1, 1, 9, tzinfo=UTC), 20.0, "card", "delivered")
+    produce(kafka_bootstrap, [(prefix + topics.ORDERS, "WEB1", encode(order))])
+    found = wait_for(worker, "/customers/WEB1", 200)  # Worker.get sends the right token
+    assert found["customer_id"] == "WEB1"
+    assert found["features"]["orders_lifetime"] == 1
+
+    status, headers, body = worker.request("/customers/WEB1", headers={})
+    assert status == 401, body
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert b"WEB1" not in body
+
+    status, headers, body = worker.request(
+        "/customers/WEB1", headers={"Authorization": f"Bearer {token}x"}
+    )
+    assert status == 401, body
+    assert 'error="invalid_token"' in headers["WWW-Authenticate"]
+    assert b"WEB1" not in body
+
+    status, _, _ = worker.request("/customers/WEB1", headers={"Authorization": f"Basic {token}"})
+    assert status == 401
+
+    status, _, body = worker.request("/customers/" + "X" * 129)
+    assert status == 400, body
+    status, _, body = worker.request("/customers/WEB1%00")
+    assert status == 400, body
+
+    assert token not in worker.log(), "the token was logged"
+
+
+def test_ready_names_redis_when_it_is_down_while_health_and_the_event_loop_keep_answering(
+    worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+    assert own.process is not None
+    worker = Worker({**worker_env, "REDIS_URL": own.url}, tmp_path / "worker.log")
+    worker.start()
+    try:
+        ready = wait_for(worker, "/ready", 200)
+        assert ready["failed"] == []
+        for check in ("kafka", "redis", "model", "agent"):
+            assert ready[check]["ok"] is True, ready
+        assert ready["model"]["version"] == "recency-v1"
+
+        # Redis hangs (SIGSTOP): a PING on the event loop would freeze it for the
+        # client's 10 s socket timeout.
+        os.kill(own.process.pid, signal.SIGSTOP)
+        answers: list[tuple[int, bytes, float]] = []
+
+        def ask_ready() -> None:
+            started = time.monotonic()
+            status, body = worker.get("/ready")
+            answers.append((status, body, time.monotonic() - started))
+
+        probes = [threading.Thread(target=ask_ready) for _ in range(3)]
+        for probe in probes:
+            probe.start()
+        slowest = 0.0
+        while any(probe.is_alive() for probe in probes):
+            started = time.monotonic()
+            assert worker.get("/health")[0] == 200
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.1)
+        for probe in probes:
+            probe.join()
+        assert slowest < 1.5, f"/health took {slowest:.2f} s while Redis hung"
+        for status, body, took in answers:
+            assert status == 503, body
+            report = json.loads(body)
+            assert report["failed"] == ["redis"], report
+            assert "no answer to PING" in report["redis"]["detail"]
+            assert took < 4.5, f"/ready took {took:.1f} s"
+        # Lookups are refused without waiting on Redis: a bad id before any call,
+        # a good one after the timeout.
+        assert worker.get("/customers/bad%20id")[0] == 400
+        started = time.monotonic()
+        assert worker.get("/customers/WEB1")[0] == 503
+        assert time.monotonic() - started < 4.5
+
+        # Redis gone (connections refused).
+        own.kill()
+        status, body = worker.get("/ready")
+        assert status == 503, body
+        report = json.loads(body)
+        assert report["failed"] == ["redis"], report
+        assert "PING failed" in report["redis"]["detail"]
+        assert worker.get("/health")[0] == 200
+
+        own.start()
+        assert wait_for(worker, "/ready", 200, timeout=30)["failed"] == []
+    finally:
+        if own.process and own.process.poll() is None:
+            os.kill(own.process.pid, signal.SIGCONT)
+        worker.stop()
+        own.kill()
