@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from stream_app.redis_client import redacted
+
 
 class SettingsError(ValueError):
     """A setting has a value the program cannot run with; the message says which."""
@@ -274,8 +276,31 @@ class Settings:
             try:
                 values[name] = option.parse(text)
             except ValueError as err:
-                raise SettingsError(f"{option.env}={text!r}: {err}") from err
-        return cls(**values)
+                # A URL may carry a password: never echo it.
+                shown = redacted(text) if option.parse is _redis_url else text
+                raise SettingsError(f"{option.env}={shown!r}: {err}") from err
+        settings = cls(**values)
+        settings._check_redis_tls()
+        return settings
+
+    def _check_redis_tls(self) -> None:
+        files = {
+            "CHURN_REDIS_SSL_CA_FILE": self.redis_ssl_ca_file,
+            "CHURN_REDIS_SSL_CERT_FILE": self.redis_ssl_cert_file,
+            "CHURN_REDIS_SSL_KEY_FILE": self.redis_ssl_key_file,
+        }
+        given = [env for env, path in files.items() if path]
+        if given and urlparse(self.redis_url).scheme != "rediss":
+            # Unused certificates would leave the traffic in clear without a word.
+            raise SettingsError(
+                f"{', '.join(given)} set, but REDIS_URL={redacted(self.redis_url)!r} is not "
+                "rediss://: use rediss:// for TLS, or unset them"
+            )
+        if bool(self.redis_ssl_cert_file) != bool(self.redis_ssl_key_file):
+            raise SettingsError(
+                "CHURN_REDIS_SSL_CERT_FILE and CHURN_REDIS_SSL_KEY_FILE go together "
+                "(a client certificate and its key)"
+            )
 
     @staticmethod
     def describe() -> str:
