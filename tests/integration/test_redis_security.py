@@ -21,7 +21,7 @@ import redis
 from feature_store.redis_store import RedisStateStore
 from schemas import Order, SupportTicket, topics
 from stream_app.partitioning import partition_of
-from stream_app.redis_client import acl_rules, check_no_eviction, connect
+from stream_app.redis_client import RedisSetupError, acl_rules, check_no_eviction, connect
 from tests.support import ROOT, RedisServer, Worker, consume, encode, free_port, produce
 
 pytestmark = pytest.mark.integration
@@ -220,3 +220,46 @@ def test_a_wrong_password_is_reported_without_it(
     assert f"cannot use Redis at rediss://{USER}:***@127.0.0.1:{server.port}/0" in log, log
     assert "AuthenticationError" in log, log
     assert wrong not in log, log
+
+
+def test_a_tls_redis_cluster_with_the_acl_user_holds_the_state_and_is_checked_for_eviction(
+    tmp_path: Path, certs: Path, namespace: str, password: str
+) -> None:
+    # One node holding every slot: enough for redis-py's cluster client, which maps
+    # slots (CLUSTER SLOTS) and reads the command table (COMMAND) at start.
+    rule = f"{USER} on >{password} {acl_rules(namespace, cluster=True)}"
+    server = RedisServer(
+        tmp_path / "redis",
+        certs=certs,
+        users=[rule],
+        config=[
+            "cluster-enabled yes",
+            "cluster-config-file nodes.conf",
+            "tls-cluster yes",
+            # Its own: the default (port + 10000) fails for ports above 55535.
+            f"cluster-port {free_port()}",
+        ],
+    )
+    server.start()
+    try:
+        admin = server.admin()
+        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 30
+        while admin.cluster("info")["cluster_state"] != "ok":
+            assert time.monotonic() < deadline, "the one-node cluster never came up"
+            time.sleep(0.1)
+        client = connect(server.url_for(USER, password), **server.tls_files)
+        assert isinstance(client, redis.RedisCluster)
+        check_no_eviction(client)
+        store = RedisStateStore(client, namespace)
+        claim = store.claim(2)
+        assert claim.epoch == 1
+        assert store.load({2: (["A"], 0.0)}) == {2: ({}, [])}
+        assert store.delete_namespace() == 1  # the meta hash the claim raised
+        assert admin.acl_log() == [], admin.acl_log()
+
+        admin.config_set("maxmemory-policy", "allkeys-lfu")
+        with pytest.raises(RedisSetupError, match=f"allkeys-lfu on 127.0.0.1:{server.port}"):
+            check_no_eviction(client)
+    finally:
+        server.kill()
