@@ -49,8 +49,9 @@ def run_worker() -> None:
         client = connect_with(settings)
         client.ping()
         check_no_eviction(client)
-    # RedisClusterException (no reachable node) is not a RedisError.
-    except (redis.RedisError, redis.exceptions.RedisClusterException) as err:
+    # RedisClusterException (no reachable node) is not a RedisError; ValueError is a
+    # URL redis-py cannot parse (a bad db number, say).
+    except (redis.RedisError, redis.exceptions.RedisClusterException, ValueError) as err:
         # The error text says which: refused, TLS handshake, wrong password, ACL.
         # Scrubbed all the same: no redis-py message should hold the password.
         reason = scrubbed(f"{type(err).__name__}: {err}", settings.redis_url)
