@@ -563,7 +563,7 @@ class Run:
     """Names, files and services of one benchmark run; `cleanup` removes all of them."""
 
     bootstrap: str
-    redis_url: str
+    redis_url: str = field(repr=False)  # may hold a password
     settings: Settings
     tmp: Path
     run_id: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")

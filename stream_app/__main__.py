@@ -19,7 +19,13 @@ from confluent_kafka import KafkaException
 
 from scoring.artifact import ArtifactError, load_model
 from stream_app.kafka_admin import TopicLayoutError, ensure_topics
-from stream_app.redis_client import connect, redacted
+from stream_app.redis_client import (
+    RedisSetupError,
+    check_no_eviction,
+    connect_with,
+    redacted,
+    scrubbed,
+)
 from stream_app.settings import Settings, SettingsError, load_actions
 
 
@@ -38,14 +44,23 @@ def run_worker() -> None:
         model = load_model(settings.models_dir)
     except ArtifactError as err:
         fail(f"cannot serve the model: {err}")
+    where = redacted(settings.redis_url)
     try:
-        client = connect(settings.redis_url)
+        client = connect_with(settings)
         client.ping()
-    except redis.RedisError as err:
+        check_no_eviction(client)
+    # RedisClusterException (no reachable node) is not a RedisError; ValueError is a
+    # URL redis-py cannot parse (a bad db number, say).
+    except (redis.RedisError, redis.exceptions.RedisClusterException, ValueError) as err:
+        # The error text says which: refused, TLS handshake, wrong password, ACL.
+        # Scrubbed all the same: no redis-py message should hold the password.
+        reason = scrubbed(f"{type(err).__name__}: {err}", settings.redis_url)
         fail(
-            f"cannot reach Redis at {redacted(settings.redis_url)} ({type(err).__name__}); "
-            "start it or set REDIS_URL"
+            f"cannot use Redis at {where} ({reason}); start it, or fix REDIS_URL "
+            "(user, password) and CHURN_REDIS_SSL_* (TLS)"
         )
+    except RedisSetupError as err:
+        fail(f"Redis at {where}: {scrubbed(str(err), settings.redis_url)}")
     try:
         partitions = ensure_topics(
             settings.kafka_bootstrap_servers, settings.partitions, settings.topic_prefix, 15

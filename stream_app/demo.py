@@ -26,7 +26,7 @@ from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.artifact import ArtifactError, current_version
 from stream_app.kafka_admin import ALL_TOPICS
-from stream_app.redis_client import connect
+from stream_app.redis_client import connect_with, scrubbed
 from stream_app.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,9 +208,10 @@ def clean_up(settings: Settings, prefix: str, namespace: str) -> None:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     admin.delete_topics([prefix + name for name in ALL_TOPICS], operation_timeout=10)
     try:
-        RedisStateStore(connect(settings.redis_url, timeout=5), namespace).delete_namespace()
-    except redis.RedisError as err:
-        print(f"demo: could not remove the Redis keys of {namespace} ({err})", file=sys.stderr)
+        RedisStateStore(connect_with(settings, timeout=5), namespace).delete_namespace()
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as err:
+        reason = scrubbed(str(err), settings.redis_url)
+        print(f"demo: could not remove the Redis keys of {namespace} ({reason})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from scoring.decoding import Limits
+from stream_app.redis_client import redacted
 
 
 class SettingsError(ValueError):
@@ -276,8 +277,31 @@ class Settings:
             try:
                 values[name] = option.parse(text)
             except ValueError as err:
-                raise SettingsError(f"{option.env}={text!r}: {err}") from err
-        return cls(**values)
+                # A URL may carry a password: never echo it.
+                shown = redacted(text) if option.parse is _redis_url else text
+                raise SettingsError(f"{option.env}={shown!r}: {err}") from err
+        settings = cls(**values)
+        settings._check_redis_tls()
+        return settings
+
+    def _check_redis_tls(self) -> None:
+        files = {
+            "CHURN_REDIS_SSL_CA_FILE": self.redis_ssl_ca_file,
+            "CHURN_REDIS_SSL_CERT_FILE": self.redis_ssl_cert_file,
+            "CHURN_REDIS_SSL_KEY_FILE": self.redis_ssl_key_file,
+        }
+        given = [env for env, path in files.items() if path]
+        if given and urlparse(self.redis_url).scheme != "rediss":
+            # Unused certificates would leave the traffic in clear without a word.
+            raise SettingsError(
+                f"{', '.join(given)} set, but REDIS_URL={redacted(self.redis_url)!r} is not "
+                "rediss://: use rediss:// for TLS, or unset them"
+            )
+        if bool(self.redis_ssl_cert_file) != bool(self.redis_ssl_key_file):
+            raise SettingsError(
+                "CHURN_REDIS_SSL_CERT_FILE and CHURN_REDIS_SSL_KEY_FILE go together "
+                "(a client certificate and its key)"
+            )
 
     def limits(self) -> Limits:
         """The bounds on input messages (`scoring.decoding`)."""

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from feature_store.redis_store import RedisStateStore
+from stream_app.redis_client import redacted
 from tests.support import Worker, train_recency_model
 
 HOW_TO_START = "start the services with `make services` (scripts/services.sh up)"
@@ -67,7 +68,7 @@ def redis_url() -> str:
         redis.Redis.from_url(url, socket_connect_timeout=5).ping()
     except redis.RedisError as err:
         pytest.fail(
-            f"Redis is not reachable at {url} ({err}): {HOW_TO_START} or set REDIS_URL",
+            f"Redis is not reachable at {redacted(url)} ({err}): {HOW_TO_START} or set REDIS_URL",
             pytrace=False,
         )
     return url
@@ -125,7 +126,7 @@ def redis_cluster_url() -> str:
     # RedisClusterException (e.g. no reachable node, or cluster mode off) is not a RedisError.
     except (redis.RedisError, redis.exceptions.RedisClusterException) as err:
         pytest.fail(
-            f"Redis Cluster is not reachable at {url} ({err}): {HOW_TO_START} "
+            f"Redis Cluster is not reachable at {redacted(url)} ({err}): {HOW_TO_START} "
             "or set REDIS_CLUSTER_URL",
             pytrace=False,
         )

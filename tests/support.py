@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -12,9 +13,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import lightgbm as lgb
 import msgspec
@@ -120,6 +121,24 @@ class Worker:
                 return
             time.sleep(0.2)
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
+
+    def start_expecting_exit(self, timeout: float = 120.0) -> int:
+        """Start a worker that should stop during start-up; its exit code."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stream_app", "worker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"the worker did not stop in {timeout}s:\n{self.log()[-3000:]}"
+            ) from None
 
     def get(self, path: str) -> tuple[int, bytes]:
         """GET on the worker's web port, with its bearer token when it has one
@@ -244,11 +263,31 @@ def consume(
     return messages
 
 
+class TLSFiles(TypedDict):
+    """connect()'s TLS arguments."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
 class RedisServer:
     """A redis-server of the test's own, with AOF on, that the test may kill, restart
-    and damage (the shared one other tests use is never touched)."""
+    and damage (the shared one other tests use is never touched).
 
-    def __init__(self, directory: Path) -> None:
+    `certs` (a directory from scripts/certs.sh) makes it TLS only: no plain-text port,
+    client certificates required. `users` (ACL rules, `<name> on ><password> ...`)
+    turns the default user off; the helper itself then logs in as an `admin` user
+    with every right (`self.admin()`). `config` adds redis.conf lines."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        certs: Path | None = None,
+        users: Sequence[str] = (),
+        config: Sequence[str] = (),
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise AssertionError("redis-server is not installed: run `make services` first")
@@ -256,32 +295,89 @@ class RedisServer:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.certs = certs
+        self.users = list(users)
+        self.admin_password = secrets.token_hex(16) if users else None
+        self.config = list(config)
+        self.url = self.url_for()
         self.process: subprocess.Popen[bytes] | None = None
 
+    def url_for(self, user: str | None = None, password: str | None = None) -> str:
+        scheme = "rediss" if self.certs else "redis"
+        auth = f"{user or ''}:{password}@" if password is not None else ""
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def tls_files(self) -> TLSFiles:
+        """connect()'s TLS arguments: this server's CA and a client certificate."""
+        assert self.certs, "not a TLS server"
+        return TLSFiles(
+            ca_file=self.certs / "ca.pem",
+            cert_file=self.certs / "client.pem",
+            key_file=self.certs / "client.key",
+        )
+
+    @property
+    def tls_env(self) -> dict[str, str]:
+        """The worker's settings for the same files."""
+        files = self.tls_files
+        return {
+            "CHURN_REDIS_SSL_CA_FILE": str(files["ca_file"]),
+            "CHURN_REDIS_SSL_CERT_FILE": str(files["cert_file"]),
+            "CHURN_REDIS_SSL_KEY_FILE": str(files["key_file"]),
+        }
+
+    def admin(self) -> redis.Redis:
+        """A client with every right (the default user when there are no ACL users)."""
+        options: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 10}
+        if self.certs:
+            options.update(
+                ssl_ca_certs=str(self.certs / "ca.pem"),
+                ssl_certfile=str(self.certs / "client.pem"),
+                ssl_keyfile=str(self.certs / "client.key"),
+            )
+        if self.admin_password:
+            return redis.Redis.from_url(self.url_for("admin", self.admin_password), **options)
+        return redis.Redis.from_url(self.url, **options)
+
+    def config_lines(self) -> list[str]:
+        lines = [
+            "bind 127.0.0.1",
+            f"dir {self.directory}",
+            "appendonly yes",
+            "appendfsync everysec",
+            "aof-load-truncated yes",
+            'save ""',
+        ]
+        if self.certs:
+            lines += [
+                "port 0",
+                f"tls-port {self.port}",
+                f"tls-cert-file {self.certs / 'server.pem'}",
+                f"tls-key-file {self.certs / 'server.key'}",
+                f"tls-ca-cert-file {self.certs / 'ca.pem'}",
+                "tls-auth-clients yes",
+            ]
+        else:
+            lines.append(f"port {self.port}")
+        if self.users:
+            lines += [
+                "user default off",
+                f"user admin on >{self.admin_password} ~* &* +@all",
+                *(f"user {rule}" for rule in self.users),
+            ]
+        return lines + self.config
+
     def start(self) -> None:
+        conf = self.directory / "redis.conf"
+        conf.write_text("\n".join(self.config_lines()) + "\n")
+        conf.chmod(0o600)  # it holds passwords
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--aof-load-truncated",
-                "yes",
-                "--save",
-                "",
-            ],
+            [self.binary, str(conf)],
             stdout=(self.directory / "redis.log").open("ab"),
             stderr=subprocess.STDOUT,
         )
-        client = redis.Redis(port=self.port)
+        client = self.admin()
         deadline = time.monotonic() + 30
         while True:
             try:
