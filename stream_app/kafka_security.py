@@ -50,7 +50,8 @@ def check(settings: Settings) -> None:
     files = _ssl_files(settings)
     if protocol not in TLS_PROTOCOLS and files:
         raise SettingsError(
-            f"{', '.join(files)} set but {where} does not use TLS: "
+            f"{' and '.join(files)} {'is' if len(files) == 1 else 'are'} set but {where} "
+            "does not use TLS: "
             "set CHURN_KAFKA_SECURITY_PROTOCOL to SSL or SASL_SSL, or unset them"
         )
     if (settings.kafka_ssl_cert_file is None) != (settings.kafka_ssl_key_file is None):
