@@ -208,7 +208,14 @@ def print_changes(settings: Settings, prefix: str, children: list[subprocess.Pop
 def clean_up(settings: Settings, prefix: str, namespace: str) -> None:
     """Delete this run's topics and Redis keys (best effort: say what was left)."""
     admin = AdminClient(kafka_security.confluent_config(settings))
-    admin.delete_topics([prefix + name for name in ALL_TOPICS], operation_timeout=10)
+    futures = admin.delete_topics([prefix + name for name in ALL_TOPICS], operation_timeout=10)
+    # Wait: the process ends right after, and over SASL_SSL the login alone outlasted
+    # the request, which then never left.
+    for name, future in futures.items():
+        try:
+            future.result(timeout=20)
+        except Exception as err:
+            print(f"demo: could not delete topic {name} ({err})", file=sys.stderr)
     try:
         RedisStateStore(connect(settings.redis_url, timeout=5), namespace).delete_namespace()
     except redis.RedisError as err:
