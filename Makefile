@@ -19,6 +19,21 @@ REDIS_CLUSTER_URL ?= redis://127.0.0.1:$(or $(CHURN_REDIS_CLUSTER_PORT),7001)/0
 WITH_SERVICES = KAFKA_BOOTSTRAP_SERVERS='$(KAFKA_BOOTSTRAP_SERVERS)' REDIS_URL='$(REDIS_URL)' \
 	REDIS_CLUSTER_URL='$(REDIS_CLUSTER_URL)'
 
+# The local broker's SASL_SSL listener, for tests/integration/test_kafka_security.py.
+# Recursively expanded, so read when `make test` runs pytest, after `services` wrote
+# them. The password travels as a file name: make echoes its command lines.
+SASL_STATE := .services/kafka/sasl
+KAFKA_SASL_BOOTSTRAP_SERVERS ?= $(shell cat $(SASL_STATE)/address 2>/dev/null)
+KAFKA_SASL_USERNAME ?= $(shell cat $(SASL_STATE)/user 2>/dev/null)
+KAFKA_SASL_PASSWORD_FILE ?= $(CURDIR)/$(SASL_STATE)/password
+KAFKA_SASL_CA_FILE ?= $(CURDIR)/.services/certs/ca.pem
+KAFKA_SASL_CERT_FILE ?= $(CURDIR)/.services/certs/client.pem
+KAFKA_SASL_KEY_FILE ?= $(CURDIR)/.services/certs/client.key
+WITH_SASL = KAFKA_SASL_BOOTSTRAP_SERVERS='$(KAFKA_SASL_BOOTSTRAP_SERVERS)' \
+	KAFKA_SASL_USERNAME='$(KAFKA_SASL_USERNAME)' KAFKA_SASL_PASSWORD_FILE='$(KAFKA_SASL_PASSWORD_FILE)' \
+	KAFKA_SASL_CA_FILE='$(KAFKA_SASL_CA_FILE)' KAFKA_SASL_CERT_FILE='$(KAFKA_SASL_CERT_FILE)' \
+	KAFKA_SASL_KEY_FILE='$(KAFKA_SASL_KEY_FILE)'
+
 PYTEST_ARGS ?=
 
 # Python packages that mypy checks. $(wildcard) drops any not created yet: mypy given a
@@ -69,7 +84,7 @@ lint: venv ## ruff check, ruff format --check, mypy
 	$(BIN)/mypy $(PACKAGES)
 
 test: venv lint services ## lint, then pytest against the local services (PYTEST_ARGS=...)
-	$(WITH_SERVICES) $(BIN)/pytest $(PYTEST_ARGS)
+	$(WITH_SERVICES) $(WITH_SASL) $(BIN)/pytest $(PYTEST_ARGS)
 
 demo: venv services ## run the end-to-end demo
 	$(WITH_SERVICES) $(BIN)/python -m stream_app.demo

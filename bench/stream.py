@@ -110,6 +110,7 @@ from scoring.runner import BatchRunner
 from scoring.store import MemoryStore
 from simulator import kafka_sink
 from simulator.history import Event, generate_history
+from stream_app import kafka_security
 from stream_app.kafka_admin import ensure_topics
 from stream_app.partitioning import partition_of
 from stream_app.publisher import Publisher
@@ -484,9 +485,11 @@ class MachineCpu:
 class CommittedLag:
     """Messages of the input topics not yet committed by a consumer group."""
 
-    def __init__(self, bootstrap: str, group: str, topic_names: Sequence[str]) -> None:
+    def __init__(
+        self, kafka_config: dict[str, object], group: str, topic_names: Sequence[str]
+    ) -> None:
         # Only OffsetFetch and ListOffsets: this consumer never joins the group.
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        self.consumer = Consumer({**kafka_config, "group.id": group})
         meta = self.consumer.list_topics(timeout=10)
         self.partitions = [
             TopicPartition(name, p) for name in topic_names for p in meta.topics[name].partitions
@@ -574,6 +577,14 @@ class Run:
     def __post_init__(self) -> None:
         self.watch = ServiceWatch({"kafka": self.bootstrap.split(",")[0], "redis": self.redis_url})
 
+    @property
+    def kafka_config(self) -> kafka_security.KafkaConfig:
+        """The clients' configuration: these brokers, the settings' security."""
+        return {
+            **kafka_security.confluent_config(self.settings),
+            "bootstrap.servers": self.bootstrap,
+        }
+
     def namespace(self, tag: str) -> str:
         name = f"{self.run_id}-{tag}"
         self.namespaces.add(name)
@@ -622,7 +633,7 @@ class Run:
 
     def cleanup(self) -> None:
         """Delete the run's topics, consumer groups, Redis keys and Faust data dirs."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient(self.kafka_config)
         with suppress(Exception):
             names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(self.run_id)]
             if names:
@@ -720,7 +731,7 @@ def measure_workers(
             once_settled()
         if track_commits:
             inputs = [topics.qualified(name, prefix) for name in topics.INPUT_TOPICS]
-            lag = CommittedLag(run.bootstrap, env["CHURN_APP_ID"], inputs)
+            lag = CommittedLag(run.kafka_config, env["CHURN_APP_ID"], inputs)
         if profile is not None:
             spy = ProfileRecorder(children[0].pid, profile, window)
         caught_up: list[float] = []
@@ -844,8 +855,8 @@ def naive_throughput(
     preload(client, keys, model, before, partitions)
 
     prefix = run.prefix("naive")
-    ensure_topics(run.bootstrap, partitions, prefix)
-    publisher = Publisher({"bootstrap.servers": run.bootstrap}, prefix)
+    ensure_topics(run.kafka_config, partitions, prefix)
+    publisher = Publisher(run.kafka_config, prefix)
     producer = publisher.producer
     decoders = {name: msgspec.json.Decoder(kind) for name, kind in INPUT_EVENTS.items()}
     encode = msgspec.json.Encoder().encode
@@ -1017,7 +1028,7 @@ def measure_latency(
     def read_outputs() -> None:
         consumer = Consumer(
             {
-                "bootstrap.servers": run.bootstrap,
+                **run.kafka_config,
                 "group.id": f"{run.run_id}-{tag}-reader",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
@@ -1060,7 +1071,7 @@ def measure_latency(
         producer = Producer(
             {
                 **kafka_sink.PRODUCER_CONFIG,
-                "bootstrap.servers": run.bootstrap,
+                **run.kafka_config,
                 "delivery.report.only.error": False,  # the probes' offsets come from reports
             }
         )
@@ -1520,7 +1531,11 @@ def run_bench(
     with run.phase("produce backlog") as record:
         start = time.perf_counter()
         kafka_sink.produce(
-            events, run.bootstrap, partitions=run.settings.partitions, topic_prefix=backlog
+            events,
+            run.bootstrap,
+            partitions=run.settings.partitions,
+            topic_prefix=backlog,
+            client_config=run.kafka_config,
         )
         record["eps"] = round(n / (time.perf_counter() - start))
     runs: dict[str, Any] = {}
@@ -1560,6 +1575,7 @@ def run_bench(
                 run.bootstrap,
                 partitions=run.settings.partitions,
                 topic_prefix=backlog2,
+                client_config=run.kafka_config,
             )
 
         runs["two_workers"] = measure_workers(

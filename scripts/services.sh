@@ -5,19 +5,26 @@
 # No Docker needed: Kafka runs from the jars listed in scripts/kafka/pom.xml, Redis
 # is the distribution's redis-server (and redis-cli, which creates the cluster).
 #
-#   scripts/services.sh up            start all (no-op for what already runs), wait until ready
+#   scripts/services.sh up            start all (no-op for what already runs), wait until ready;
+#                                     make sure the broker's SCRAM user exists
 #   scripts/services.sh down          stop what `up` started (by pid file)
 #   scripts/services.sh status        running/stopped, pid, address
 #   scripts/services.sh reset         down + delete all state under .services/
 #   scripts/services.sh cluster-down  stop only the Redis Cluster nodes (Kafka and Redis keep running)
 #
 # Env: CHURN_KAFKA_PORT (9092), CHURN_KAFKA_CONTROLLER_PORT (Kafka port + 1),
+#      CHURN_KAFKA_SASL_PORT (Kafka port + 2: SASL_SSL, SCRAM-SHA-512 over TLS),
 #      CHURN_REDIS_PORT (6379), CHURN_REDIS_CLUSTER_PORT (7001: the cluster uses it,
 #      +1 and +2, and their cluster bus ports +10000), CHURN_CACHE_DIR (~/.cache/churn-risk),
 #      CHURN_SERVICES_TIMEOUT (90 s), CHURN_KAFKA_HEAP_OPTS (-Xms256m -Xmx1g).
 # If KAFKA_BOOTSTRAP_SERVERS and REDIS_URL are both set, `up` only checks that
 # those external services answer (and REDIS_CLUSTER_URL's too, if set) and starts
 # nothing. Otherwise REDIS_CLUSTER_URL is not read here: the local cluster is started.
+#
+# Kafka security (dev only): beside the PLAINTEXT listener the broker has a SASL_SSL
+# listener. Its certificates come from scripts/certs.sh (.services/certs: clients trust
+# ca.pem); its SCRAM-SHA-512 user is `churn`, with a password generated once into
+# .services/kafka/sasl/password. `status` prints the address and these paths.
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,6 +38,10 @@ CDIR=$STATE/redis-cluster # one directory per node, named by its port
 HOST=127.0.0.1 # loopback only: these are unauthenticated dev services
 KAFKA_PORT=${CHURN_KAFKA_PORT:-9092}
 KAFKA_CTRL_PORT=${CHURN_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
+KAFKA_SASL_PORT=${CHURN_KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
+CERTS=$STATE/certs
+SASL_DIR=$KDIR/sasl # user, password (owner-only), address
+SASL_USER=churn
 REDIS_PORT=${CHURN_REDIS_PORT:-6379}
 CLUSTER_PORT=${CHURN_REDIS_CLUSTER_PORT:-7001}
 # Three masters, no replicas: the fewest nodes Redis Cluster accepts, and enough for
@@ -117,10 +128,22 @@ write_kafka_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$KAFKA_CTRL_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CTRL_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CTRL_PORT,SASL_SSL://$HOST:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_SSL://$HOST:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+# The SASL_SSL listener: SCRAM-SHA-512 over TLS. Its users live in the KRaft metadata
+# (created by ensure_scram_user). A client certificate is checked when one is sent
+# (mutual TLS), not required.
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.client.auth=requested
+ssl.truststore.type=PEM
+ssl.truststore.location=$CERTS/ca.pem
+# Kafka reads PEM directly: the unencrypted PKCS#8 key and its certificate in one file.
+ssl.keystore.type=PEM
+ssl.keystore.location=$CERTS/server-bundle.pem
 log.dirs=$KDIR/data
 num.partitions=4
 auto.create.topics.enable=true
@@ -144,12 +167,14 @@ start_kafka() {
     return 0
   fi
   rm -f "$KDIR/kafka.pid"
-  for p in "$KAFKA_PORT" "$KAFKA_CTRL_PORT"; do
+  for p in "$KAFKA_PORT" "$KAFKA_CTRL_PORT" "$KAFKA_SASL_PORT"; do
     ! port_open "$HOST" "$p" ||
       die "$HOST:$p is already in use by a process this script did not start; stop it or set CHURN_KAFKA_PORT"
   done
   ensure_cmd java default-jre-headless
+  ensure_cmd openssl openssl
   fetch_kafka
+  "$ROOT/scripts/certs.sh" "$CERTS"
   mkdir -p "$KDIR/data"
   write_kafka_config
   # KRaft storage must be formatted exactly once, with a cluster id.
@@ -169,12 +194,40 @@ start_kafka() {
     kafka.Kafka "$KDIR/server.properties" </dev/null >"$KDIR/kafka.log" 2>&1 9>&- &
   echo $! >"$KDIR/kafka.pid"
   echo "$HOST:$KAFKA_PORT" >"$KDIR/address"
+  mkdir -p "$SASL_DIR"
+  echo "$HOST:$KAFKA_SASL_PORT" >"$SASL_DIR/address"
+  rm -f "$SASL_DIR/created" # the user is (re)created once the broker is up
+}
+
+# The SCRAM user of the SASL_SSL listener, with a password generated once. It is
+# upserted through the admin API on the PLAINTEXT listener (which needs no login), so
+# it exists whether the storage was formatted before the SASL listener existed or not.
+# Done once per broker start: the metadata log keeps it across restarts.
+ensure_scram_user() {
+  local addr
+  [[ -f $SASL_DIR/created ]] && return 0
+  [[ -f $SASL_DIR/address ]] || return 0 # a broker started before the SASL listener existed
+  if [[ ! -s $SASL_DIR/password ]]; then
+    (umask 077 && openssl rand -hex 24 >"$SASL_DIR/password")
+  fi
+  echo "$SASL_USER" >"$SASL_DIR/user"
+  # Through a file, not the command line, which other users see in `ps`. (In a file the
+  # value takes no brackets: `[iterations=...]` is the command line's syntax only.)
+  (umask 077 && printf 'SCRAM-SHA-512=iterations=8192,password=%s\n' "$(<"$SASL_DIR/password")" >"$SASL_DIR/scram.properties")
+  addr=$HOST:$(port_of kafka)
+  kjava kafka.admin.ConfigCommand --bootstrap-server "$addr" --alter --entity-type users \
+    --entity-name "$SASL_USER" --add-config-file "$SASL_DIR/scram.properties" \
+    >"$SASL_DIR/create.log" 2>&1 || { rm -f "$SASL_DIR/scram.properties"; fail_with_log "creating the SCRAM user $SASL_USER failed" "$SASL_DIR/create.log"; }
+  rm -f "$SASL_DIR/scram.properties"
+  touch "$SASL_DIR/created"
+  log "SCRAM-SHA-512 user $SASL_USER ready on SASL_SSL $(<"$SASL_DIR/address")"
 }
 
 wait_kafka() {
   local deadline=$((SECONDS + TIMEOUT))
   # The broker logs "Kafka Server started" once it is unfenced and serving clients.
-  until grep -q 'Kafka Server started' "$KDIR/kafka.log" 2>/dev/null && port_open "$HOST" "$(port_of kafka)"; do
+  until grep -q 'Kafka Server started' "$KDIR/kafka.log" 2>/dev/null && port_open "$HOST" "$(port_of kafka)" &&
+    { [[ ! -f $SASL_DIR/address ]] || port_open "$HOST" "$(sasl_port)"; }; do
     if ! live_pid "$KDIR/kafka.pid" "$KAFKA_PAT" >/dev/null; then
       rm -f "$KDIR/kafka.pid"
       fail_with_log "Kafka exited during startup" "$KDIR/kafka.log"
@@ -350,6 +403,13 @@ port_of() { # kafka|redis
   else echo "$REDIS_PORT"; fi
 }
 
+# Port of the running broker's SASL_SSL listener (empty address file: none).
+sasl_port() {
+  local addr=
+  [[ -f $SASL_DIR/address ]] && addr=$(<"$SASL_DIR/address")
+  echo "${addr##*:}"
+}
+
 stop_one() { # name pidfile pattern
   local pid
   if pid=$(live_pid "$2" "$3"); then
@@ -384,6 +444,12 @@ cmd_status() {
   [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} && -n ${REDIS_URL:-} ]] &&
     log "note: KAFKA_BOOTSTRAP_SERVERS/REDIS_URL are set, so 'up' would use those external services"
   print_status kafka "$KDIR/kafka.pid" "$KAFKA_PAT" "$(port_of kafka)" "Kafka $KAFKA_VERSION" || rc=3
+  if [[ -f $SASL_DIR/address ]]; then
+    print_status kafka-sasl "$KDIR/kafka.pid" "$KAFKA_PAT" "$(sasl_port)" \
+      "SASL_SSL SCRAM-SHA-512, user $SASL_USER, password in ${SASL_DIR#"$ROOT"/}/password, CA ${CERTS#"$ROOT"/}/ca.pem" || rc=3
+  elif live_pid "$KDIR/kafka.pid" "$KAFKA_PAT" >/dev/null; then
+    log "note: this broker was started without the SASL_SSL listener; 'down' then 'up' adds it"
+  fi
   print_status redis "$RDIR/redis.pid" "$REDIS_PAT" "$(port_of redis)" "$(redis_version)" || rc=3
   local port state
   for port in $(cluster_node_ports); do
@@ -434,6 +500,7 @@ cmd_up() {
   wait_redis
   wait_cluster
   wait_kafka
+  ensure_scram_user
   [[ $(port_of kafka) == "$KAFKA_PORT" && $(port_of redis) == "$REDIS_PORT" ]] ||
     log "warning: services were already running on other ports than requested (run 'down' first to change ports)"
   log "ready after $((SECONDS - t0))s:"

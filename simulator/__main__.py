@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from simulator.history import DEFAULT_START, History, generate_history
 
@@ -62,8 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def kafka_security_config() -> dict[str, Any]:
+    """The security part of the worker's Kafka client configuration, from the same
+    CHURN_KAFKA_* variables (the brokers come from --bootstrap)."""
+    from stream_app import kafka_security
+    from stream_app.settings import Settings
+
+    settings = Settings.from_env()
+    kafka_security.check(settings)
+    config = kafka_security.confluent_config(settings)
+    del config["bootstrap.servers"]
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "produce":
+        from stream_app.settings import SettingsError
+
+        try:
+            client_config = kafka_security_config()
+        except SettingsError as err:
+            print(f"error: bad configuration: {err}", file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
     history = generate_history(args.customers, seed=args.seed, start=args.start, days=args.days)
     generated = time.perf_counter() - t0
@@ -80,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             replication_factor=args.replication_factor,
             topic_prefix=args.topic_prefix,
             verbose=not args.quiet,
+            client_config=client_config,
         )
         target = f"events={written} to {args.bootstrap}"
     elif args.command == "sqlite":

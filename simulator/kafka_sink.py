@@ -69,16 +69,20 @@ def ensure_topics(
     replication_factor: int = 1,
     timeout: float = 15.0,
     topic_prefix: str = "",
+    client_config: dict[str, Any] | None = None,
 ) -> list[str]:
     """Create the input topics (named `topic_prefix` + topic) that do not exist yet.
 
-    Returns the names created.
+    Returns the names created. `client_config` adds to the admin client's configuration
+    (security: `stream_app.kafka_security.confluent_config`).
 
     Warns when an existing topic has a different partition count: the worker joins the
     topics by customer_id, which needs them co-partitioned.
     """
     # log_level 4 (warning): hides an info line librdkafka logs when the client closes.
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 4})
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap_servers, "log_level": 4, **(client_config or {})}
+    )
     existing = admin.list_topics(timeout=timeout).topics
     configs = {topic_prefix + name: config for name, config in TOPIC_CONFIGS.items()}
     for name in configs:
@@ -125,19 +129,25 @@ def produce(
     progress_interval: float = 5.0,
     flush_timeout: float = 120.0,
     producer_config: dict[str, Any] | None = None,
+    client_config: dict[str, Any] | None = None,
 ) -> int:
     """Produce every event in event-time order; return how many were produced.
 
     Key = customer_id, value = the event as JSON. `rate` is events per second (None: as
     fast as possible). Topic names get `topic_prefix` in front, the way the worker's
     CHURN_TOPIC_PREFIX namespaces them. Raises DeliveryError if any message is not
-    delivered.
+    delivered. `client_config` (security settings) goes to the admin client and the
+    producer alike.
     """
     if rate is not None and rate <= 0:
         raise ValueError("rate must be > 0 or None")
     if create_topics:
         created = ensure_topics(
-            bootstrap_servers, partitions, replication_factor, topic_prefix=topic_prefix
+            bootstrap_servers,
+            partitions,
+            replication_factor,
+            topic_prefix=topic_prefix,
+            client_config=client_config,
         )
         if verbose and created:
             print(f"created topics: {', '.join(created)}", file=sys.stderr)
@@ -152,6 +162,7 @@ def produce(
         **PRODUCER_CONFIG,
         "bootstrap.servers": bootstrap_servers,
         "on_delivery": on_delivery,
+        **(client_config or {}),
         **(producer_config or {}),
     }
     producer = Producer(config)

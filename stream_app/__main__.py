@@ -18,7 +18,8 @@ import redis
 from confluent_kafka import KafkaException
 
 from scoring.artifact import ArtifactError, load_model
-from stream_app.kafka_admin import TopicLayoutError, ensure_topics
+from stream_app import kafka_security
+from stream_app.kafka_admin import KafkaAuthenticationError, TopicLayoutError, ensure_topics
 from stream_app.redis_client import (
     RedisSetupError,
     check_no_eviction,
@@ -38,6 +39,7 @@ def run_worker() -> None:
     try:
         settings = Settings.from_env()
         actions = load_actions(settings.actions_file)
+        kafka_security.check(settings)
     except SettingsError as err:
         fail(f"bad configuration: {err}")
     try:
@@ -63,12 +65,22 @@ def run_worker() -> None:
         fail(f"Redis at {where}: {scrubbed(str(err), settings.redis_url)}")
     try:
         partitions = ensure_topics(
-            settings.kafka_bootstrap_servers, settings.partitions, settings.topic_prefix, 15
+            kafka_security.confluent_config(settings),
+            settings.partitions,
+            settings.topic_prefix,
+            15,
+        )
+    except KafkaAuthenticationError as err:
+        fail(
+            f"Kafka at {settings.kafka_bootstrap_servers} refused the connection "
+            f"({kafka_security.describe(settings)}): {err}; check CHURN_KAFKA_SASL_USERNAME, "
+            "CHURN_KAFKA_SASL_PASSWORD and CHURN_KAFKA_SSL_*"
         )
     except KafkaException as err:
         fail(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({err}); "
-            "start it or set KAFKA_BOOTSTRAP_SERVERS"
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} "
+            f"({kafka_security.describe(settings)}: {err}); start it, or set "
+            "KAFKA_BOOTSTRAP_SERVERS and CHURN_KAFKA_SECURITY_PROTOCOL to match its listener"
         )
     except TopicLayoutError as err:
         fail(str(err))

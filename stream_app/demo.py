@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.artifact import ArtifactError, current_version
+from stream_app import kafka_security
 from stream_app.kafka_admin import ALL_TOPICS
 from stream_app.redis_client import connect_with, scrubbed
 from stream_app.settings import Settings, SettingsError
@@ -81,6 +82,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         settings = Settings.from_env()
+        kafka_security.check(settings)
     except SettingsError as err:
         print(f"error: bad configuration: {err}", file=sys.stderr)
         return 2
@@ -178,7 +180,7 @@ def wait_until_ready(worker: subprocess.Popen[bytes], log: Path, timeout: float 
 def print_changes(settings: Settings, prefix: str, children: list[subprocess.Popen[bytes]]) -> None:
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **kafka_security.confluent_config(settings),
             "group.id": f"{prefix}printer",
             "auto.offset.reset": "earliest",
         }
@@ -205,8 +207,15 @@ def print_changes(settings: Settings, prefix: str, children: list[subprocess.Pop
 
 def clean_up(settings: Settings, prefix: str, namespace: str) -> None:
     """Delete this run's topics and Redis keys (best effort: say what was left)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    admin.delete_topics([prefix + name for name in ALL_TOPICS], operation_timeout=10)
+    admin = AdminClient(kafka_security.confluent_config(settings))
+    futures = admin.delete_topics([prefix + name for name in ALL_TOPICS], operation_timeout=10)
+    # Wait: the process ends right after, and over SASL_SSL the login alone outlasted
+    # the request, which then never left.
+    for name, future in futures.items():
+        try:
+            future.result(timeout=20)
+        except Exception as err:
+            print(f"demo: could not delete topic {name} ({err})", file=sys.stderr)
     try:
         RedisStateStore(connect_with(settings, timeout=5), namespace).delete_namespace()
     except (redis.RedisError, redis.exceptions.RedisClusterException) as err:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from schemas import topics
+from stream_app.kafka_security import KafkaConfig
 
 # Profiles are upserts: compaction keeps the latest per customer forever.
 TOPIC_CONFIGS = topics.TOPIC_CONFIGS
@@ -23,14 +24,49 @@ class TopicLayoutError(Exception):
     """The input topics cannot be processed together; the message says why."""
 
 
+class KafkaAuthenticationError(Exception):
+    """The brokers refused the client's credentials or its TLS handshake."""
+
+
+# librdkafka reports these through error_cb only; the request itself just times out.
+REFUSED = (KafkaError._AUTHENTICATION, KafkaError._SSL)
+
+
+def connect_admin(config: dict[str, object], timeout: float) -> tuple[AdminClient, ClusterMetadata]:
+    """An admin client and the cluster's metadata. Credentials or a certificate the
+    brokers refuse raise KafkaAuthenticationError at once rather than after `timeout`;
+    an unreachable cluster raises KafkaException after it."""
+    refused: list[KafkaError] = []
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() in REFUSED:
+            refused.append(error)
+
+    with_errors: KafkaConfig = {**config, "error_cb": on_error}
+    admin = AdminClient(with_errors)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin, admin.list_topics(timeout=min(1.0, timeout))
+        except KafkaException:
+            admin.poll(0)  # serves error_cb
+            if refused:
+                raise KafkaAuthenticationError(refused[0].str()) from None
+            if time.monotonic() >= deadline:
+                raise
+
+
 def ensure_topics(
-    bootstrap_servers: str, partitions: int, prefix: str = "", timeout: float = 30.0
+    config: KafkaConfig, partitions: int, prefix: str = "", timeout: float = 30.0
 ) -> int:
     """Create any of the product's topics that do not exist yet; returns the number of
     partitions of the input topics, which must all have the same: partition p of each
-    holds the same customers, processed together (`scoring.merge`)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    existing = admin.list_topics(timeout=timeout).topics
+    holds the same customers, processed together (`scoring.merge`).
+
+    `config` is the confluent-kafka client configuration
+    (`stream_app.kafka_security.confluent_config`)."""
+    admin, metadata = connect_admin(config, timeout)
+    existing = metadata.topics
     missing = [
         NewTopic(topics.qualified(name, prefix), partitions, 1, config=TOPIC_CONFIGS.get(name, {}))
         for name in ALL_TOPICS

@@ -36,7 +36,7 @@ from scoring.decoding import InputDecoder
 from scoring.merge import InputMessage
 from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner, StepReport
-from stream_app import metrics, web
+from stream_app import kafka_security, metrics, web
 from stream_app.log_reader import LogReader
 from stream_app.publisher import Publisher
 from stream_app.settings import Settings
@@ -65,6 +65,8 @@ def faust_app(settings: Settings, **extra: Any) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        # aiokafka's consumer and producer; None is PLAINTEXT.
+        broker_credentials=kafka_security.faust_credentials(settings),
         store="memory://",
         # Faust keeps little on disk with a memory store; keep it out of the checkout.
         datadir=Path(tempfile.gettempdir()) / f"faust-{settings.app_id}",
@@ -102,7 +104,7 @@ def build_app(
     """The Faust app with its agent and web views, wired to the batch runner."""
     app = faust_app(settings)
     prefix = settings.topic_prefix
-    kafka_config: dict[str, object] = {"bootstrap.servers": settings.kafka_bootstrap_servers}
+    kafka_config = kafka_security.confluent_config(settings)
     store = RedisStateStore(redis_client, settings.redis_namespace)
     served = ServedModel(settings.models_dir, model)
     reader = LogReader(kafka_config, settings.app_id, prefix)

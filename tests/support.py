@@ -240,14 +240,17 @@ def consume(
     topics: list[str],
     until: Callable[[list[Any]], bool],
     timeout: float = 60.0,
+    **config: Any,
 ) -> list[Any]:
-    """Read messages from the start of `topics` until `until(messages)` holds."""
+    """Read messages from the start of `topics` until `until(messages)` holds.
+    `config` adds to the consumer's configuration (security settings)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"test-reader-{time.monotonic_ns()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            **config,
         }
     )
     consumer.subscribe(topics)

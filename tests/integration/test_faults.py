@@ -81,7 +81,7 @@ def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_l
     }
     events = list(generate_history(4000, seed=21).events_in_time_order())
     # A backlog: the worker always has fetched input to process and publish.
-    ensure_topics(kafka_bootstrap, PARTITIONS, prefix)
+    ensure_topics({"bootstrap.servers": kafka_bootstrap}, PARTITIONS, prefix)
     produce(kafka_bootstrap, [(prefix + t, e.customer_id, encode(e)) for t, e in events])
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()

@@ -192,7 +192,7 @@ def test_a_replay_and_a_live_run_publish_the_same_changes_byte_for_byte(
         tmp_path / "w",
     )
     if rate is None:  # the whole history waits in Kafka before the worker starts
-        ensure_topics(kafka_bootstrap, 4, prefix)
+        ensure_topics({"bootstrap.servers": kafka_bootstrap}, 4, prefix)
         produce(kafka_bootstrap, messages)
         worker.start()
     else:  # produced as it happens, while the worker runs
