@@ -43,10 +43,11 @@ if kill -0 "$broker" 2>/dev/null; then
   echo "[compose-kafka] SCRAM-SHA-512 user '$CHURN_KAFKA_SASL_USERNAME' ready"
 fi
 
-# A trapped signal interrupts `wait`: wait again until the broker has really stopped.
-status=0
-wait "$broker" || status=$?
-while kill -0 "$broker" 2>/dev/null; do
+# A trapped signal interrupts `wait` (status > 128) while the broker is still shutting
+# down: wait again, and exit with the broker's own status.
+while true; do
+  status=0
   wait "$broker" || status=$?
+  kill -0 "$broker" 2>/dev/null || break
 done
 exit "$status"
