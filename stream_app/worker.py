@@ -38,6 +38,7 @@ from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner, StepReport
 from stream_app import kafka_security, metrics, web
 from stream_app.log_reader import LogReader
+from stream_app.partitioning import partition_of
 from stream_app.publisher import Publisher
 from stream_app.settings import Settings
 

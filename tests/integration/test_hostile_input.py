@@ -162,7 +162,9 @@ def test_hostile_input_never_stops_the_worker_nor_changes_what_valid_customers_g
             stream.insert(rng.randrange(len(stream) + 1), (h.topic, h.key, h.value, h.partition, h))
     stream += [(h.topic, h.key, h.value, h.partition, h) for h in hostile if h.expect == "erased"]
 
-    ensure_topics(kafka_bootstrap, PARTITIONS, prefix, 30)  # as the worker makes them
+    ensure_topics(
+        {"bootstrap.servers": kafka_bootstrap}, PARTITIONS, prefix, 30
+    )  # as the worker does
     landed = produce_all(kafka_bootstrap, prefix, [s[:4] for s in stream])
     placed = {position: s[4] for position, s in zip(landed, stream, strict=True)}
     expected_dead = {p for p, h in placed.items() if h is not None and h.expect == "dead"}
