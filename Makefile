@@ -40,7 +40,7 @@ PYTEST_ARGS ?=
 # missing directory fails with a confusing 'Duplicate module named "__main__"'.
 PACKAGES := $(wildcard stream_app feature_store scoring training schemas simulator bench)
 
-.PHONY: help venv lock services services-down services-status lint test demo bench-features bench clean
+.PHONY: help venv lock services services-down services-status lint test fuzz demo bench-features bench clean
 
 help: ## list targets
 	@echo "Targets:"
@@ -85,6 +85,10 @@ lint: venv ## ruff check, ruff format --check, mypy
 
 test: venv lint services ## lint, then pytest against the local services (PYTEST_ARGS=...)
 	$(WITH_SERVICES) $(WITH_SASL) $(BIN)/pytest $(PYTEST_ARGS)
+
+fuzz: venv services ## the live-worker fuzz test at 100,000 hostile inputs (make test runs 10,000)
+	$(WITH_SERVICES) CHURN_FUZZ_INPUTS=$${CHURN_FUZZ_INPUTS:-100000} \
+		$(BIN)/pytest -s tests/integration/test_hostile_input.py
 
 demo: venv services ## run the end-to-end demo
 	$(WITH_SERVICES) $(BIN)/python -m stream_app.demo

@@ -108,9 +108,10 @@ class BatchRunner:
 
     # --- ownership -------------------------------------------------------------
 
-    def assign(self, partition: int) -> Claim:
-        """Take a partition over: a new epoch; resume after its recorded offsets."""
-        claim = self.store.claim(partition)
+    def assign(self, partition: int, claim: Claim | None = None) -> Claim:
+        """Take a partition over: a new epoch (`claim`, when `take` made it already);
+        resume after its recorded offsets."""
+        claim = claim or self.store.claim(partition)
         merger = PartitionMerger(self.topics, self.idle)
         merger.skip_through(claim.offsets)
         if claim.in_flight and any(
@@ -127,6 +128,11 @@ class BatchRunner:
         self.tasks[partition] = Task(claim, merger, dict(claim.offsets), claim.stream_time)
         self.fenced.discard(partition)
         return claim
+
+    async def take(self, partition: int) -> Claim:
+        """`assign`, the store's claim made off the event loop (retried like a step's)."""
+        claim = await self._retry(lambda: self.store.claim(partition), StepReport())
+        return self.assign(partition, claim)
 
     def revoke(self, partition: int) -> None:
         self.tasks.pop(partition, None)
@@ -261,7 +267,7 @@ class BatchRunner:
             topic = decoded.message.topic
             seen[topic] = max(seen.get(topic, -1), decoded.message.offset)
         task.merger.drain()
-        claim = self.assign(partition)
+        claim = await self.take(partition)
         if self.reread is None:
             raise RuntimeError(
                 f"partition {partition}: the store lost writes and nothing can re-read"
@@ -275,11 +281,13 @@ class BatchRunner:
 
     async def _retry(self, action: Callable[[], T], report: StepReport) -> T:
         """Run `action` until it succeeds; transient errors are logged and retried
-        with backoff (capped at 5 s), anything else propagates."""
+        with backoff (capped at 5 s), anything else propagates. It runs in a thread:
+        a store's calls block on the network, and the event loop must keep serving
+        Kafka's heartbeats and the web while they wait (one hop, ~0.1 ms, per call)."""
         delay = 0.1
         while True:
             try:
-                return action()
+                return await asyncio.to_thread(action)
             except self.transient as err:
                 report.retries += 1
                 log.warning("transient error (%r); retrying in %.1fs", err, delay)

@@ -211,7 +211,7 @@ def build_app(
     async def claim(partition: int) -> None:
         """Take a partition over; resume it from the offsets its state records,
         reading again from the log what the group committed past them."""
-        claim = runner.assign(partition)
+        claim = await runner.take(partition)
         loop = asyncio.get_running_loop()
         committed = await loop.run_in_executor(
             None, reader.committed, [(t, partition) for t in topics.INPUT_TOPICS]

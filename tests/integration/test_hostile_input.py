@@ -127,7 +127,7 @@ def canonical(change: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(max(1200, FUZZ_INPUTS // 20))
 def test_hostile_input_never_stops_the_worker_nor_changes_what_valid_customers_get(
     worker: Worker,
     worker_env: dict[str, str],
