@@ -356,3 +356,16 @@ def test_a_tombstone_erases_the_customer_and_a_customer_who_comes_back_gets_new_
     assert again and state.risk_seq == len(again)
     assert not {c.event_id for c in again} & {c.event_id for c in published_before}
     assert state.totals == {"o": 1, "s": 3000} and state.profile == {}
+
+
+def test_an_order_and_a_ticket_with_the_same_id_are_two_events(model: Model) -> None:
+    order = Order("X1", "SAME", T0, 20.0, "card", "delivered")
+    ticket = SupportTicket("X1", "SAME", T0 + timedelta(hours=1), "delivery")
+    sink, store = RecordingSink(), MemoryStore()
+    runner = make_runner(store, model, sink)
+    logs = logs_of([(topics.ORDERS, order), (topics.SUPPORT_TICKETS, ticket)])
+    runner.add(m for log in logs.values() for m in log)
+    [outcome] = asyncio.run(runner.step(lambda topic, partition: False)).outcomes
+    assert outcome.counts["applied"] == 2 and outcome.counts["duplicate"] == 0
+    state = store.read(partition_of("SAME"), ["SAME"])["SAME"]
+    assert set(state.ids) == {"orders:X1", "support-tickets:X1"}
