@@ -79,28 +79,32 @@ def comparable(change: dict) -> str:
     return json.dumps({k: v for k, v in change.items() if k != "scored_at"}, sort_keys=True)
 
 
-def assert_exactly_once(live: Sequence[dict], expected: Sequence[dict]) -> dict[str, int]:
-    """Each id has one content; the ids are each customer's 1..n, none missing; they
-    are the replay's, content for content. Returns counts for the closing note."""
+def assert_exactly_once(
+    live: Sequence[dict], expected: Sequence[dict], store: RedisStateStore
+) -> dict[str, int]:
+    """Each id has one content; each customer's ids are their 1st..n-th change, none
+    missing, n as their state in the store records it; they are the replay's, content
+    for content. Returns counts for the closing note."""
     contents: dict[str, str] = {}
+    ids_of: dict[str, set[str]] = {}
     for change in live:
         content = comparable(change)
         assert contents.setdefault(change["event_id"], content) == content, (
             f"{change['event_id']} was published with two contents"
         )
-    per_customer: dict[str, int] = {}
-    for change in expected:
-        per_customer[change["customer_id"]] = per_customer.get(change["customer_id"], 0) + 1
-    missing = [
-        (customer, n)
-        for customer, count in per_customer.items()
-        for n in range(1, count + 1)
-        if transition_id(customer, n) not in contents
-    ]
-    assert not missing, f"{len(missing)} changes missing, e.g. {missing[:3]}"
+        ids_of.setdefault(change["customer_id"], set()).add(change["event_id"])
+    customers = sorted({c["customer_id"] for c in expected} | ids_of.keys())
+    for customer in customers:
+        state = store.read(partition_of(customer, PARTITIONS), [customer])[customer]
+        sequence = {transition_id(customer, n, state.origin) for n in range(1, state.risk_seq + 1)}
+        gaps = sequence - ids_of.get(customer, set())
+        assert not gaps, f"{customer}: {len(gaps)} of changes 1..{state.risk_seq} missing"
+        assert ids_of.get(customer, set()) == sequence, f"{customer}: ids beyond 1..n"
     wanted = {c["event_id"]: comparable(c) for c in expected}
+    missing = sorted(wanted.keys() - contents.keys())
     extra = sorted(contents.keys() - wanted.keys())
     differ = sorted(i for i in wanted.keys() & contents.keys() if wanted[i] != contents[i])
+    assert not missing, f"{len(missing)} of the replay's changes missing, e.g. {missing[:3]}"
     assert not extra and not differ, (
         f"{len(extra)} ids the replay does not have, {len(differ)} with other contents; "
         f"e.g. live {contents[(extra or differ)[0]]}, replay {wanted.get((extra or differ)[0])}"

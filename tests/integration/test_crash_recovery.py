@@ -97,11 +97,12 @@ def test_outputs_and_features_are_exact_after_the_worker_is_killed_mid_stream(
     finally:
         worker.stop()
         streamer.join(180)
-    counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path))
+    store = RedisStateStore(client, namespace)
+    counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path), store)
     print(
         f"{kind}: kills {kills}, mid-batch {mid_batch}, redelivered messages skipped "
         f"{redelivered:g}, changes {counts}"
     )
     assert worker.log().count("resuming the batch in flight") >= mid_batch
-    assert_features_exact(RedisStateStore(client, namespace), events)
-    RedisStateStore(client, namespace).delete_namespace()
+    assert_features_exact(store, events)
+    store.delete_namespace()

@@ -101,9 +101,10 @@ def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_l
     log = worker.log()
     assert "outputs not yet acknowledged by Kafka" in log  # the stall hit a publish
     assert "the store lost writes" in log  # and the lost writes were noticed
-    counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path))
+    store = RedisStateStore(client, namespace)
+    counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path), store)
     print(f"AOF bytes cut: {cut}; changes: {counts}")
-    assert_features_exact(RedisStateStore(client, namespace), events)
+    assert_features_exact(store, events)
     own.kill()
 
 
@@ -163,7 +164,7 @@ def test_a_worker_stopped_past_its_session_timeout_cannot_commit_when_it_resumes
     assert fenced >= 1, "the resumed worker's commit was not refused"
     assert "was claimed by another worker" in stalled.log()
     assert not went_back, went_back
-    counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path))
+    counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path), store)
     print(f"fenced batches: {fenced:g}; changes: {counts}")
     assert_features_exact(store, events)
 

@@ -22,9 +22,12 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException, Producer
 
+from feature_store.redis_store import RedisStateStore
 from schemas import Order, SupportTicket, topics
 from scoring.risk import transition_id
 from stream_app.kafka_admin import KafkaAuthenticationError, connect_admin
+from stream_app.partitioning import partition_of
+from stream_app.redis_client import connect
 from tests.integration.test_end_to_end import day, wait_for_orders
 from tests.support import ROOT, Worker, consume, encode, produce
 
@@ -157,10 +160,12 @@ def test_the_pipeline_runs_end_to_end_over_sasl_ssl(
         worker.stop()
     decoded = [json.loads(m.value()) for m in changes]
     # Quiet 45 days at the ticket (HIGH), back to LOW with the next order; published
-    # under the ids a replay gives the customer's 1st and 2nd change.
+    # under the ids of the customer's 1st and 2nd change.
+    state = RedisStateStore(connect(worker_env["REDIS_URL"]), worker_env["CHURN_REDIS_NAMESPACE"])
+    origin = state.read(partition_of("S", 4), ["S"])["S"].origin
     assert [(c["event_id"], c["previous_risk"], c["risk"]) for c in decoded] == [
-        (transition_id("S", 1), "LOW", "HIGH"),
-        (transition_id("S", 2), "HIGH", "LOW"),
+        (transition_id("S", 1, origin), "LOW", "HIGH"),
+        (transition_id("S", 2, origin), "HIGH", "LOW"),
     ]
     assert decoded[0]["trigger"]["event_id"] == "TS1"
     assert decoded[1]["trigger"]["event_id"] == "OS3"
