@@ -238,10 +238,14 @@ def build_app(
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned: set[TP] = args[0]
         owned = {tp.partition for tp in assigned if tp.topic in input_names}
-        for partition in set(runner.tasks) - owned:
-            runner.revoke(partition)
-        for partition in sorted(owned - set(runner.tasks)):
-            await claim(partition)
+        # Under the agent's lock: a claim waits on the store off the event loop, and
+        # the agent must not claim the same partition (nor buffer its messages into a
+        # task about to be replaced) meanwhile.
+        async with lock:
+            for partition in set(runner.tasks) - owned:
+                runner.revoke(partition)
+            for partition in sorted(owned - set(runner.tasks)):
+                await claim(partition)
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0]

@@ -95,7 +95,8 @@ def assert_exactly_once(
         ids_of.setdefault(change["customer_id"], set()).add(change["event_id"])
     customers = sorted({c["customer_id"] for c in expected} | ids_of.keys())
     for customer in customers:
-        state = store.read(partition_of(customer, PARTITIONS), [customer])[customer]
+        state = store.read(partition_of(customer, PARTITIONS), [customer]).get(customer)
+        assert state is not None, f"{customer} has changes but no state in the store"
         sequence = {transition_id(customer, n, state.origin) for n in range(1, state.risk_seq + 1)}
         gaps = sequence - ids_of.get(customer, set())
         assert not gaps, f"{customer}: {len(gaps)} of changes 1..{state.risk_seq} missing"
