@@ -6,8 +6,7 @@ EVENTS = Counter(
     "churn_events_total",
     "Input messages by outcome: applied, duplicate (same order/ticket id), late (older "
     "than the largest window: lifetime totals only), erased (a tombstone on customers), "
-    "dead_letter, redelivered (already "
-    "committed: skipped)",
+    "dead_letter, redelivered (already committed: skipped)",
     ["outcome"],
 )
 RISK_CHANGES = Counter("churn_risk_changes_total", "Published risk changes", ["previous", "risk"])
