@@ -4,6 +4,7 @@ answers are easy to predict, and Kafka produce/consume shortcuts."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import secrets
 import shutil
@@ -103,20 +104,25 @@ class Worker:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], int]:
+        """Start the process, its output appended to the log; where its output begins."""
+        with self.log_path.open("ab") as log:
+            since = log.tell()  # restarts append to the same log
+            self.process = process = subprocess.Popen(
+                [sys.executable, "-m", "stream_app", "worker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return process, since
+
     def start(self, timeout: float = 120.0) -> None:
-        log = self.log_path.open("ab")
-        since = log.tell()  # restarts append to the same log
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        process, since = self._spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()}")
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited with {process.returncode}:\n{self.log()}")
             if "Worker ready" in self.log()[since:]:
                 return
             time.sleep(0.2)
@@ -124,16 +130,9 @@ class Worker:
 
     def start_expecting_exit(self, timeout: float = 120.0) -> int:
         """Start a worker that should stop during start-up; its exit code."""
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream_app", "worker"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process, _ = self._spawn()
         try:
-            return self.process.wait(timeout)
+            return process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(
@@ -421,3 +420,13 @@ def local_broker_pid() -> int:
         ) from err
     assert b"kafka.Kafka" in cmdline, f"pid {pid} in {pid_file} is not the broker"
     return pid
+
+
+def wait_for_orders(worker: Worker, customer_id: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = worker.get(f"/customers/{customer_id}")
+        if status == 200 and json.loads(body)["features"]["orders_lifetime"] == count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{customer_id} never reached {count} orders:\n{worker.log()[-2000:]}")

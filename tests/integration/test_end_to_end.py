@@ -4,7 +4,6 @@ Redis holds the features we compute by hand, bad input goes to the dead-letter t
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 
 import jsonschema
@@ -15,7 +14,7 @@ from feature_store.definitions import FEATURE_NAMES
 from feature_store.redis_store import RedisStateStore
 from schemas import Customer, Order, SupportTicket, schema_path, topics
 from stream_app.partitioning import partition_of
-from tests.support import Worker, consume, encode, produce
+from tests.support import Worker, consume, encode, produce, wait_for_orders
 
 pytestmark = pytest.mark.integration
 
@@ -66,16 +65,6 @@ def third_phase() -> list[tuple[str, str | None, bytes]]:
         (topics.ORDERS, "A", encode(Order("OA3", "A", day(51), 12.5, "card", "delivered"))),
         (topics.ORDERS, "B", encode(Order("OB2", "B", day(2), 25.0, "paypal", "delivered"))),
     ]
-
-
-def wait_for_orders(worker: Worker, customer_id: str, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, body = worker.get(f"/customers/{customer_id}")
-        if status == 200 and json.loads(body)["features"]["orders_lifetime"] == count:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{customer_id} never reached {count} orders:\n{worker.log()[-2000:]}")
 
 
 def test_known_history_yields_expected_risk_changes_features_and_dead_letters(

@@ -28,8 +28,8 @@ from scoring.risk import transition_id
 from stream_app.kafka_admin import KafkaAuthenticationError, connect_admin
 from stream_app.partitioning import partition_of
 from stream_app.redis_client import connect
-from tests.integration.test_end_to_end import day, wait_for_orders
-from tests.support import ROOT, Worker, consume, encode, produce
+from tests.integration.test_end_to_end import day
+from tests.support import ROOT, Worker, consume, encode, produce, wait_for_orders
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,16 @@ from feature_store.redis_store import RedisStateStore
 from schemas import Order, SupportTicket, topics
 from stream_app.partitioning import partition_of
 from stream_app.redis_client import RedisSetupError, acl_rules, check_no_eviction, connect
-from tests.support import ROOT, RedisServer, Worker, consume, encode, free_port, produce
+from tests.support import (
+    ROOT,
+    RedisServer,
+    Worker,
+    consume,
+    encode,
+    free_port,
+    produce,
+    wait_for_orders,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -59,16 +68,6 @@ def secure_redis(
     server.start()
     yield server, server.url_for(USER, password)
     server.kill()
-
-
-def wait_for_orders(worker: Worker, customer_id: str, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, body = worker.get(f"/customers/{customer_id}")
-        if status == 200 and json.loads(body)["features"]["orders_lifetime"] == count:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{customer_id} never reached {count} orders:\n{worker.log()[-2000:]}")
 
 
 def test_the_worker_scores_events_over_tls_as_an_acl_user_confined_to_its_namespace(
