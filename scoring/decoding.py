@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
+import msgspec.inspect
 
 from feature_store.online import event_time
 from schemas import INPUT_EVENTS, DeadLetter, topics
@@ -56,6 +57,24 @@ class Erasure:
 
 
 _DECODERS = {topic: msgspec.json.Decoder(event_type) for topic, event_type in INPUT_EVENTS.items()}
+
+
+# The date fields of each input event: every one is bounded, not only the event time.
+def _date_fields(event_type: type) -> tuple[str, ...]:
+    info = msgspec.inspect.type_info(event_type)
+    assert isinstance(info, msgspec.inspect.StructType)
+
+    def is_date(t: msgspec.inspect.Type) -> bool:
+        if isinstance(t, msgspec.inspect.Metadata):  # Annotated with constraints
+            return is_date(t.type)
+        if isinstance(t, msgspec.inspect.UnionType):
+            return any(is_date(option) for option in t.types)
+        return isinstance(t, msgspec.inspect.DateTimeType)
+
+    return tuple(f.name for f in info.fields if is_date(f.type))
+
+
+_DATE_FIELDS = {event_type: _date_fields(event_type) for event_type in INPUT_EVENTS.values()}
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -114,9 +133,9 @@ class InputDecoder:
         if customer_id != key:
             raise _Refused(f"key mismatch: key {key!r}, customer_id {customer_id!r}")
         latest = (message.timestamp or self.clock()) + limits.max_clock_skew
-        for name in event.__struct_fields__:
+        for name in _DATE_FIELDS[type(event)]:
             value = getattr(event, name)
-            if isinstance(value, datetime):
+            if value is not None:
                 _check_time(name, value, limits.min_event_time, latest)
         return Decoded(message, event, event_time(message.topic, event))
 

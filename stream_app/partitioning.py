@@ -4,12 +4,10 @@ configured with `murmur2_random` choose)."""
 
 from __future__ import annotations
 
-from aiokafka.partitioner import DefaultPartitioner
-
-_PARTITIONER = DefaultPartitioner()
+from aiokafka.partitioner import murmur2
 
 
 def partition_of(customer_id: str | bytes, partitions: int) -> int:
     key = customer_id.encode() if isinstance(customer_id, str) else customer_id
-    every = list(range(partitions))
-    return int(_PARTITIONER(key, every, every))
+    # DefaultPartitioner's arithmetic, without the partition lists it builds per call.
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
