@@ -239,15 +239,19 @@ class BatchRunner:
         kept = {}
         for partition, outcome in outcomes.items():
             verdict = verdicts[partition]
-            if self.tasks.get(partition) is not owned[partition]:
-                continue  # revoked meanwhile: the new owner processes it again
-            if verdict == "committed":
-                kept[partition] = outcome
-            elif verdict == "fenced":
+            still_ours = self.tasks.get(partition) is owned[partition]
+            if verdict == "fenced":
+                # Reported even when the rebalance that revoked it came first (the
+                # store's call runs off the event loop, so it may): the store refused.
                 log.warning("partition %d was claimed by another worker: batch dropped", partition)
-                self.tasks.pop(partition, None)
-                self.fenced.add(partition)
                 report.fenced.append(partition)
+                if still_ours:
+                    self.tasks.pop(partition, None)
+                    self.fenced.add(partition)
+            elif not still_ours:
+                continue  # revoked meanwhile: the new owner processes it again
+            elif verdict == "committed":
+                kept[partition] = outcome
             else:
                 log.warning(
                     "partition %d: the store lost writes; reading it again from its "
