@@ -133,8 +133,10 @@ def build_app(
     metrics.MODEL.info({"version": model.version})
     input_names = {topics.qualified(name, prefix): name for name in topics.INPUT_TOPICS}
     inputs = app.topic(*input_names)
-    # Faust events delivered but not yet acknowledged, per topic-partition, in order.
+    # Faust events delivered but not yet acknowledged, per topic-partition, in order,
+    # and the highest offset Faust has delivered.
     pending: dict[TP, deque[EventT]] = {}
+    delivered: dict[TP, int] = {}
     lock = asyncio.Lock()  # one step at a time: the agent's, or the idle timer's
 
     def behind(topic: str, partition: int) -> bool:
@@ -176,32 +178,38 @@ def build_app(
     async def score_customers(stream: StreamT) -> AsyncIterator[None]:
         wait = settings.batch_wait_ms / 1000
         async for events in cast(Stream, stream).noack_take(settings.batch_size, within=wait):
-            async with lock:
-                messages = []
-                for event in cast(Sequence[EventT], events):
-                    message = event.message
-                    pending.setdefault(message.tp, deque()).append(event)
-                    messages.append(_input_message(message, input_names))
-                    partition = message.partition
-                    if (
-                        partition not in runner.tasks
-                        and partition not in runner.fenced
-                        and message.tp in app.consumer.assignment()
-                    ):
-                        await claim(partition)  # before the rebalance signal got to it
-                metrics.BATCH_SIZE.observe(len(messages))
-                metrics.EVENTS.labels("redelivered").inc(runner.add(messages))
-                try:
+            try:
+                async with lock:
+                    await take_in(cast(Sequence[EventT], events))
                     await step()
-                except asyncio.CancelledError:
-                    raise  # stopping: what was not committed stays unacknowledged
-                except Exception:
-                    # Unknown state: stop without acknowledging, Kafka redelivers.
-                    log.exception("unexpected error; stopping without acknowledging the batch")
-                    logging.shutdown()
-                    os._exit(70)
-            _observe_lag(app, pending)
+                _observe_lag(app, pending)
+            except asyncio.CancelledError:
+                raise  # stopping: what was not committed stays unacknowledged
+            except Exception:
+                # Unknown state: stop without acknowledging, Kafka redelivers. (Faust
+                # would only log a crashed agent and keep a worker that does nothing.)
+                log.exception("unexpected error; stopping without acknowledging the batch")
+                logging.shutdown()
+                os._exit(70)
             yield None
+
+    async def take_in(events: Sequence[EventT]) -> None:
+        """Buffer a batch Faust delivered, claiming a partition first seen in it."""
+        messages = []
+        for event in events:
+            message = event.message
+            pending.setdefault(message.tp, deque()).append(event)
+            delivered[message.tp] = max(delivered.get(message.tp, -1), message.offset)
+            messages.append(_input_message(message, input_names))
+            partition = message.partition
+            if (
+                partition not in runner.tasks
+                and partition not in runner.fenced
+                and message.tp in app.consumer.assignment()
+            ):
+                await claim(partition)  # before the rebalance signal got to it
+        metrics.BATCH_SIZE.observe(len(messages))
+        metrics.EVENTS.labels("redelivered").inc(runner.add(messages))
 
     agent = app.agent(inputs, name="score-customers", concurrency=1)(score_customers)
 
@@ -215,27 +223,31 @@ def build_app(
 
     async def claim(partition: int) -> None:
         """Take a partition over; resume it from the offsets its state records,
-        reading again from the log what the group committed past them."""
+        reading again from the log what lies between them and what the group
+        committed or this consumer was already given."""
         claim = await runner.take(partition)
         loop = asyncio.get_running_loop()
         committed = await loop.run_in_executor(
             None, reader.committed, [(t, partition) for t in topics.INPUT_TOPICS]
         )
-        for (topic, _), next_offset in committed.items():
+        for topic in topics.INPUT_TOPICS:
             start = claim.offsets.get(topic, -1) + 1
-            if next_offset > start:
+            # Delivered counts too: a partition fenced and claimed again without a
+            # rebalance is not delivered again by Faust, which has moved past it.
+            tp = TP(topics.qualified(topic, prefix), partition)
+            end = max(committed.get((topic, partition), 0) - 1, delivered.get(tp, -1))
+            if end >= start:
                 log.warning(
-                    "%s-%d: the group committed %d but the state holds %d: reading again",
+                    "%s-%d: reading offsets %d..%d again (the state holds up to %d)",
                     topic,
                     partition,
-                    next_offset,
                     start,
+                    end,
+                    start - 1,
                 )
                 metrics.REREADS.inc()
                 runner.add(
-                    await loop.run_in_executor(
-                        None, reader.read, topic, partition, start, next_offset - 1
-                    )
+                    await loop.run_in_executor(None, reader.read, topic, partition, start, end)
                 )
         log.info("claimed partition %d (epoch %d)", partition, claim.epoch)
         metrics.OWNED_PARTITIONS.set(len(runner.tasks))
@@ -313,7 +325,10 @@ def _observe(report: StepReport) -> None:
 
 
 def _observe_lag(app: faust.App, pending: dict[TP, deque[EventT]]) -> None:
+    assigned = app.consumer.assignment()
     for tp, events in pending.items():
+        if tp not in assigned:
+            continue  # revoked in a rebalance: Faust asserts on its highwater
         highwater = app.consumer.highwater(tp)
         if highwater is not None and events:
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(

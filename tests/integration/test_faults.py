@@ -142,12 +142,17 @@ def test_a_worker_stopped_past_its_session_timeout_cannot_commit_when_it_resumes
         keys = Keys(namespace)
         mine = stalled_partitions(stalled, other)
         assert mine, "the stalled worker owned no partition"
-        deadline = time.monotonic() + 30
-        while not any(client.hexists(keys.meta(p), "flight") for p in mine):
-            assert time.monotonic() < deadline, "the stalled worker never had a batch in flight"
-            time.sleep(0.001)
         assert stalled.process is not None
-        stalled.process.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 30
+        while True:  # stopped with a batch begun and not committed
+            while not any(client.hexists(keys.meta(p), "flight") for p in mine):
+                assert time.monotonic() < deadline, "the stalled worker never had a batch in flight"
+                time.sleep(0.001)
+            stalled.process.send_signal(signal.SIGSTOP)
+            time.sleep(0.05)  # a commit already sent when the signal landed is done by now
+            if any(client.hexists(keys.meta(p), "flight") for p in mine):
+                break
+            stalled.process.send_signal(signal.SIGCONT)  # it had committed: try again
         time.sleep(15)  # past the 6 s session timeout: the other worker takes over
         stalled.process.send_signal(signal.SIGCONT)
         time.sleep(10)
