@@ -100,9 +100,7 @@ class InputDecoder:
     def __call__(self, message: InputMessage) -> Decoded:
         try:
             return self._decode(message)
-        except _Refused as refused:
-            return Decoded(message, None, -math.inf, str(refused))
-        except (msgspec.DecodeError, ValueError) as err:
+        except (msgspec.DecodeError, ValueError) as err:  # _Refused is a ValueError
             return Decoded(message, None, -math.inf, str(err))
         except RecursionError:  # cannot happen within max_depth; never stop the partition
             return Decoded(message, None, -math.inf, "JSON nested too deep to parse")
