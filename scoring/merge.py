@@ -12,8 +12,13 @@ So, as Kafka Streams does (`PartitionGroup`, `max.task.idle.ms`), the next event
 a partition is always the earliest head of its topic-partitions (ties: the topic's
 rank, then the offset), and nothing is released while a topic-partition that has
 nothing buffered still has unread messages in Kafka: it could hold an earlier one.
-A topic-partition that is caught up holds the others back until it has been
-empty for `idle` seconds, for what is in flight between the broker and here.
+A topic-partition that is caught up holds an event back until that event has been
+here for `idle` seconds (and the topic-partition empty as long), for what is in
+flight between the producer, the broker and here: a profile and an order sent
+together reach two partitions, and their consumer, in either order. The wait runs
+from the event's arrival, not from when the quiet input was last found empty:
+a topic-partition quiet for minutes would otherwise let every newcomer straight
+past it.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class PartitionMerger:
         self.rank = {topic: rank for rank, topic in enumerate(self.topics)}
         self.idle = idle
         self.buffers: dict[str, deque[Decoded]] = {t: deque() for t in self.topics}
+        # When each buffered message arrived, in step with `buffers`.
+        self._arrived: dict[str, deque[float]] = {t: deque() for t in self.topics}
         self.last_offset: dict[str, int] = {}  # highest offset buffered so far
         # When each topic-partition was last found empty: it holds the others back
         # until it has been empty for `idle` (Kafka Streams' max.task.idle.ms).
@@ -65,13 +72,15 @@ class PartitionMerger:
         # offsets go first, in the same order, so its outputs come out the same.
         self.replay_through: dict[str, int] | None = None
 
-    def add(self, decoded: Decoded) -> bool:
-        """Buffer a message; False for one already buffered (a redelivery)."""
+    def add(self, decoded: Decoded, now: float) -> bool:
+        """Buffer a message arrived at `now`; False for one already buffered (a
+        redelivery)."""
         topic, offset = decoded.message.topic, decoded.message.offset
         if offset <= self.last_offset.get(topic, -1):
             return False
         self.last_offset[topic] = offset
         self.buffers[topic].append(decoded)
+        self._arrived[topic].append(now)
         self._empty_since.pop(topic, None)
         return True
 
@@ -97,14 +106,18 @@ class PartitionMerger:
                 self._empty_since.setdefault(topic, now)
             if len(empty) == len(self.topics):
                 return released
-            for topic in empty:
-                if behind(topic) or now - self._empty_since[topic] < self.idle:
-                    return released  # it may still deliver an earlier event
             head = min(
                 (buffers[t][0] for t in self.topics if buffers[t]),
                 key=lambda d: (d.time, self.rank[d.message.topic], d.message.offset),
             )
-            released.append(buffers[head.message.topic].popleft())
+            topic = head.message.topic
+            if empty:
+                waited = now - self._arrived[topic][0]
+                for quiet in empty:
+                    if behind(quiet) or min(waited, now - self._empty_since[quiet]) < self.idle:
+                        return released  # it may still deliver an earlier event
+            self._arrived[topic].popleft()
+            released.append(buffers[topic].popleft())
 
     def _release_replayed(self, behind: Callable[[str], bool]) -> list[Decoded]:
         through = self.replay_through or {}
@@ -115,6 +128,7 @@ class PartitionMerger:
         for topic, offset in through.items():
             buffer = self.buffers[topic]
             while buffer and buffer[0].message.offset <= offset:
+                self._arrived[topic].popleft()
                 parts.append(buffer.popleft())
         self.replay_through = None
         return merged(parts, self.rank)
@@ -122,8 +136,9 @@ class PartitionMerger:
     def drain(self) -> list[Decoded]:
         """Everything buffered, forgotten (the partition was lost or is re-read)."""
         out = [d for b in self.buffers.values() for d in b]
-        for buffer in self.buffers.values():
-            buffer.clear()
+        for topic in self.topics:
+            self.buffers[topic].clear()
+            self._arrived[topic].clear()
         self.last_offset.clear()
         self._empty_since.clear()
         return out

@@ -144,6 +144,7 @@ class BatchRunner:
         """Buffer delivered messages; returns how many were redeliveries of messages
         already committed (or, for a partition not owned, are left alone)."""
         skipped = 0
+        now = self.monotonic()
         for message in messages:
             task = self.tasks.get(message.partition)
             if task is None:
@@ -151,7 +152,7 @@ class BatchRunner:
             if message.offset <= task.offsets.get(message.topic, -1):
                 skipped += 1
                 continue
-            if not task.merger.add(self.scorer.decoder(message)):
+            if not task.merger.add(self.scorer.decoder(message), now):
                 skipped += 1
         return skipped
 
@@ -281,7 +282,7 @@ class BatchRunner:
             start = claim.offsets.get(topic, -1) + 1
             if start <= through:
                 for message in await self.reread(topic, partition, start, through):
-                    merger.add(self.scorer.decoder(message))
+                    merger.add(self.scorer.decoder(message), self.monotonic())
 
     async def _retry(self, action: Callable[[], T], report: StepReport) -> T:
         """Run `action` until it succeeds; transient errors are logged and retried

@@ -133,7 +133,8 @@ OPTIONS: dict[str, Option] = {
         "CHURN_MAX_IDLE_MS",
         "50",
         _non_negative_int,
-        "longest a caught-up input holds the others back (event-time order at the live edge)",
+        "how long an event waits for a caught-up input that could still deliver an earlier one "
+        "(event-time order at the live edge)",
     ),
     "session_timeout_seconds": Option(
         "CHURN_SESSION_TIMEOUT_SECONDS",

@@ -19,10 +19,10 @@ def released(items: list[Decoded]) -> list[tuple[str, int]]:
 
 def test_an_input_still_behind_holds_the_others_back() -> None:
     merger = PartitionMerger(TOPICS, idle=0.0)
-    merger.add(event("support-tickets", 0, 60.0))
+    merger.add(event("support-tickets", 0, 60.0), 0.0)
     assert merger.release(0.0, behind=lambda topic: topic == "orders") == []
-    merger.add(event("orders", 0, 10.0))
-    merger.add(event("orders", 1, 70.0))
+    merger.add(event("orders", 0, 10.0), 0.0)
+    merger.add(event("orders", 1, 70.0), 0.0)
     # The orders' head comes first; then the tickets' (no order earlier than 70 is
     # unread); the order of 70 waits for the tickets' next.
     assert released(merger.release(0.0, behind=lambda topic: topic == "support-tickets")) == [
@@ -33,7 +33,7 @@ def test_an_input_still_behind_holds_the_others_back() -> None:
 
 def test_a_caught_up_input_holds_the_others_back_for_the_idle_time_only() -> None:
     merger = PartitionMerger(TOPICS, idle=0.5)
-    merger.add(event("orders", 0, 10.0))
+    merger.add(event("orders", 0, 10.0), 100.0)
     caught_up = lambda topic: False  # noqa: E731
     assert merger.release(100.0, caught_up) == []
     assert merger.release(100.4, caught_up) == []
@@ -43,7 +43,7 @@ def test_a_caught_up_input_holds_the_others_back_for_the_idle_time_only() -> Non
 def test_equal_times_go_by_topic_rank_then_offset() -> None:
     merger = PartitionMerger(TOPICS, idle=0.0)
     for topic in reversed(TOPICS):
-        merger.add(event(topic, 0, 5.0))
+        merger.add(event(topic, 0, 5.0), 0.0)
     assert [t for t, _ in released(merger.release(0.0, lambda topic: False))] == list(TOPICS)
 
 
@@ -59,10 +59,10 @@ def test_a_late_event_keeps_its_place_in_its_own_topic() -> None:
 
 def test_a_redelivered_message_is_buffered_once() -> None:
     merger = PartitionMerger(TOPICS, idle=0.0)
-    assert merger.add(event("orders", 3, 1.0))
-    assert not merger.add(event("orders", 3, 1.0))
+    assert merger.add(event("orders", 3, 1.0), 0.0)
+    assert not merger.add(event("orders", 3, 1.0), 0.0)
     merger.skip_through({"orders": 10})
-    assert not merger.add(event("orders", 9, 1.0))
+    assert not merger.add(event("orders", 9, 1.0), 0.0)
     assert len(merger) == 1
 
 
@@ -70,12 +70,30 @@ def test_an_input_just_drained_holds_the_others_back_for_the_idle_time_again() -
     # The ticket of day 20 must wait: the order stream was emptied a moment ago, and
     # its next order (say of day 15) may be on its way from the broker.
     merger = PartitionMerger(TOPICS, idle=0.5)
-    merger.add(event("orders", 0, 10.0))
-    merger.add(event("support-tickets", 0, 20.0))
+    merger.add(event("orders", 0, 10.0), 0.0)
+    merger.add(event("support-tickets", 0, 20.0), 0.0)
     caught_up = lambda topic: False  # noqa: E731
     assert merger.release(0.0, caught_up) == []  # the quiet profiles: just found empty
     assert released(merger.release(1.0, caught_up)) == [("orders", 0)]
     assert merger.release(1.4, caught_up) == []
-    merger.add(event("orders", 1, 15.0))
-    assert released(merger.release(1.4, caught_up)) == [("orders", 1)]
-    assert released(merger.release(2.0, caught_up)) == [("support-tickets", 0)]
+    merger.add(event("orders", 1, 15.0), 1.4)
+    assert merger.release(1.4, caught_up) == []  # just arrived: the profiles may follow
+    assert released(merger.release(1.9, caught_up)) == [("orders", 1)]
+    assert merger.release(2.3, caught_up) == []
+    assert released(merger.release(2.4, caught_up)) == [("support-tickets", 0)]
+
+
+def test_an_input_quiet_for_long_still_holds_a_newcomer_back_for_the_idle_time() -> None:
+    # The profiles have been quiet for a minute. An order arrives: a profile sent
+    # with it (registered just before) may reach this consumer a moment later, so
+    # the order waits the idle time from its own arrival, not from the profiles'.
+    merger = PartitionMerger(TOPICS, idle=0.5)
+    caught_up = lambda topic: False  # noqa: E731
+    assert merger.release(0.0, caught_up) == []  # everything quiet
+    merger.add(event("orders", 0, 20.0), 60.0)
+    assert merger.release(60.0, caught_up) == []
+    assert merger.release(60.4, caught_up) == []
+    merger.add(event("customers", 0, 10.0), 60.4)  # the profile, just behind
+    assert merger.release(60.4, caught_up) == []  # it waits for the tickets, in turn
+    assert released(merger.release(60.9, caught_up)) == [("customers", 0)]
+    assert released(merger.release(61.4, caught_up)) == [("orders", 0)]  # just drained
