@@ -9,6 +9,8 @@ can live on any node).
     {churn:p3}:meta        hash: epoch, off:<topic>, st (stream time), flight
     {churn:p3}:idle        sorted set: customer -> next inactivity rescore (epoch s)
     {churn:p3}:c:<id>      string: the customer's state (MessagePack)
+    {churn:p3}:t:<name>    hash: a tally, counters added to with each commit
+                           (`scoring.store.Tally`), expiring when left alone
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class Keys:
 
     def customer(self, partition: int, customer_id: str) -> str:
         return f"{self.tag(partition)}:c:{customer_id}"
+
+    def tally(self, partition: int, name: str) -> str:
+        return f"{self.tag(partition)}:t:{name}"
 
     @property
     def pattern(self) -> str:

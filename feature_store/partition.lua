@@ -2,11 +2,13 @@
 --
 -- KEYS[1]  the partition's meta hash; for `commit` also KEYS[2] its schedule (sorted
 --          set), KEYS[3..] the state keys to write, in ARGV order, then the state keys
---          of erased customers, to delete
+--          of erased customers, to delete, then the tally hashes, in header order
 -- ARGV[1]  'begin' | 'commit'
 -- ARGV[2]  the writer's epoch
 -- ARGV[3]  MessagePack: {previous = {topic = "offset"}, offsets = {topic = "offset"},
---          stream_time = "seconds" | nil, schedule = {{customer, "due" | false}, ...}}
+--          stream_time = "seconds" | nil, schedule = {{customer, "due" | false}, ...},
+--          tallies = {{ttl, {field, "amount", field, "amount", ...}}, ...},
+--          states = number of states, erased = number of erased customers}
 -- ARGV[4..] for `begin`, the batch's last offsets (kept as given, for the next owner);
 --          for `commit`, the customers' states, in KEYS order
 -- Returns  'committed' | 'fenced' (a later epoch claimed the partition) | 'diverged'
@@ -37,12 +39,21 @@ if ARGV[1] == 'begin' then
 end
 
 local written = #ARGV - 3
-for i = 3, #KEYS do
+local deleted = batch.erased or 0
+for i = 3, 2 + written + deleted do
   if i - 2 <= written then
     redis.call('SET', KEYS[i], ARGV[i + 1])
   else
     redis.call('DEL', KEYS[i])
   end
+end
+for j, tally in ipairs(batch.tallies or {}) do
+  local key = KEYS[2 + written + deleted + j]
+  local amounts = tally[2]
+  for k = 1, #amounts, 2 do
+    redis.call('HINCRBYFLOAT', key, amounts[k], amounts[k + 1])
+  end
+  redis.call('EXPIRE', key, tally[1])
 end
 for _, entry in ipairs(batch.schedule) do
   if entry[2] then

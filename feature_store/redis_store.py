@@ -127,11 +127,19 @@ class RedisStateStore:
             }
             if c.stream_time is not None:
                 header["stream_time"] = repr(c.stream_time)
+            if c.erased:
+                header["erased"] = len(c.erased)
+            if c.tallies:
+                header["tallies"] = [
+                    (t.ttl, [x for key, amount in t.amounts.items() for x in (key, repr(amount))])
+                    for t in c.tallies.values()
+                ]
             keys = [
                 self.keys.meta(c.partition),
                 self.keys.idle(c.partition),
                 *(self.keys.customer(c.partition, s.customer_id) for s in c.states),
                 *(self.keys.customer(c.partition, customer) for customer in c.erased),
+                *(self.keys.tally(c.partition, name) for name in c.tallies),
             ]
             args = ["commit", c.epoch, _MSGPACK.encode(header), *map(encode_state, c.states)]
             calls.append((keys, args))
@@ -143,6 +151,17 @@ class RedisStateStore:
         if not ids:
             return {}
         return _states(ids, self.client.mget([self.keys.customer(partition, c) for c in ids]))
+
+    def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
+        pipe = self.client.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.hgetall(self.keys.tally(partition, name))
+        total: dict[str, float] = {}
+        for fields in pipe.execute():
+            for key, amount in fields.items():
+                k = key.decode()
+                total[k] = total.get(k, 0.0) + float(amount)
+        return total
 
     def offsets(self, partition: int) -> dict[str, int]:
         """The offsets recorded for a partition (for tests and operators)."""

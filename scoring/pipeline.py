@@ -50,6 +50,18 @@ def utc(ts: float) -> datetime:
 
 
 @dataclass
+class Scores:
+    """Every score of a batch, for the monitors: each scored row's model inputs, its
+    probability and category, and the event-time instant it is as of."""
+
+    model_version: str
+    features: np.ndarray  # one row per score, FEATURE_NAMES columns
+    probabilities: np.ndarray
+    risks: list[str]
+    as_of: list[float]
+
+
+@dataclass
 class PartitionOutcome:
     """What processing one partition's released events produced."""
 
@@ -64,6 +76,7 @@ class PartitionOutcome:
     stream_time: float | None = None
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     scored: int = 0
+    scores: Scores | None = None
 
 
 @dataclass
@@ -215,18 +228,29 @@ class Scorer:
         features = feature_matrix(_columns(rows.base), model.feature_params)
         probabilities = self._predict(model, features, rows, outcome)
         changes: list[tuple[int, str | None, str, int]] = []
+        scored: list[int] = []
+        risks: list[str] = []
         for row, state in enumerate(rows.customers):
             probability = probabilities[row]
             if math.isnan(probability):
                 continue  # the model could not score this row: dead-lettered
-            outcome.scored += 1
             risk = policy.category(float(probability), state.risk)
+            scored.append(row)
+            risks.append(risk)
             if risk == state.risk:
                 continue
             if is_news(state.risk, risk):
                 state.risk_seq += 1
                 changes.append((row, state.risk, risk, state.risk_seq))
             state.risk = risk
+        outcome.scored = len(scored)
+        outcome.scores = Scores(
+            model.version,
+            features[scored],
+            probabilities[scored],
+            risks,
+            [rows.as_of[row] for row in scored],
+        )
         if not changes:
             return
         contributions = model.contributions(features[[row for row, *_ in changes]])

@@ -10,7 +10,8 @@ that have events to release (`scoring.merge`):
    new owner processes exactly this batch first should this one stop here;
 4. publish the outputs and wait until they are durable;
 5. commit, atomically per partition and fenced by its epoch: the new customer
-   states, the inactivity schedule, the offsets and the stream time.
+   states, the inactivity schedule, the offsets, the stream time and the batch's
+   tallies (the monitors' counters, `TallySource`), so each event counts once.
 
 Nothing is written to the state before the outputs are durable, so a batch processed
 again after any failure reads the same state, releases the same events in the same
@@ -34,7 +35,7 @@ from typing import Protocol, TypeVar
 from schemas import ChurnRiskChanged, DeadLetter
 from scoring.merge import Decoded, InputMessage, PartitionMerger
 from scoring.pipeline import PartitionOutcome, Scorer
-from scoring.store import Begin, Claim, Commit, StateStore, Verdict
+from scoring.store import Begin, Claim, Commit, StateStore, Tally, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,12 @@ class Sink(Protocol):
 # Reads a topic-partition's messages from an offset through another, from the log
 # itself: the way back when the store lost writes the consumer had moved past.
 Reread = Callable[[str, int, int, int], Awaitable[list[InputMessage]]]
+
+
+# What a batch adds to the counters kept with the state: its outcome and released
+# messages, and the wall-clock instant its outputs became durable, in; named tallies
+# out (`scoring.store.Tally`).
+TallySource = Callable[[PartitionOutcome, Sequence[Decoded], float], Mapping[str, Tally]]
 
 
 def _behind(behind: Callable[[str, int], bool], partition: int, topic: str) -> bool:
@@ -81,6 +88,9 @@ class StepReport:
     diverged: list[int] = field(default_factory=list)
     skipped: int = 0  # redelivered messages already committed
     retries: int = 0
+    # Seconds from each committed input's broker append time to its batch's outputs
+    # being durable (inputs without a broker timestamp are left out).
+    latencies: list[float] = field(default_factory=list)
 
 
 class BatchRunner:
@@ -94,6 +104,8 @@ class BatchRunner:
         transient: tuple[type[BaseException], ...] = (),
         reread: Reread | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        tallies: Sequence[TallySource] = (),
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.scorer = scorer
@@ -103,6 +115,8 @@ class BatchRunner:
         self.transient = transient
         self.reread = reread
         self.monotonic = monotonic
+        self.tally_sources = tuple(tallies)
+        self.wall = wall
         self.tasks: dict[int, Task] = {}
         self.fenced: set[int] = set()
 
@@ -198,6 +212,8 @@ class BatchRunner:
         changes = [c for o in outcomes.values() for c in o.changes]
         letters = [d for o in outcomes.values() for d in o.dead_letters]
         await self._publish(changes, letters, report)
+        durable_at = self.wall()
+        tallies = {p: self._tallies(o, released[p], durable_at) for p, o in outcomes.items()}
 
         commits = [
             Commit(
@@ -209,6 +225,7 @@ class BatchRunner:
                 list(o.states.values()),
                 o.schedule,
                 sorted(o.erased),
+                tallies[p],
             )
             for p, o in outcomes.items()
         ]
@@ -221,7 +238,26 @@ class BatchRunner:
             for topic, offset in outcome.offsets.items():
                 report.done[(topic, partition)] = offset
             report.outcomes.append(outcome)
+            report.latencies.extend(
+                durable_at - d.message.timestamp
+                for d in released[partition]
+                if d.message.timestamp is not None
+            )
         return report
+
+    def _tallies(
+        self, outcome: PartitionOutcome, batch: Sequence[Decoded], durable_at: float
+    ) -> dict[str, Tally]:
+        merged: dict[str, Tally] = {}
+        for source in self.tally_sources:
+            for name, tally in source(outcome, batch, durable_at).items():
+                if name in merged:
+                    amounts = dict(merged[name].amounts)
+                    for key, amount in tally.amounts.items():
+                        amounts[key] = amounts.get(key, 0.0) + amount
+                    tally = Tally(max(tally.ttl, merged[name].ttl), amounts)
+                merged[name] = tally
+        return merged
 
     @staticmethod
     def _previous(task: Task, outcome: PartitionOutcome) -> dict[str, int]:

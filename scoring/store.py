@@ -36,6 +36,16 @@ class Claim:
     in_flight: dict[str, int] | None
 
 
+@dataclass(frozen=True)
+class Tally:
+    """Amounts to add to a named set of counters with a partition's commit, so they
+    count each event once however often it is delivered (the monitors' and the
+    daily report's sketches). Kept `ttl` seconds after their last change."""
+
+    ttl: int
+    amounts: dict[str, float]
+
+
 @dataclass
 class Commit:
     """A partition's batch, to be committed once its outputs are durable."""
@@ -48,6 +58,7 @@ class Commit:
     states: list[CustomerState] = field(default_factory=list)
     schedule: dict[str, float | None] = field(default_factory=dict)  # None: unschedule
     erased: list[str] = field(default_factory=list)  # customers whose state is deleted
+    tallies: dict[str, Tally] = field(default_factory=dict)  # name -> amounts to add
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,10 @@ class StateStore(Protocol):
 
     def read(self, partition: int, customer_ids: Collection[str]) -> dict[str, CustomerState]: ...
 
+    def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
+        """A tally summed over the given partitions (a missing one counts as empty)."""
+        ...
+
 
 def check(
     stored_epoch: int, epoch: int, stored: Mapping[str, int], previous: Mapping[str, int]
@@ -102,6 +117,7 @@ class _Partition:
     in_flight: dict[str, int] | None = None
     states: dict[str, bytes] = field(default_factory=dict)  # encoded, as a store keeps them
     schedule: dict[str, float] = field(default_factory=dict)
+    tallies: dict[str, dict[str, float]] = field(default_factory=dict)  # (no expiry here)
 
 
 class MemoryStore:
@@ -168,6 +184,10 @@ class MemoryStore:
                 p.schedule.pop(customer_id, None)
             else:
                 p.schedule[customer_id] = due
+        for name, tally in commit.tallies.items():
+            counters = p.tallies.setdefault(name, {})
+            for key, amount in tally.amounts.items():
+                counters[key] = counters.get(key, 0.0) + amount
         p.offsets.update(commit.offsets)
         p.stream_time = commit.stream_time
         p.in_flight = None
@@ -176,3 +196,10 @@ class MemoryStore:
     def read(self, partition: int, customer_ids: Collection[str]) -> dict[str, CustomerState]:
         p = self._of(partition)
         return {c: decode_state(p.states[c]) for c in customer_ids if c in p.states}
+
+    def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for partition in partitions:
+            for key, amount in self._of(partition).tallies.get(name, {}).items():
+                total[key] = total.get(key, 0.0) + amount
+        return total

@@ -17,7 +17,7 @@ from schemas import ChurnRiskChanged, DeadLetter, topics
 from scoring.artifact import Model
 from scoring.merge import InputMessage
 from scoring.pipeline import Scorer
-from scoring.runner import BatchRunner, StepReport
+from scoring.runner import BatchRunner, StepReport, TallySource
 from scoring.store import MemoryStore, StateStore
 
 PARTITIONS = 4
@@ -123,6 +123,7 @@ def make_runner(
     sink: RecordingSink,
     kafka: FakeKafka | None = None,
     idle: float = 0.0,
+    tallies: Sequence[TallySource] = (),
 ) -> BatchRunner:
     runner = BatchRunner(
         store,
@@ -132,6 +133,7 @@ def make_runner(
         idle=idle,
         transient=(TransientError,),
         reread=None if kafka is None else kafka.reread,
+        tallies=tallies,
     )
     for partition in range(PARTITIONS):
         runner.assign(partition)

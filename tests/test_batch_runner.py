@@ -11,7 +11,7 @@ import asyncio
 import copy
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -22,8 +22,9 @@ from feature_store.online import CustomerState
 from feature_store.redis_store import RedisStateStore
 from schemas import Customer, Order, SupportTicket, topics
 from scoring.artifact import Model, load_model
-from scoring.merge import InputMessage
-from scoring.store import MemoryStore, StateStore
+from scoring.merge import Decoded, InputMessage
+from scoring.pipeline import PartitionOutcome
+from scoring.store import MemoryStore, StateStore, Tally
 from simulator.history import generate_history
 from tests.core import (
     FakeKafka,
@@ -369,3 +370,56 @@ def test_an_order_and_a_ticket_with_the_same_id_are_two_events(model: Model) -> 
     assert outcome.counts["applied"] == 2 and outcome.counts["duplicate"] == 0
     state = store.read(partition_of("SAME"), ["SAME"])["SAME"]
     assert set(state.ids) == {"orders:X1", "support-tickets:X1"}
+
+
+def count_inputs(outcome: PartitionOutcome, batch: Sequence[Decoded], durable_at: float) -> dict:
+    """A tally of what each batch consumed and scored (the monitors keep such)."""
+    amounts = {f"in:{d.message.topic}": 0.0 for d in batch}
+    for d in batch:
+        amounts[f"in:{d.message.topic}"] += 1
+    amounts["scored"] = float(outcome.scored)
+    amounts["changes"] = float(len(outcome.changes))
+    return {"inputs": Tally(ttl=3600, amounts=amounts)}
+
+
+def test_tallies_count_each_event_once_through_crashes_and_a_lost_commit_reply(
+    model: Model, logs: Log, backend: Backend
+) -> None:
+    reference = MemoryStore()
+    drive(
+        make_runner(reference, model, RecordingSink(), tallies=[count_inputs]),
+        FakeKafka(logs, random.Random(3)),
+    )
+    expected = reference.tallies(range(4), "inputs")
+    assert expected["in:orders"] == sum(len(v) for (t, _), v in logs.items() if t == "orders")
+
+    rng = random.Random(11)
+    sink, store = RecordingSink(), backend.new()
+    kafka = FakeKafka(logs, rng)
+    commit = store.commit
+    lost: list[int] = []
+
+    def reply_lost_once(commits):  # type: ignore[no-untyped-def]
+        verdicts = commit(commits)  # done in the store, but the worker never hears
+        if not lost:
+            lost.append(1)
+            raise TransientError("connection reset after the commit")
+        return verdicts
+
+    crashes = 0
+    while not kafka.done() or crashes < 2:
+        runner = make_runner(store, model, sink, kafka, tallies=[count_inputs])
+        resume(runner, kafka)
+        store.commit = reply_lost_once  # type: ignore[method-assign]
+        try:
+            for _ in range(rng.randint(2, 6)):
+                runner.add(kafka.fetch())
+                asyncio.run(runner.step(kafka.behind))
+            crashes += 1  # a new worker takes over, with what was not committed
+        finally:
+            store.commit = commit  # type: ignore[method-assign]
+        if kafka.done() and not runner.buffered():
+            break
+    drive(runner, kafka)
+    assert lost
+    assert store.tallies(range(4), "inputs") == expected
