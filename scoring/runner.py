@@ -62,6 +62,12 @@ Reread = Callable[[str, int, int, int], Awaitable[list[InputMessage]]]
 TallySource = Callable[[PartitionOutcome, Sequence[Decoded], float], Mapping[str, Tally]]
 
 
+def latencies(batch: Sequence[Decoded], durable_at: float) -> list[float]:
+    """End-to-end latency of each input of a batch: seconds from its broker append
+    time to the batch's outputs being durable (inputs without a broker time have none)."""
+    return [durable_at - d.message.timestamp for d in batch if d.message.timestamp is not None]
+
+
 def _behind(behind: Callable[[str, int], bool], partition: int, topic: str) -> bool:
     return behind(topic, partition)
 
@@ -238,11 +244,7 @@ class BatchRunner:
             for topic, offset in outcome.offsets.items():
                 report.done[(topic, partition)] = offset
             report.outcomes.append(outcome)
-            report.latencies.extend(
-                durable_at - d.message.timestamp
-                for d in released[partition]
-                if d.message.timestamp is not None
-            )
+            report.latencies.extend(latencies(released[partition], durable_at))
         return report
 
     def _tallies(
