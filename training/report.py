@@ -8,22 +8,16 @@ risk cut-offs, feature importance and a SHAP summary from LightGBM's own
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from feature_store.definitions import FEATURE_NAMES
+from training import page
 from training.metrics import TARGET_RECALL, confusion
 from training.models import features, labels
 from training.train import SERVED, TUNING_TIE_AUC, Evidence, TrainedModel
@@ -87,13 +81,6 @@ def comparison_table_text(metadata: dict[str, Any]) -> str:
 # --- figures ------------------------------------------------------------------------
 
 
-def _png(figure: Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _styles(names: list[str]) -> dict[str, dict[str, Any]]:
     styles = {}
     others = iter(PALETTE * 2)
@@ -137,7 +124,7 @@ def roc_and_pr_figure(evidence: Evidence, metadata: dict[str, Any]) -> str:
     for ax in (roc_ax, pr_ax):
         ax.legend(loc="lower right" if ax is roc_ax else "lower left", fontsize=8)
         ax.grid(alpha=0.3)
-    return _png(figure)
+    return page.png(figure)
 
 
 def calibration_figure(evidence: Evidence, metadata: dict[str, Any]) -> str:
@@ -184,7 +171,7 @@ def calibration_figure(evidence: Evidence, metadata: dict[str, Any]) -> str:
     )
     hist_ax.set_title("Test customers by calibrated probability", pad=16)
     hist_ax.legend(loc="upper left", fontsize=9)
-    return _png(figure)
+    return page.png(figure)
 
 
 def _reliability(y: np.ndarray, scores: np.ndarray, bins: int = 10) -> tuple[np.ndarray, ...]:
@@ -222,7 +209,7 @@ def confusion_figure(evidence: Evidence, metadata: dict[str, Any]) -> str:
             title=f"{name.upper()} and above (p >= {cutoff:.2f})\n"
             f"precision {precision:.1%}, recall {recall:.1%}",
         )
-    return _png(figure)
+    return page.png(figure)
 
 
 def importance_figure(model: TrainedModel) -> str:
@@ -233,7 +220,7 @@ def importance_figure(model: TrainedModel) -> str:
     ax.barh(np.array(FEATURE_NAMES)[order], share[order], color=SERVED_COLOUR)
     ax.set(xlabel="share of total split gain", title="LightGBM feature importance (gain)")
     ax.grid(axis="x", alpha=0.3)
-    return _png(figure)
+    return page.png(figure)
 
 
 def shap_figure(model: TrainedModel, evidence: Evidence, seed: int) -> str:
@@ -275,39 +262,10 @@ def shap_figure(model: TrainedModel, evidence: Evidence, seed: int) -> str:
         bar = figure.colorbar(scatter, ax=ax, pad=0.01)
         bar.set_label("feature value (low -> high, percentile)")
     ax.grid(axis="x", alpha=0.3)
-    return _png(figure)
+    return page.png(figure)
 
 
 # --- page ---------------------------------------------------------------------------
-
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
-       max-width: 1200px; color: #222; padding: 0 1em; }
-h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
-.sub { color: #666; margin-top: 0; }
-.cards { display: flex; gap: 1em; flex-wrap: wrap; margin: 1.2em 0; }
-.card { border: 1px solid #ddd; border-radius: 8px; padding: 0.8em 1.2em; min-width: 200px; }
-.card .value { font-size: 1.9em; font-weight: 600; }
-.card .label { color: #666; font-size: 0.9em; }
-.card.bad .value { color: #b00; } .card.good .value { color: #2a7; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.93em; }
-th, td { padding: 0.35em 0.8em; border-bottom: 1px solid #eee; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #f6f6f6; }
-tr.served td { font-weight: 600; background: #fff4f4; }
-td.best { color: #2a7; font-weight: 600; }
-img { max-width: 100%; display: block; margin: 0.6em 0; }
-.note { color: #555; font-size: 0.92em; max-width: 60em; }
-"""
-
-
-def _table(headers: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = []
-    for i, row in enumerate(rows):
-        css = f' class="{classes[i]}"' if classes and classes[i] else ""
-        body.append(f"<tr{css}>" + "".join(row) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def _comparison_html(metadata: dict[str, Any]) -> str:
@@ -335,7 +293,7 @@ def _comparison_html(metadata: dict[str, Any]) -> str:
         *(f"test {header}" for header, _, _ in TABLE_COLUMNS.values()),
         "fit s",
     ]
-    return _table(headers, cells, classes)
+    return page.table(headers, cells, classes)
 
 
 def _selection_html(metadata: dict[str, Any], evidence: Evidence) -> str:
@@ -391,15 +349,7 @@ def _cards(metadata: dict[str, Any]) -> str:
         honest = leaky.get("auc_roc_against_point_in_time_label")
         if honest is not None:
             cards.append(("", f"{honest:.3f}", "same leaky model vs what customers did next"))
-    return (
-        '<div class="cards">'
-        + "".join(
-            f'<div class="card {css}"><div class="value">{value}</div>'
-            f'<div class="label">{html.escape(label)}</div></div>'
-            for css, value, label in cards
-        )
-        + "</div>"
-    )
+    return page.cards(cards)
 
 
 def _data_html(metadata: dict[str, Any]) -> str:
@@ -418,7 +368,7 @@ def _data_html(metadata: dict[str, Any]) -> str:
         ]
         for name in ("train", "validation", "test")
     ]
-    return _table(["split", "cutoffs (23:59:59 UTC)", "rows", "churned"], rows)
+    return page.table(["split", "cutoffs (23:59:59 UTC)", "rows", "churned"], rows)
 
 
 def _params_text(params: dict[str, Any]) -> str:
@@ -437,7 +387,7 @@ def _tuning_html(metadata: dict[str, Any]) -> str:
     ]
     classes = ["served" if t["chosen"] else "" for t in metadata["metrics"]["tuning"]]
     headers = ["LightGBM configuration (best first)", "validation AUC", "trees", ""]
-    return _table(headers, rows, classes) + (
+    return page.table(headers, rows, classes) + (
         f'<p class="note">Configurations within {TUNING_TIE_AUC} validation AUC of the best '
         "count as tied (smaller gaps are noise); of those the smallest model (trees x leaves) is "
         "served, refitted on all training rows.</p>"
@@ -505,8 +455,7 @@ def render(model: TrainedModel, version: str) -> str:
         _selection_html(metadata, evidence),
         _diagnostics_html(metadata),
     ]
-    for title, png in figures:
-        parts += [f"<h2>{title}</h2>", f'<img alt="{title}" src="data:image/png;base64,{png}">']
+    parts += [page.image(title, png) for title, png in figures]
     parts += [
         "<h2>Point-in-time data</h2>",
         _data_html(metadata),
@@ -517,7 +466,7 @@ def render(model: TrainedModel, version: str) -> str:
         "<h2>LightGBM tuning on the validation cutoff</h2>",
         _tuning_html(metadata),
         "<h2>Timings</h2>",
-        _table(
+        page.table(
             ["step", "seconds"],
             [
                 [f"<td>{html.escape(step)}</td>", f"<td>{seconds:.1f}</td>"]
@@ -525,12 +474,7 @@ def render(model: TrainedModel, version: str) -> str:
             ],
         ),
     ]
-    body = "\n".join(parts)
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>Churn model {html.escape(version)}</title><style>{CSS}</style></head>"
-        f"<body>\n{body}\n</body></html>\n"
-    )
+    return page.document(f"Churn model {version}", parts)
 
 
 def write_report(model: TrainedModel, directory: Path) -> Path:
