@@ -16,7 +16,8 @@ import redis
 if TYPE_CHECKING:
     from stream_app.settings import Settings
 
-# The worker never sets a TTL, so only these policies can evict its keys.
+# The worker's state has no TTL, so only these policies can evict it (volatile-* can
+# evict the daily report's counters, which expire: `scoring.daily`).
 EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
@@ -29,6 +30,7 @@ ACL_COMMANDS = (
     *("ping", "info", "evalsha", "script|load"),
     *("hget", "hgetall", "hincrby", "hset", "hdel", "mget", "set", "zadd", "zrem"),
     *("zrangebyscore", "scan", "del"),
+    *("hincrbyfloat", "expire"),  # the tallies partition.lua adds to with each commit
 )
 # What redis-py's cluster client adds: the slot map and the command table.
 ACL_CLUSTER_COMMANDS = ("cluster|slots", "command")
@@ -150,9 +152,9 @@ def check_no_eviction(client: redis.Redis | redis.RedisCluster) -> None:
     partition's offsets and epoch included: features would silently restart from
     zero and fencing would break. Refused even while maxmemory is 0 (no limit), since
     CONFIG SET can add a limit at any time. volatile-* evict only keys with a TTL,
-    and the store sets none (SET in partition.lua clears any), so they behave like
-    noeviction for this state: a full server refuses writes, the batch is retried,
-    nothing is lost."""
+    and the state has none (SET in partition.lua clears any), so they behave like
+    noeviction for it: a full server refuses writes, the batch is retried, nothing is
+    lost. Only the daily report's counters, which expire, could be evicted."""
     try:
         policies = eviction_policies(client)
     except redis.exceptions.NoPermissionError as err:
@@ -165,6 +167,6 @@ def check_no_eviction(client: redis.Redis | redis.RedisCluster) -> None:
         raise RedisSetupError(
             f"maxmemory-policy {found} could evict the worker's state (customers' "
             "features, offsets, fencing epochs); set `maxmemory-policy noeviction` "
-            "(or a volatile-* policy: the worker's keys have no TTL) in redis.conf or "
+            "(or a volatile-* policy: the state has no TTL) in redis.conf or "
             "with CONFIG SET"
         )

@@ -33,6 +33,7 @@ from faust.types import TP, EventT, StreamT
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.artifact import Model, ServedModel
+from scoring.daily import daily_tally
 from scoring.decoding import InputDecoder
 from scoring.merge import InputMessage
 from scoring.pipeline import Scorer
@@ -129,6 +130,7 @@ def build_app(
         idle=settings.max_idle_ms / 1000,
         transient=TRANSIENT_ERRORS,
         reread=reader.reread,
+        tallies=[daily_tally],
     )
     metrics.MODEL.info({"version": model.version})
     input_names = {topics.qualified(name, prefix): name for name in topics.INPUT_TOPICS}
