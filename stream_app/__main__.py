@@ -1,4 +1,5 @@
-"""`python -m stream_app worker`: start the scoring worker.
+"""`python -m stream_app worker`: start the scoring worker (also `replay`, `report`,
+`settings`).
 
 Everything that can be wrong before processing starts (settings, model artifact,
 Redis, Kafka) is checked first, and stops the program with a message saying what
@@ -11,7 +12,9 @@ import argparse
 import gc
 import sys
 from contextlib import nullcontext
+from datetime import date
 from pathlib import Path
+from typing import NoReturn
 
 import faust
 import redis
@@ -19,7 +22,12 @@ from confluent_kafka import KafkaException
 
 from scoring.artifact import ArtifactError, load_model
 from stream_app import kafka_security
-from stream_app.kafka_admin import KafkaAuthenticationError, TopicLayoutError, ensure_topics
+from stream_app.kafka_admin import (
+    KafkaAuthenticationError,
+    TopicLayoutError,
+    ensure_topics,
+    input_partitions,
+)
 from stream_app.redis_client import (
     RedisSetupError,
     check_no_eviction,
@@ -30,27 +38,21 @@ from stream_app.redis_client import (
 from stream_app.settings import Settings, SettingsError, load_actions
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(code)
 
 
-def run_worker() -> None:
-    try:
-        settings = Settings.from_env()
-        actions = load_actions(settings.actions_file)
-        kafka_security.check(settings)
-    except SettingsError as err:
-        fail(f"bad configuration: {err}")
-    try:
-        model = load_model(settings.models_dir)
-    except ArtifactError as err:
-        fail(f"cannot serve the model: {err}")
+def open_redis(settings: Settings, check_eviction: bool) -> redis.Redis | redis.RedisCluster:
+    """A client of REDIS_URL that answered (on a server that cannot evict the state,
+    with `check_eviction`), or exit saying what to fix."""
     where = redacted(settings.redis_url)
     try:
         client = connect_with(settings)
         client.ping()
-        check_no_eviction(client)
+        if check_eviction:
+            check_no_eviction(client)
+        return client
     # RedisClusterException (no reachable node) is not a RedisError; ValueError is a
     # URL redis-py cannot parse (a bad db number, say).
     except (redis.RedisError, redis.exceptions.RedisClusterException, ValueError) as err:
@@ -63,13 +65,16 @@ def run_worker() -> None:
         )
     except RedisSetupError as err:
         fail(f"Redis at {where}: {scrubbed(str(err), settings.redis_url)}")
+
+
+def open_topics(settings: Settings, create: bool) -> int:
+    """The input topics' partition count (the product's topics made first when
+    missing, with `create`), or exit saying what to fix."""
+    config = kafka_security.confluent_config(settings)
     try:
-        partitions = ensure_topics(
-            kafka_security.confluent_config(settings),
-            settings.partitions,
-            settings.topic_prefix,
-            15,
-        )
+        if create:
+            return ensure_topics(config, settings.partitions, settings.topic_prefix, 15)
+        return input_partitions(config, settings.topic_prefix, 15)
     except KafkaAuthenticationError as err:
         fail(
             f"Kafka at {settings.kafka_bootstrap_servers} refused the connection "
@@ -84,6 +89,21 @@ def run_worker() -> None:
         )
     except TopicLayoutError as err:
         fail(str(err))
+
+
+def run_worker() -> None:
+    try:
+        settings = Settings.from_env()
+        actions = load_actions(settings.actions_file)
+        kafka_security.check(settings)
+    except SettingsError as err:
+        fail(f"bad configuration: {err}")
+    try:
+        model = load_model(settings.models_dir)
+    except ArtifactError as err:
+        fail(f"cannot serve the model: {err}")
+    client = open_redis(settings, check_eviction=True)
+    partitions = open_topics(settings, create=True)
     from stream_app.worker import build_app, install_uvloop
 
     install_uvloop()
@@ -121,6 +141,50 @@ def run_replay(path: Path, out_path: Path | None) -> None:
     print(f"replayed {path} with model {model.version}: {counts}", file=sys.stderr)
 
 
+def run_report(day: date, out: Path | None) -> None:
+    from feature_store.redis_store import RedisStateStore
+    from scoring.daily import TTL_SECONDS, read_day
+    from stream_app.report import DriftStates, report_html, summary_text
+
+    try:
+        settings = Settings.from_env()
+        kafka_security.check(settings)
+    except SettingsError as err:
+        fail(f"bad configuration: {err}")
+    if out is not None and not out.parent.is_dir():
+        fail(f"cannot write {out}: no directory {out.parent}")
+    client = open_redis(settings, check_eviction=False)
+    # Every partition the workers own: the input topics' count, as the workers read it.
+    partitions = open_topics(settings, create=False)
+    store = RedisStateStore(client, settings.redis_namespace)
+    counts = read_day(store, range(partitions), day)
+    if counts.empty:
+        fail(
+            f"no counts for {day.isoformat()} in Redis namespace "
+            f"{settings.redis_namespace!r} ({partitions} partitions): no worker committed a "
+            f"batch that UTC day, or it is more than {TTL_SECONDS // 86400} days ago "
+            "(the counters expire)",
+            code=1,
+        )
+    # THE DRIFT SEAM: the drift monitor's current alert state per feature, read from
+    # Redis (None while it has recorded none). The report shows it as it is given.
+    drift: DriftStates | None = None
+    print(summary_text(counts, partitions, drift))
+    if out is not None:
+        out.write_text(report_html(counts, partitions, drift), encoding="utf-8")
+        print(f"\nreport: {out}")
+
+
+def report_date(text: str) -> date:
+    """--date: a calendar day, YYYY-MM-DD (UTC)."""
+    try:
+        if len(text) == 10:  # fromisoformat also takes 20261129 and 2026-W48-1
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stream_app")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,12 +192,19 @@ def main() -> None:
     replay = commands.add_parser("replay", help="run the batch runner over a JSON-lines file")
     replay.add_argument("file", type=Path, help='lines of {"topic", "key", "value"}')
     replay.add_argument("--out", type=Path, help="write risk changes here (default: stdout)")
+    report = commands.add_parser(
+        "report", help="a day's report: events, risk mix, latency, churn rate, model versions"
+    )
+    report.add_argument("--date", type=report_date, required=True, help="the UTC day, YYYY-MM-DD")
+    report.add_argument("--out", type=Path, help="also write the report as HTML with plots here")
     commands.add_parser("settings", help="print the configuration table")
     args = parser.parse_args()
     if args.command == "worker":
         run_worker()
     elif args.command == "replay":
         run_replay(args.file, args.out)
+    elif args.command == "report":
+        run_report(args.date, args.out)
     else:
         print(Settings.describe())
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic, TopicMetadata
 
 from schemas import topics
 from stream_app.kafka_security import KafkaConfig
@@ -83,16 +84,34 @@ def ensure_topics(
     deadline = time.monotonic() + timeout
     while True:
         existing = admin.list_topics(timeout=timeout).topics
-        unseen = [
-            name
-            for name in topics.INPUT_TOPICS
-            if not getattr(existing.get(topics.qualified(name, prefix)), "partitions", None)
-        ]
+        unseen = _unseen(existing, prefix)
         if not unseen:
             break
         if time.monotonic() > deadline:
             raise TopicLayoutError(f"topics {unseen} are not visible after {timeout}s")
         time.sleep(0.2)
+    return _input_partitions(existing, prefix)
+
+
+def input_partitions(config: KafkaConfig, prefix: str = "", timeout: float = 30.0) -> int:
+    """The number of partitions of the input topics, which must exist (and agree)."""
+    _, metadata = connect_admin(config, timeout)
+    missing = _unseen(metadata.topics, prefix)
+    if missing:
+        raise TopicLayoutError(
+            f"the input topics {missing} do not exist: no worker has run with "
+            f"CHURN_TOPIC_PREFIX={prefix!r} on this cluster"
+        )
+    return _input_partitions(metadata.topics, prefix)
+
+
+def _unseen(existing: Mapping[str, TopicMetadata], prefix: str) -> list[str]:
+    """The input topics the metadata does not show with their partitions."""
+    names = [topics.qualified(name, prefix) for name in topics.INPUT_TOPICS]
+    return [name for name in names if not getattr(existing.get(name), "partitions", None)]
+
+
+def _input_partitions(existing: Mapping[str, TopicMetadata], prefix: str) -> int:
     counts = {
         name: len(existing[topics.qualified(name, prefix)].partitions)
         for name in topics.INPUT_TOPICS
