@@ -44,8 +44,8 @@ NEW = "new"  # the "previous risk" of a customer's first published change
 # in it (DDSketch's buckets, Masson et al., VLDB 2019). So a quantile read off the
 # buckets is within RELATIVE_ERROR of the exact quantile of the same latencies, for
 # latencies between MIN_LATENCY and MAX_LATENCY; outside they are clamped to them (a
-# broker clock ahead of the worker's can even make a latency negative). A day touches
-# a few hundred buckets per partition at most (1,151 exist), each a hash field.
+# broker clock ahead of the worker's can even make a latency negative). Of the 1,152
+# buckets a day touches a few hundred per partition, each a hash field.
 RELATIVE_ERROR = 0.01
 GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
 MIN_LATENCY = 0.001  # seconds

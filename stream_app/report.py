@@ -11,12 +11,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from schemas import topics
-from scoring.daily import GAMMA, RELATIVE_ERROR, TTL_SECONDS, DailyCounts
+from scoring.daily import GAMMA, NEW, RELATIVE_ERROR, TTL_SECONDS, DailyCounts
 from scoring.risk import LEVELS
 from training import page
 
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
-PREVIOUS = ("new", *LEVELS)  # a change's previous risk; "new": the customer's first
+PREVIOUS = (NEW, *LEVELS)  # a change's previous risk
 RISK_COLOURS = {"LOW": "#2ca02c", "MEDIUM": "#ff7f0e", "HIGH": "#d62728"}
 LATENCY_PLOT_BUCKETS = 5
 NO_DRIFT_STATE = "drift monitor: no state recorded"
