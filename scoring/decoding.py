@@ -34,6 +34,39 @@ EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 DEAD_LETTER_KEY_BYTES = 1024
 DEAD_LETTER_REASON_CHARS = 1000
 
+# Every refusal has one of these categories: the dead letter carries the reason's full
+# text, metrics count the category (a bounded label, `churn_dead_letters_total`).
+REFUSALS = (
+    "too_large",  # key + value over max_message_bytes
+    "nesting",  # JSON nested deeper than max_depth
+    "malformed_json",  # not JSON (or not UTF-8, or non-finite numbers like NaN)
+    "wrong_type",  # the contract's
+    "missing_field",
+    "out_of_bounds",  # a bound of the contract: amounts, lengths, list sizes, 1e999
+    "invalid_value",  # an enum, a pattern, a time without its time zone
+    "contract",  # anything else the contract refuses
+    "before_floor",  # a date before min_event_time
+    "beyond_skew",  # a date after the broker timestamp + max_clock_skew
+    "key_null",
+    "key_too_long",
+    "key_not_utf8",
+    "key_mismatch",  # the key is not the body's customer_id
+    "wrong_partition",  # the key's murmur2 partition is another
+    "tombstone",  # a null value on a topic other than customers
+    "unknown_topic",
+    "features_out_of_range",  # decoded, but the features cannot take it (online.InputError)
+    "model_failed",  # the model could not score its row
+)
+
+# msgspec says what failed only in its message; its wording is mapped here, once, and
+# tests/test_decoding.py pins one message per category. Wording not listed: "contract".
+_CONTRACT_REFUSALS = (
+    (re.compile(r"Object missing required field "), "missing_field"),
+    (re.compile(r"Expected `[^`]*`, got "), "wrong_type"),
+    (re.compile(r"Expected `[^`]*` (?:of length )?[<>]=? |Number out of range"), "out_of_bounds"),
+    (re.compile(r"Invalid |Expected `[^`]*` (?:matching|with a timezone)"), "invalid_value"),
+)
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -100,36 +133,49 @@ class InputDecoder:
     def __call__(self, message: InputMessage) -> Decoded:
         try:
             return self._decode(message)
-        except (msgspec.DecodeError, ValueError) as err:  # _Refused is a ValueError
-            return Decoded(message, None, -math.inf, str(err))
+        except _Refused as err:
+            return Decoded(message, None, -math.inf, str(err), err.category)
+        except msgspec.ValidationError as err:
+            return Decoded(message, None, -math.inf, str(err), _contract_refusal(str(err)))
+        except msgspec.DecodeError as err:
+            return Decoded(message, None, -math.inf, str(err), "malformed_json")
+        except ValueError as err:  # a value msgspec took that Python cannot (a far date)
+            return Decoded(message, None, -math.inf, str(err), "contract")
         except RecursionError:  # cannot happen within max_depth; never stop the partition
-            return Decoded(message, None, -math.inf, "JSON nested too deep to parse")
+            return Decoded(message, None, -math.inf, "JSON nested too deep to parse", "nesting")
 
     def _decode(self, message: InputMessage) -> Decoded:
         limits = self.limits
         decoder = _DECODERS.get(message.topic)
         if decoder is None:
-            raise _Refused(f"no event contract for topic {message.topic!r}")
+            raise _Refused("unknown_topic", f"no event contract for topic {message.topic!r}")
         size = len(message.key or b"") + len(message.value or b"")
         if size > limits.max_message_bytes:
             raise _Refused(
-                f"message of {size} bytes exceeds the limit of {limits.max_message_bytes} bytes"
+                "too_large",
+                f"message of {size} bytes exceeds the limit of {limits.max_message_bytes} bytes",
             )
         key = self._key(message)
         if message.value is None:
             if message.topic != topics.CUSTOMERS:
-                raise _Refused(f"a tombstone (null value) on {message.topic} is not an event")
+                raise _Refused(
+                    "tombstone", f"a tombstone (null value) on {message.topic} is not an event"
+                )
             # No event time of its own: it takes its place in the partition's order
             # at the broker's time of the request (first, without one).
             when = -math.inf if message.timestamp is None else message.timestamp
             return Decoded(message, Erasure(key), when)
         depth = _depth(message.value, limits.max_depth)
         if depth > limits.max_depth:
-            raise _Refused(f"JSON nested {depth} deep exceeds the limit of {limits.max_depth}")
+            raise _Refused(
+                "nesting", f"JSON nested {depth} deep exceeds the limit of {limits.max_depth}"
+            )
         event = decoder.decode(message.value)
         customer_id: str = event.customer_id  # type: ignore[attr-defined]
         if customer_id != key:
-            raise _Refused(f"key mismatch: key {key!r}, customer_id {customer_id!r}")
+            raise _Refused(
+                "key_mismatch", f"key mismatch: key {key!r}, customer_id {customer_id!r}"
+            )
         latest = (message.timestamp or self.clock()) + limits.max_clock_skew
         for name in _DATE_FIELDS[type(event)]:
             value = getattr(event, name)
@@ -139,19 +185,22 @@ class InputDecoder:
 
     def _key(self, message: InputMessage) -> str:
         if message.key is None:
-            raise _Refused("null key: inputs are keyed by customer_id")
+            raise _Refused("key_null", "null key: inputs are keyed by customer_id")
         if len(message.key) > MAX_ID_LENGTH * 4:  # 4: the most bytes a character takes
-            raise _Refused(f"key of {len(message.key)} bytes is longer than any customer_id")
+            raise _Refused(
+                "key_too_long", f"key of {len(message.key)} bytes is longer than any customer_id"
+            )
         try:
             key = message.key.decode("utf-8")
         except UnicodeDecodeError:
-            raise _Refused("key is not UTF-8") from None
+            raise _Refused("key_not_utf8", "key is not UTF-8") from None
         if self.partition_of is not None:
             expected = self.partition_of(key)
             if expected != message.partition:
                 raise _Refused(
+                    "wrong_partition",
                     f"key {key!r} belongs to partition {expected} (murmur2, Kafka's default "
-                    f"partitioner), not {message.partition}: its producer partitions otherwise"
+                    f"partitioner), not {message.partition}: its producer partitions otherwise",
                 )
         return key
 
@@ -180,6 +229,18 @@ class InputDecoder:
 class _Refused(ValueError):
     """The message breaks a limit or a rule; the text is the dead letter's reason."""
 
+    def __init__(self, category: str, reason: str) -> None:
+        super().__init__(reason)
+        self.category = category
+
+
+def _contract_refusal(message: str) -> str:
+    """The category of msgspec's validation error message (see _CONTRACT_REFUSALS)."""
+    for pattern, category in _CONTRACT_REFUSALS:
+        if pattern.match(message):
+            return category
+    return "contract"
+
 
 def _depth(value: bytes, limit: int) -> int:
     """How deep the JSON in `value` nests (0 for a scalar), exactly when over `limit`.
@@ -202,13 +263,15 @@ def _check_time(name: str, value: datetime, earliest: float, latest: float) -> N
     ts = value.timestamp()
     if ts < earliest:
         raise _Refused(
+            "before_floor",
             f"{name} {value.isoformat()} is before the earliest accepted event time "
-            f"{_iso(earliest)} (min event time)"
+            f"{_iso(earliest)} (min event time)",
         )
     if ts > latest:
         raise _Refused(
+            "beyond_skew",
             f"{name} {value.isoformat()} is after the latest accepted event time "
-            f"{_iso(latest)} (the message's broker timestamp + max clock skew)"
+            f"{_iso(latest)} (the message's broker timestamp + max clock skew)",
         )
 
 

@@ -48,6 +48,7 @@ class Decoded:
     event: object | None
     time: float  # event time (epoch seconds); -inf for what failed to decode
     reason: str | None = None
+    category: str | None = None  # the reason's category (scoring.decoding.REFUSALS)
 
     @property
     def order(self) -> tuple[float, int]:

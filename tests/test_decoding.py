@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import Customer, Order, OrderItem, topics
-from scoring.decoding import DEAD_LETTER_KEY_BYTES, Erasure, InputDecoder, Limits
+from scoring.decoding import DEAD_LETTER_KEY_BYTES, REFUSALS, Erasure, InputDecoder, Limits
 from scoring.merge import InputMessage
 from tests.core import partition_of
 
@@ -159,6 +159,44 @@ def test_a_dead_letter_keeps_a_bounded_prefix_with_the_whole_value_length_and_ha
     assert len(msgspec.json.encode(letter)) < 2 * LIMITS.dead_letter_value_bytes + 1024
 
 
+@pytest.mark.parametrize(
+    ("msg", "category"),
+    [
+        (message(order(payment_method="x" * 300_000)), "too_large"),
+        (message(b"[" * 40 + b"]" * 40), "nesting"),
+        (message(b"not json"), "malformed_json"),
+        (message(order().replace(b"20.0", b"NaN")), "malformed_json"),
+        (message(order(total_amount="20")), "wrong_type"),
+        (message(b"[1]"), "wrong_type"),
+        (message(b'{"customer_id": "C1"}'), "missing_field"),
+        (message(order(total_amount=1e18)), "out_of_bounds"),
+        (message(order(order_id="")), "out_of_bounds"),
+        (message(order().replace(b"20.0", b"1e999")), "out_of_bounds"),
+        (
+            message(order(items=[{"product_category": "a", "quantity": 1, "price": 1}] * 1001)),
+            "out_of_bounds",
+        ),
+        (message(order(delivery_status="teleported")), "invalid_value"),
+        (message(order(currency="euro")), "invalid_value"),
+        (message(order(order_ts="yesterday")), "invalid_value"),
+        (message(order(order_ts="2026-06-01T11:00:00")), "invalid_value"),
+        (message(order(order_ts="1999-12-31T23:59:59Z")), "before_floor"),
+        (message(order(order_ts="2999-01-01T00:00:00Z")), "beyond_skew"),
+        (message(order(), key=None), "key_null"),
+        (message(order(), key=b"k" * 600), "key_too_long"),
+        (message(order(), key=b"\xff\xfe"), "key_not_utf8"),
+        (message(order(), key=b"C2"), "key_mismatch"),
+        (message(order(), partition=(partition_of("C1") + 1) % 4), "wrong_partition"),
+        (message(None), "tombstone"),
+        (message(order(), topic="unknown"), "unknown_topic"),
+    ],
+)
+def test_each_refusal_has_its_category(msg: InputMessage, category: str) -> None:
+    decoded = decoder()(msg)
+    assert decoded.reason is not None and decoded.category == category
+    assert category in REFUSALS
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     topic=st.sampled_from([*topics.INPUT_TOPICS, "unknown"]),
@@ -173,6 +211,8 @@ def test_no_input_makes_the_decoder_raise_and_every_dead_letter_is_small(
     decode = decoder()
     decoded = decode(msg)
     assert (decoded.reason is None) != (decoded.event is None)
+    assert (decoded.reason is None) == (decoded.category is None)
+    assert decoded.category is None or decoded.category in REFUSALS
     if decoded.reason is not None:
         letter = decode.dead_letter(msg, decoded.reason, NOW)
         # Worst case: every kept byte JSON-escaped as \\uXXXX (6 bytes).
