@@ -63,7 +63,7 @@ from schemas import ChurnRiskChanged, DeadLetter, topics
 from scoring.artifact import load_model
 from scoring.inactivity import first_due, next_due
 from scoring.merge import InputMessage
-from scoring.pipeline import Scorer
+from scoring.pipeline import PartitionOutcome, Scorer
 from scoring.runner import BatchRunner
 from scoring.store import Begin, Commit
 from simulator.history import Event, generate_history
@@ -118,18 +118,21 @@ def build_state(
     def behind(topic: str, partition: int) -> bool:
         return added[topic, partition] < total[topic, partition]
 
+    def count(outcomes: list[PartitionOutcome]) -> None:
+        for outcome in outcomes:
+            for (_, name), n in outcome.counts.items():  # summed over topics
+                counts[name] += n
+
     async def run() -> None:
         nonlocal steps
         for start in range(0, len(messages), STEP_MESSAGES):
             chunk = messages[start : start + STEP_MESSAGES]
             added.update((m.topic, m.partition) for m in chunk)
             runner.add(chunk)
-            for outcome in (await runner.step(behind)).outcomes:
-                counts.update(outcome.counts)
+            count((await runner.step(behind)).outcomes)
             steps += 1
         while runner.buffered():
-            for outcome in (await runner.step(behind)).outcomes:
-                counts.update(outcome.counts)
+            count((await runner.step(behind)).outcomes)
             steps += 1
 
     before = redis_counters(store.client)

@@ -150,7 +150,8 @@ TARGETS = {
 }
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-EVENTS_LINE = re.compile(rb'^churn_events_total\{outcome="\w+"\} ([0-9.e+]+)$', re.M)
+EVENTS_LINE = re.compile(rb"^churn_events_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+OUTCOME_LABEL = re.compile(r'outcome="(\w+)"')
 GENERATION_LINE = re.compile(r"generation id (\d+) app consumers id")
 
 
@@ -280,32 +281,35 @@ def work_stats(children: Sequence[Child]) -> dict[str, Any]:
         for line in (child.get("/metrics") or b"").decode().splitlines():
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
-                if name.startswith(("churn_events_total{", "churn_batch_seconds_bucket{")):
+                if name.startswith("churn_batch_duration_seconds_bucket{"):
                     totals[name] += float(value)
+                if name.startswith("churn_events_total{"):  # summed over topics
+                    outcome = OUTCOME_LABEL.search(name)
+                    totals[f"events:{outcome and outcome.group(1)}"] += float(value)
                 totals[name.partition("{")[0]] += float(value)
     takes = totals["churn_batch_size_count"] or math.nan
-    steps = totals["churn_batch_seconds_count"] or math.nan
+    steps = totals["churn_batch_duration_seconds_count"] or math.nan
     events = totals["churn_events_total"] or math.nan
     return {
         # A take: the messages Faust handed over at once (noack_take); a step: one
         # runner step that processed something (read, score, publish, commit).
         "takes": int(totals["churn_batch_size_count"]),
         "mean_take_size": round(totals["churn_batch_size_sum"] / takes, 1),
-        "steps": int(totals["churn_batch_seconds_count"]),
+        "steps": int(totals["churn_batch_duration_seconds_count"]),
         "events_per_step": round(events / steps, 1),
-        "mean_step_ms": round(1000 * totals["churn_batch_seconds_sum"] / steps, 2),
+        "mean_step_ms": round(1000 * totals["churn_batch_duration_seconds_sum"] / steps, 2),
         # Rows scored (events + inactivity rescores) and risk changes published per event.
-        "scored_per_event": round(totals["churn_customers_scored_total"] / events, 3),
+        "scored_per_event": round(totals["churn_predictions_total"] / events, 3),
         "changes_per_event": round(totals["churn_risk_changes_total"] / events, 3),
         # Steps that took longer than 25, 50, 100 and 250 ms (the histogram's buckets).
         "steps_over_ms": {
-            ms: int(steps - totals[f'churn_batch_seconds_bucket{{le="{ms / 1000}"}}'])
+            ms: int(steps - totals[f'churn_batch_duration_seconds_bucket{{le="{ms / 1000}"}}'])
             for ms in (25, 50, 100, 250)
         }
         if steps == steps
         else {},
-        "redelivered": int(totals['churn_events_total{outcome="redelivered"}']),
-        "dead_letters": int(totals['churn_events_total{outcome="dead_letter"}']),
+        "redelivered": int(totals["events:redelivered"]),
+        "dead_letters": int(totals["events:dead_letter"]),
         "retries": int(totals["churn_infrastructure_retries_total"]),
         "fenced": int(totals["churn_fenced_batches_total"]),
         "diverged": int(totals["churn_store_divergences_total"]),

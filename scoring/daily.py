@@ -86,7 +86,7 @@ def daily_tally(
     amounts: Counter[str] = Counter()
     for decoded in batch:
         amounts[f"events:{decoded.message.topic}"] += 1
-    for name, count in outcome.counts.items():
+    for (_, name), count in outcome.counts.items():  # by topic and outcome
         if count:
             amounts[f"outcome:{name}"] += count
     for letter in outcome.dead_letters:

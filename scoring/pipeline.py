@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +43,8 @@ from scoring.risk import RANK, RiskPolicy, is_news, transition_id
 TOP_REASONS = 3
 INACTIVITY = Trigger(kind="inactivity")
 ERASED = "erased"
-OUTCOMES = (APPLIED, DUPLICATE, LATE, ERASED, "dead_letter")
+DEAD_LETTER = "dead_letter"
+OUTCOMES = (APPLIED, DUPLICATE, LATE, ERASED, DEAD_LETTER)
 
 
 def utc(ts: float) -> datetime:
@@ -74,7 +76,10 @@ class PartitionOutcome:
     schedule: dict[str, float | None] = field(default_factory=dict)  # next rescore
     offsets: dict[str, int] = field(default_factory=dict)  # last offset per topic
     stream_time: float | None = None
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    # Input messages by (topic, outcome in OUTCOMES) and dead letters by category
+    # (scoring.decoding.REFUSALS), for metrics and reports.
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)
     scored: int = 0
     scores: Scores | None = None
 
@@ -181,14 +186,15 @@ class Scorer:
             message = decoded.message
             outcome.offsets[message.topic] = message.offset
             if decoded.reason is not None or decoded.event is None:
-                self._dead(outcome, message, decoded.reason or "no event")
+                reason = decoded.reason or "no event"
+                self._dead(outcome, message, reason, decoded.category or "contract")
                 continue
             event = decoded.event
             if isinstance(event, Erasure):
                 touched.pop(event.customer_id, None)
                 outcome.erased.add(event.customer_id)
                 scheduled[event.customer_id] = schedule[event.customer_id] = None
-                outcome.counts[ERASED] += 1
+                outcome.counts[message.topic, ERASED] += 1
                 continue
             if outcome.stream_time is None or decoded.time > outcome.stream_time:
                 outcome.stream_time = decoded.time
@@ -199,9 +205,9 @@ class Scorer:
             try:
                 result = apply_event(state, message.topic, event)
             except InputError as err:
-                self._dead(outcome, message, str(err))
+                self._dead(outcome, message, str(err), "features_out_of_range")
                 continue
-            outcome.counts[result] += 1
+            outcome.counts[message.topic, result] += 1
             if result == DUPLICATE or state.seen is None:
                 continue  # nothing new, or a bare profile: nothing to score yet
             as_of = state.seen if state.scored_to is None else max(state.seen, state.scored_to)
@@ -214,8 +220,11 @@ class Scorer:
         self._score(rows, outcome)
         return outcome
 
-    def _dead(self, outcome: PartitionOutcome, message: InputMessage, reason: str) -> None:
-        outcome.counts["dead_letter"] += 1
+    def _dead(
+        self, outcome: PartitionOutcome, message: InputMessage, reason: str, category: str
+    ) -> None:
+        outcome.counts[message.topic, DEAD_LETTER] += 1
+        outcome.refusals[category] += 1
         outcome.dead_letters.append(self.decoder.dead_letter(message, reason, self.clock()))
 
     def _score(self, rows: _Rows, outcome: PartitionOutcome) -> None:
@@ -291,7 +300,8 @@ class Scorer:
                 except Exception as err:
                     message = rows.messages[row]
                     if message is not None:
-                        self._dead(outcome, message, f"the model failed on it: {err!r}")
+                        reason = f"the model failed on it: {err!r}"
+                        self._dead(outcome, message, reason, "model_failed")
             return probabilities
 
 

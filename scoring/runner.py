@@ -28,6 +28,7 @@ import functools
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -112,6 +113,7 @@ class BatchRunner:
         monotonic: Callable[[], float] = time.monotonic,
         tallies: Sequence[TallySource] = (),
         wall: Callable[[], float] = time.time,
+        on_retry: Callable[[str], None] = lambda port: None,
     ) -> None:
         self.store = store
         self.scorer = scorer
@@ -123,6 +125,9 @@ class BatchRunner:
         self.monotonic = monotonic
         self.tally_sources = tuple(tallies)
         self.wall = wall
+        # Told of each transient error as it is retried, with its port ("store" or
+        # "sink"): a step that keeps failing never returns its report.
+        self.on_retry = on_retry
         self.tasks: dict[int, Task] = {}
         self.fenced: set[int] = set()
 
@@ -160,20 +165,21 @@ class BatchRunner:
 
     # --- input -------------------------------------------------------------------
 
-    def add(self, messages: Iterable[InputMessage]) -> int:
-        """Buffer delivered messages; returns how many were redeliveries of messages
-        already committed (or, for a partition not owned, are left alone)."""
-        skipped = 0
+    def add(self, messages: Iterable[InputMessage]) -> Counter[str]:
+        """Buffer delivered messages; returns, per topic, how many were redeliveries of
+        messages already committed or buffered (those of a partition not owned are
+        left alone, uncounted)."""
+        skipped: Counter[str] = Counter()
         now = self.monotonic()
         for message in messages:
             task = self.tasks.get(message.partition)
             if task is None:
                 continue
             if message.offset <= task.offsets.get(message.topic, -1):
-                skipped += 1
+                skipped[message.topic] += 1
                 continue
             if not task.merger.add(self.scorer.decoder(message), now):
-                skipped += 1
+                skipped[message.topic] += 1
         return skipped
 
     def buffered(self) -> int:
@@ -333,6 +339,7 @@ class BatchRunner:
                 return await asyncio.to_thread(action)
             except self.transient as err:
                 report.retries += 1
+                self.on_retry("store")
                 log.warning("transient error (%r); retrying in %.1fs", err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -350,6 +357,7 @@ class BatchRunner:
                 return
             except self.transient as err:
                 report.retries += 1
+                self.on_retry("sink")
                 log.warning("publishing failed (%r); retrying in %.1fs", err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -47,6 +47,21 @@ class LogReader:
             if tp.offset >= 0
         }
 
+    def lag(
+        self, partitions: Iterable[tuple[str, int]], timeout: float
+    ) -> dict[tuple[str, int], int]:
+        """Messages past the group's committed offset per topic-partition (past the
+        log's start where the group has committed nothing), asked of the brokers."""
+        wanted = [TopicPartition(self.prefix + t, p) for t, p in partitions]
+        with self.lock:
+            committed = self.consumer.committed(wanted, timeout=timeout)
+            lag = {}
+            for tp in committed:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=timeout)
+                start = tp.offset if tp.offset >= 0 else low
+                lag[(tp.topic.removeprefix(self.prefix), tp.partition)] = max(0, high - start)
+        return lag
+
     def read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
         """The messages of offsets start..end (inclusive) that still exist."""
         out: list[InputMessage] = []

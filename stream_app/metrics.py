@@ -1,36 +1,98 @@
-"""Prometheus metrics of the worker (served at /metrics on the worker's web port)."""
+"""Prometheus metrics of the worker (served at /metrics on the worker's web port).
+
+Conventions: counters end in `_total`, durations are in seconds (`_seconds`), and
+every label takes a bounded set of values (topics, partitions, outcomes, categories,
+features): nothing per customer or per message. `initialise` creates every series
+whose labels are known in advance at 0, so a rate or an `increase` sees the first
+event too, and an alert on it can fire. README "Operating it" lists them all.
+"""
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
+from schemas import topics
+from scoring.decoding import REFUSALS
+from scoring.pipeline import OUTCOMES
+from scoring.risk import RANK
+
+REDELIVERED = "redelivered"
+SYSTEMS = ("redis", "kafka")
+DRIFT_STATISTICS = ("psi", "mean_shift", "ks")
+DRIFT_STATES = ("raised", "cleared")
+# Weight of one score in the predicted churn rate: it is the mean probability of about
+# the last 1/CHURN_RATE_WEIGHT scores (an exponentially weighted mean, half-life ~693).
+CHURN_RATE_WEIGHT = 1e-3
+
 EVENTS = Counter(
     "churn_events_total",
-    "Input messages by outcome: applied, duplicate (same order/ticket id), late (older "
-    "than the largest window: lifetime totals only), erased (a tombstone on customers), "
-    "dead_letter, redelivered (already committed: skipped)",
-    ["outcome"],
+    "Input messages by topic and outcome: applied, duplicate (same order/ticket id), "
+    "late (older than the largest window: lifetime totals only), erased (a tombstone on "
+    "customers), dead_letter, redelivered (already committed: skipped)",
+    ["topic", "outcome"],
 )
-RISK_CHANGES = Counter("churn_risk_changes_total", "Published risk changes", ["previous", "risk"])
-SCORED = Counter("churn_customers_scored_total", "Customers rescored")
+DEAD_LETTERS = Counter(
+    "churn_dead_letters_total",
+    "Input messages dead-lettered, by the category of their reason (scoring.decoding.REFUSALS)",
+    ["reason"],
+)
+PREDICTIONS = Counter(
+    "churn_predictions_total",
+    "Customers scored, by the risk category of the score",
+    ["risk_category"],
+)
+RISK_CHANGES = Counter(
+    "churn_risk_changes_total",
+    "Published risk changes, by previous (NONE: a first category) and new risk",
+    ["previous", "risk"],
+)
+PREDICTED_CHURN_RATE = Gauge(
+    "churn_predicted_churn_rate",
+    "Mean predicted churn probability of the latest scores (exponentially weighted, "
+    "about the last 1000 scores of this worker)",
+)
 BATCH_SECONDS = Histogram(
-    "churn_batch_seconds",
+    "churn_batch_duration_seconds",
     "Time to process one batch: read, score, publish, commit",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 BATCH_SIZE = Histogram(
     "churn_batch_size", "Messages per batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000)
 )
+END_TO_END_SECONDS = Histogram(
+    "churn_end_to_end_latency_seconds",
+    "From an input message's append to its topic (broker time) to its batch's outputs "
+    "being durable in Kafka",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 CONSUMER_LAG = Gauge(
     "churn_consumer_lag",
-    "Messages not yet committed, to the partition's end",
+    "Messages of the input topic-partition past the consumer group's committed offset "
+    "(asked of the brokers on a timer; every worker reports every partition)",
     ["topic", "partition"],
 )
 STREAM_TIME = Gauge(
     "churn_stream_time_seconds",
-    "Latest event time processed per partition (epoch seconds)",
+    "Latest event time processed per partition this worker owns (epoch seconds)",
     ["partition"],
 )
+EVENT_TIME_LAG = Gauge(
+    "churn_event_time_lag_seconds",
+    "Wall clock minus the stream time of each partition this worker owns",
+    ["partition"],
+)
+ERRORS = Counter(
+    "churn_infrastructure_errors_total",
+    "Errors from Redis or Kafka: failed batch steps and claims, undelivered outputs, "
+    "failed lag queries",
+    ["system"],
+)
 RETRIES = Counter(
-    "churn_infrastructure_retries_total", "Steps retried after a Redis or Kafka error"
+    "churn_infrastructure_retries_total",
+    "Batch steps and output deliveries retried after a Redis or Kafka error",
+    ["system"],
 )
 FENCED = Counter(
     "churn_fenced_batches_total", "Batches dropped: another worker had claimed the partition"
@@ -49,3 +111,54 @@ MODEL = Info("churn_model", "The model being served")
 MODEL_RELOADS = Counter(
     "churn_model_reloads_total", "New model versions loaded or refused", ["outcome"]
 )
+# Set by the drift monitor; `feature` is a model feature or `score`.
+DRIFT_STATISTIC = Gauge(
+    "churn_drift_statistic",
+    "Drift of a feature's sliding window from the training reference, by statistic "
+    "(psi, mean_shift, ks)",
+    ["feature", "statistic"],
+)
+DRIFT_ALERT = Gauge(
+    "churn_drift_alert", "1 while a drift alert is raised for the feature, else 0", ["feature"]
+)
+DRIFT_ALERTS = Counter(
+    "churn_drift_alerts_total", "Drift alerts raised and cleared", ["feature", "state"]
+)
+
+
+def initialise(features: Iterable[str]) -> None:
+    """Create at 0 the series whose label values are known before anything happens
+    (the churn rate is NaN, unknown, until the first score)."""
+    PREDICTED_CHURN_RATE.set(math.nan)
+    for topic in topics.INPUT_TOPICS:
+        for outcome in (*OUTCOMES, REDELIVERED):
+            EVENTS.labels(topic, outcome)
+    for reason in REFUSALS:
+        DEAD_LETTERS.labels(reason)
+    for risk in RANK:
+        PREDICTIONS.labels(risk)
+    for system in SYSTEMS:
+        ERRORS.labels(system)
+        RETRIES.labels(system)
+    for outcome in ("loaded", "refused"):
+        MODEL_RELOADS.labels(outcome)
+    for feature in features:
+        DRIFT_ALERT.labels(feature)
+        for state in DRIFT_STATES:
+            DRIFT_ALERTS.labels(feature, state)
+
+
+@dataclass
+class WeightedMean:
+    """An exponentially weighted mean: each value weighs `weight` against all before
+    it. Values come in batches, a batch counting as `count` values at its mean; the
+    first batch sets the mean."""
+
+    weight: float
+    value: float | None = None
+
+    def add(self, count: int, total: float) -> float | None:
+        if count:
+            kept = 0.0 if self.value is None else (1 - self.weight) ** count
+            self.value = kept * (self.value or 0.0) + (1 - kept) * total / count
+        return self.value

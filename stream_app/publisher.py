@@ -22,6 +22,7 @@ import msgspec
 from confluent_kafka import KafkaError, Producer
 
 from schemas import ChurnRiskChanged, DeadLetter, topics
+from stream_app import metrics
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ class Publisher:
                 raise RuntimeError(f"the producer failed for good: {first}")
             unsent = sorted(failed)
             if unsent:
+                metrics.ERRORS.labels("kafka").inc()
+                metrics.RETRIES.labels("kafka").inc()
                 log.warning(
                     "%d of %d outputs not delivered (%s); sending them again in %.1fs",
                     len(unsent),

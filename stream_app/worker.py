@@ -18,7 +18,7 @@ import logging
 import os
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
+from feature_store.definitions import FEATURE_NAMES
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.artifact import Model, ServedModel
@@ -54,6 +55,11 @@ TRANSIENT_ERRORS = (
     KafkaError,
     asyncio.TimeoutError,
 )
+# How often the consumer lag is asked of the brokers, and the event-time lag refreshed:
+# on a timer, not after batches, so both keep moving while the agent is stuck.
+LAG_REFRESH_SECONDS = 5.0
+# The drift monitor's subjects besides the model's features (metrics.DRIFT_*).
+SCORE = "score"
 
 
 def install_uvloop() -> None:
@@ -117,6 +123,8 @@ def build_app(
         return partition_of(key.encode(), partitions)
 
     reader = LogReader(kafka_config, settings.app_id, prefix)
+    # A consumer of its own: a lag query never waits behind a long reread.
+    lag_reader = LogReader(kafka_config, settings.app_id, prefix)
     runner = BatchRunner(
         store,
         Scorer(
@@ -131,8 +139,11 @@ def build_app(
         transient=TRANSIENT_ERRORS,
         reread=reader.reread,
         tallies=[daily_tally],
+        on_retry=_count_retry,
     )
+    metrics.initialise((*FEATURE_NAMES, SCORE))
     metrics.MODEL.info({"version": model.version})
+    churn_rate = metrics.WeightedMean(metrics.CHURN_RATE_WEIGHT)
     input_names = {topics.qualified(name, prefix): name for name in topics.INPUT_TOPICS}
     inputs = app.topic(*input_names)
     # Faust events delivered but not yet acknowledged, per topic-partition, in order,
@@ -167,7 +178,8 @@ def build_app(
             while events and events[0].message.offset <= committed:
                 events.popleft().ack()
         if report is not None:
-            _observe(report)
+            _observe(report, churn_rate)
+            _observe_stream_time(runner, partitions)
 
     async def step() -> None:
         started = time.perf_counter()
@@ -184,7 +196,6 @@ def build_app(
                 async with lock:
                     await take_in(cast(Sequence[EventT], events))
                     await step()
-                _observe_lag(app, pending)
             except asyncio.CancelledError:
                 raise  # stopping: what was not committed stays unacknowledged
             except Exception:
@@ -211,7 +222,8 @@ def build_app(
             ):
                 await claim(partition)  # before the rebalance signal got to it
         metrics.BATCH_SIZE.observe(len(messages))
-        metrics.EVENTS.labels("redelivered").inc(runner.add(messages))
+        for topic, count in runner.add(messages).items():
+            metrics.EVENTS.labels(topic, metrics.REDELIVERED).inc(count)
 
     agent = app.agent(inputs, name="score-customers", concurrency=1)(score_customers)
 
@@ -222,6 +234,23 @@ def build_app(
         if runner.buffered() and not lock.locked():
             async with lock:
                 await step()
+
+    every_input = [(topic, p) for topic in topics.INPUT_TOPICS for p in range(partitions)]
+
+    @app.timer(interval=LAG_REFRESH_SECONDS)
+    async def refresh_lag() -> None:
+        """The group's lag on every input partition, from the brokers: Faust's consumer
+        stops fetching (and its highwaters stop moving) when the agent is stuck."""
+        _observe_stream_time(runner, partitions)
+        try:
+            lag = await asyncio.to_thread(lag_reader.lag, every_input, LAG_REFRESH_SECONDS)
+        except Exception as err:  # unknown, not stale: no lag until the brokers answer
+            log.warning("consumer lag unknown: %s", err)
+            metrics.ERRORS.labels("kafka").inc()
+            metrics.CONSUMER_LAG.clear()
+            return
+        for (topic, partition), messages in lag.items():
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(messages)
 
     async def claim(partition: int) -> None:
         """Take a partition over; resume it from the offsets its state records,
@@ -312,29 +341,47 @@ def _input_message(message: Any, input_names: dict[str, str]) -> InputMessage:
     )
 
 
-def _observe(report: StepReport) -> None:
+def _observe(report: StepReport, churn_rate: metrics.WeightedMean) -> None:
     metrics.FENCED.inc(len(report.fenced))
     metrics.DIVERGED.inc(len(report.diverged))
-    metrics.RETRIES.inc(report.retries)
+    for latency in report.latencies:
+        metrics.END_TO_END_SECONDS.observe(latency)
+    scored, probability_sum = 0, 0.0
     for outcome in report.outcomes:
-        metrics.SCORED.inc(outcome.scored)
-        for name, count in outcome.counts.items():
-            metrics.EVENTS.labels(name).inc(count)
-        if outcome.stream_time is not None:
-            metrics.STREAM_TIME.labels(str(outcome.partition)).set(outcome.stream_time)
+        for (topic, name), count in outcome.counts.items():
+            metrics.EVENTS.labels(topic, name).inc(count)
+        for reason, count in outcome.refusals.items():
+            metrics.DEAD_LETTERS.labels(reason).inc(count)
+        if outcome.scores is not None:
+            for risk, count in Counter(outcome.scores.risks).items():
+                metrics.PREDICTIONS.labels(risk).inc(count)
+            scored += len(outcome.scores.risks)
+            probability_sum += float(outcome.scores.probabilities.sum())
         for change in outcome.changes:
             metrics.RISK_CHANGES.labels(change.previous_risk or "NONE", change.risk).inc()
+    rate = churn_rate.add(scored, probability_sum)
+    if rate is not None:
+        metrics.PREDICTED_CHURN_RATE.set(rate)
 
 
-def _observe_lag(app: faust.App, pending: dict[TP, deque[EventT]]) -> None:
-    assigned = app.consumer.assignment()
-    for tp, events in pending.items():
-        if tp not in assigned:
-            continue  # revoked in a rebalance: Faust asserts on its highwater
-        highwater = app.consumer.highwater(tp)
-        if highwater is not None and events:
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
-                highwater - events[0].message.offset
-            )
-        elif highwater is not None:
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(0)
+def _count_retry(port: str) -> None:
+    """A runner's step retried after a transient error: its store is Redis, its sink
+    Kafka."""
+    system = "redis" if port == "store" else "kafka"
+    metrics.ERRORS.labels(system).inc()
+    metrics.RETRIES.labels(system).inc()
+
+
+def _observe_stream_time(runner: BatchRunner, partitions: int) -> None:
+    """Stream time and event-time lag of the partitions this worker owns, and none of
+    the others (a partition given up is its new owner's to report)."""
+    now = time.time()
+    for partition in range(partitions):
+        task = runner.tasks.get(partition)
+        label = str(partition)
+        if task is None or task.stream_time is None:
+            metrics.STREAM_TIME.remove(label)
+            metrics.EVENT_TIME_LAG.remove(label)
+        else:
+            metrics.STREAM_TIME.labels(label).set(task.stream_time)
+            metrics.EVENT_TIME_LAG.labels(label).set(now - task.stream_time)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -166,13 +167,11 @@ class Worker:
             return 0, {}, b""
 
     def metric(self, sample: str) -> float:
-        """A sample's value on /metrics, e.g. 'churn_events_total{outcome="late"}'
-        (0 when absent or when the worker does not answer)."""
+        """A sample's value on /metrics, e.g. 'churn_events_total{outcome="late"}': the
+        sum of the series of that name whose labels include the ones given (0 when
+        there are none or the worker does not answer)."""
         status, body = self.get("/metrics")
-        for line in body.decode().splitlines() if status == 200 else []:
-            if line.startswith(sample + " "):
-                return float(line.split()[-1])
-        return 0.0
+        return sum_samples(body.decode() if status == 200 else "", sample)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no commit, as when a machine dies."""
@@ -190,6 +189,24 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_bytes().decode(errors="replace") if self.log_path.exists() else ""
+
+
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def sum_samples(exposition: str, sample: str) -> float:
+    """In Prometheus' text format, the sum of the series named like `sample` whose
+    labels include those of `sample` ('name' or 'name{label="value",...}')."""
+    name, _, labels = sample.partition("{")
+    wanted = set(LABEL.findall(labels))
+    total = 0.0
+    for line in exposition.splitlines():
+        series, _, value = line.rpartition(" ")
+        if line.startswith("#") or series.partition("{")[0] != name:
+            continue
+        if wanted <= set(LABEL.findall(series.partition("{")[2])):
+            total += float(value)
+    return total
 
 
 def produce(

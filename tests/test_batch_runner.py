@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import random
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -296,7 +298,8 @@ def test_an_absurd_amount_is_dead_lettered_naming_the_bound_and_the_batch_goes_o
         "Expected `float` <= 10000000.0 - at `$.total_amount`"
     )
     [outcome] = report.outcomes
-    assert outcome.counts["applied"] == 1 and outcome.counts["dead_letter"] == 1
+    assert outcome.counts == {("orders", "applied"): 1, ("orders", "dead_letter"): 1}
+    assert outcome.refusals == {"out_of_bounds": 1}
     state = store.read(partition_of("ABSURD"), ["ABSURD"])["ABSURD"]
     assert state.totals == {"o": 1, "s": 2000}
 
@@ -337,7 +340,7 @@ def test_a_tombstone_erases_the_customer_and_a_customer_who_comes_back_gets_new_
     first = asyncio.run(runner.step(caught_up))
     published_before = [c for c in sink.changes if c.customer_id == gone]
     assert published_before[-1].risk != "LOW", "the customer was at risk before the erasure"
-    assert sum(o.counts["erased"] for o in first.outcomes) == 1
+    assert sum(o.counts["customers", "erased"] for o in first.outcomes) == 1
     partition = partition_of(gone)
     assert store.read(partition, [gone]) == {}
     [(states, due)] = store.load({partition: ((gone,), float("inf"))}).values()
@@ -367,7 +370,7 @@ def test_an_order_and_a_ticket_with_the_same_id_are_two_events(model: Model) -> 
     logs = logs_of([(topics.ORDERS, order), (topics.SUPPORT_TICKETS, ticket)])
     runner.add(m for log in logs.values() for m in log)
     [outcome] = asyncio.run(runner.step(lambda topic, partition: False)).outcomes
-    assert outcome.counts["applied"] == 2 and outcome.counts["duplicate"] == 0
+    assert outcome.counts == {("orders", "applied"): 1, ("support-tickets", "applied"): 1}
     state = store.read(partition_of("SAME"), ["SAME"])["SAME"]
     assert set(state.ids) == {"orders:X1", "support-tickets:X1"}
 
@@ -423,3 +426,24 @@ def test_tallies_count_each_event_once_through_crashes_and_a_lost_commit_reply(
     drive(runner, kafka)
     assert lost
     assert store.tallies(range(4), "inputs") == expected
+
+
+def test_a_step_reports_the_latency_of_each_message_with_a_broker_timestamp(
+    model: Model,
+) -> None:
+    orders = [Order(f"O{n}", f"C{n}", T0, 20.0, "card", "delivered") for n in range(30)]
+    runner = make_runner(MemoryStore(), model, RecordingSink())
+    appended = time.time() - 5
+    messages = [
+        dataclasses.replace(m, timestamp=None if m.offset == 0 else appended)
+        for log in logs_of([(topics.ORDERS, o) for o in orders]).values()
+        for m in log
+    ]
+    runner.add(messages)
+    report = asyncio.run(runner.step(lambda topic, partition: False))
+    timestamped = [m for m in messages if m.timestamp is not None]
+    assert len(report.latencies) == len(timestamped) < len(messages)
+    assert all(5 <= latency < 60 for latency in report.latencies)
+    # A first order: recency 0, the soft model's lowest risk.
+    risks = [risk for o in report.outcomes if o.scores for risk in o.scores.risks]
+    assert risks == ["LOW"] * len(orders)

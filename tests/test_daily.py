@@ -103,8 +103,11 @@ def test_a_days_counters_equal_what_the_runner_published_and_scored(model: Model
     for (topic, _), log in logs.items():
         expected_events[topic] += len(log)
     assert counts.events == dict(expected_events)
-    # (adding Counters drops the outcomes that did not occur, as the tally does)
-    assert counts.outcomes == dict(sum((Counter(o.counts) for o in outcomes), Counter()))
+    expected_outcomes: Counter[str] = Counter()
+    for outcome in outcomes:
+        for (_, name), n in outcome.counts.items():  # summed over topics
+            expected_outcomes[name] += n
+    assert counts.outcomes == dict(+expected_outcomes)  # +: those that occurred
     assert counts.dead_letters == {topics.ORDERS: 1} == Counter(d.topic for d in sink.dead_letters)
     assert counts.changes == dict(published) and sum(published.values()) > 10
     assert counts.into_high == sum(1 for c in sink.changes if c.risk == "HIGH") > 0

@@ -158,7 +158,7 @@ def test_known_history_yields_expected_risk_changes_features_and_dead_letters(
     assert state.totals["s"] == 9250  # cents
     assert state.risk == "LOW" and state.risk_seq == 2
 
-    status, body = worker.get("/metrics")
-    assert status == 200
-    assert b'churn_events_total{outcome="dead_letter"} 2.0' in body
-    assert b'churn_events_total{outcome="duplicate"} 1.0' in body
+    assert worker.metric('churn_events_total{topic="orders",outcome="dead_letter"}') == 2
+    assert worker.metric('churn_events_total{outcome="duplicate"}') == 1
+    assert worker.metric('churn_dead_letters_total{reason="missing_field"}') == 1
+    assert worker.metric('churn_dead_letters_total{reason="malformed_json"}') == 1
