@@ -40,7 +40,7 @@ PYTEST_ARGS ?=
 # missing directory fails with a confusing 'Duplicate module named "__main__"'.
 PACKAGES := $(wildcard stream_app feature_store scoring training schemas simulator bench)
 
-.PHONY: help venv lock services services-down services-status lint test fuzz demo bench-features bench clean
+.PHONY: help venv lock services services-down services-status tools lint test fuzz demo bench-features bench clean
 
 help: ## list targets
 	@echo "Targets:"
@@ -78,12 +78,15 @@ services-down: ## stop them
 services-status: ## show whether they run
 	$(SERVICES) status
 
+tools: ## install prometheus and promtool when missing (the alert rule tests need them)
+	$(SERVICES) tools
+
 lint: venv ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(PACKAGES)
 
-test: venv lint services ## lint, then pytest against the local services (PYTEST_ARGS=...)
+test: venv lint services tools ## lint, then pytest against the local services (PYTEST_ARGS=...)
 	$(WITH_SERVICES) $(WITH_SASL) $(BIN)/pytest $(PYTEST_ARGS)
 
 fuzz: venv services ## the live-worker fuzz test at 100,000 hostile inputs (make test runs 10,000)

@@ -11,6 +11,8 @@
 #   scripts/services.sh status        running/stopped, pid, address
 #   scripts/services.sh reset         down + delete all state under .services/
 #   scripts/services.sh cluster-down  stop only the Redis Cluster nodes (Kafka and Redis keep running)
+#   scripts/services.sh tools         make sure prometheus and promtool are installed (the alert
+#                                     rule tests run them; Debian's prometheus package has both)
 #
 # Env: CHURN_KAFKA_PORT (9092), CHURN_KAFKA_CONTROLLER_PORT (Kafka port + 1),
 #      CHURN_KAFKA_SASL_PORT (Kafka port + 2: SASL_SSL, SCRAM-SHA-512 over TLS),
@@ -515,6 +517,13 @@ cmd_down() {
 
 cmd_cluster_down() { stop_cluster; }
 
+# Not a service: the tests run their own Prometheus, and promtool checks the rules.
+cmd_tools() {
+  ensure_cmd promtool prometheus
+  ensure_cmd prometheus prometheus
+  log "$(promtool --version 2>&1 | head -n1)"
+}
+
 cmd_reset() {
   cmd_down
   log "deleting ${KDIR#"$ROOT"/}, ${RDIR#"$ROOT"/} and ${CDIR#"$ROOT"/}"
@@ -524,8 +533,8 @@ cmd_reset() {
 main() {
   local cmd=${1:-}
   case $cmd in
-    up | down | status | reset | cluster-down) ;;
-    *) echo "usage: $0 up|down|status|reset|cluster-down" >&2; exit 2 ;;
+    up | down | status | reset | cluster-down | tools) ;;
+    *) echo "usage: $0 up|down|status|reset|cluster-down|tools" >&2; exit 2 ;;
   esac
   # Serialize concurrent invocations (e.g. two make targets in parallel).
   mkdir -p "$STATE"
