@@ -25,6 +25,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 SCHEMA = Path(__file__).resolve().parent / "vendor" / "compose-spec.json"
+OPS = ROOT / "ops"
 
 LOCK = "requirements/requirements-runtime.txt"
 DIGEST = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
@@ -220,7 +221,7 @@ def strings(node: Any) -> list[str]:
 def test_compose_refuses_to_start_without_each_secret() -> None:
     texts = strings(compose())
     required = {name for text in texts for name in re.findall(r"\$\{(\w+):\?", text)}
-    assert {"CHURN_KAFKA_SASL_PASSWORD", "REDIS_PASSWORD"} <= required
+    assert {"CHURN_KAFKA_SASL_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= required
     secrets = example_env()
     assert required <= set(secrets), ".env.example must list every required variable"
     for text in texts:
@@ -286,6 +287,64 @@ def test_the_project_containers_run_unprivileged_on_a_read_only_root() -> None:
         assert svc["read_only"] is True, name
         assert svc["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in svc["security_opt"], name
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Host path -> container path of a service's bind mounts (short syntax)."""
+    return {
+        source: target
+        for source, target, *_ in (str(v).split(":") for v in service.get("volumes", []))
+        if source.startswith(".")
+    }
+
+
+def test_prometheus_scrapes_the_worker_and_loads_the_tested_rules() -> None:
+    prometheus = services()["prometheus"]
+    assert mounts(prometheus) == {"./ops/prometheus": "/etc/prometheus"}
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
+    # Relative to the config file: the rules.yml mounted beside it, the one tested.
+    assert config["rule_files"] == ["rules.yml"]
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == "churn-worker"  # the job rules.yml's ChurnWorkerDown watches
+    assert 'up{job="churn-worker"}' in (OPS / "prometheus" / "rules.yml").read_text()
+    port = environment(services()["worker"])["CHURN_WEB_PORT"]
+    assert job["static_configs"] == [{"targets": [f"worker:{port}"]}]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+
+
+def test_grafana_provisions_the_prometheus_data_source_and_the_dashboard() -> None:
+    grafana, provisioning = services()["grafana"], OPS / "grafana" / "provisioning"
+    bound = mounts(grafana)
+    assert bound["./ops/grafana/provisioning"] == "/etc/grafana/provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    assert "127.0.0.1:9090:9090" in services()["prometheus"]["ports"]
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "churn.yml").read_text())[
+        "providers"
+    ]
+    assert bound["./ops/grafana/dashboards"] == provider["options"]["path"]
+    dashboard = json.loads((OPS / "grafana" / "dashboards" / "churn.json").read_text())
+    used = {
+        node["datasource"]["uid"]
+        for panel in dashboard["panels"]
+        for node in [panel, *panel.get("targets", [])]
+        if "datasource" in node
+    }
+    assert used == {source["uid"]}, "every panel must use the provisioned data source"
+    password = environment(grafana)["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert environment(grafana)["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_the_monitoring_containers_run_without_capabilities() -> None:
+    for name in ("prometheus", "grafana"):
+        svc = services()[name]
+        assert svc["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in svc["security_opt"], name
+        assert not str(svc.get("user", "")).startswith(("0", "root")), name
 
 
 # ---- the Dockerfile -----------------------------------------------------------------
