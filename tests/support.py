@@ -22,6 +22,7 @@ from typing import Any, TypedDict
 import lightgbm as lgb
 import msgspec
 import numpy as np
+import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
@@ -88,6 +89,19 @@ def _write_model(
         },
     )
     return models_dir
+
+
+def prometheus_tool(name: str) -> str:
+    """The path of `prometheus` or `promtool`; fails the test, saying how to install
+    them, when missing."""
+    binary = shutil.which(name)
+    if binary is None:
+        pytest.fail(
+            f"{name} is not installed: run `make tools` (scripts/services.sh tools installs "
+            "Debian's prometheus package, which has prometheus and promtool)",
+            pytrace=False,
+        )
+    return binary
 
 
 def free_port() -> int:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.support import prometheus_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "ops" / "prometheus"
@@ -23,13 +23,7 @@ DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "churn.json"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.fail(
-            "promtool is not installed: run `make tools` (scripts/services.sh tools installs "
-            "Debian's prometheus package, which has it)",
-            pytrace=False,
-        )
+    binary = prometheus_tool("promtool")
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
 
 
