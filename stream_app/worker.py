@@ -357,8 +357,9 @@ def _observe(report: StepReport, churn_rate: metrics.WeightedMean) -> None:
                 metrics.PREDICTIONS.labels(risk).inc(count)
             scored += len(outcome.scores.risks)
             probability_sum += float(outcome.scores.probabilities.sum())
-        for change in outcome.changes:
-            metrics.RISK_CHANGES.labels(change.previous_risk or "NONE", change.risk).inc()
+        changes = Counter((c.previous_risk or "NONE", c.risk) for c in outcome.changes)
+        for (previous, risk), count in changes.items():
+            metrics.RISK_CHANGES.labels(previous, risk).inc(count)
     rate = churn_rate.add(scored, probability_sum)
     if rate is not None:
         metrics.PREDICTED_CHURN_RATE.set(rate)
