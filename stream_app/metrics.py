@@ -20,6 +20,7 @@ from scoring.risk import RANK
 
 REDELIVERED = "redelivered"
 SYSTEMS = ("redis", "kafka")
+# The label values of the drift metrics, which the drift monitor sets.
 DRIFT_STATISTICS = ("psi", "mean_shift", "ks")
 DRIFT_STATES = ("raised", "cleared")
 # Weight of one score in the predicted churn rate: it is the mean probability of about
