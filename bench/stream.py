@@ -103,7 +103,7 @@ from schemas import (
     Trigger,
     topics,
 )
-from scoring.artifact import Calibration, load_model, write_artifact
+from scoring.artifact import Calibration, load_model, point_current, write_artifact
 from scoring.pipeline import Scorer, reasons, utc
 from scoring.risk import RANK, RiskPolicy, is_news, transition_id
 from scoring.runner import BatchRunner
@@ -696,6 +696,7 @@ def train_profile_model(models_dir: Path) -> Path:
         "feature_params": {"engagement_scale": 25.0},
     }
     write_artifact(models_dir, "email-verified-v1", booster, metadata)
+    point_current(models_dir, "email-verified-v1")
     return models_dir
 
 

@@ -1,7 +1,8 @@
 """The versioned model artifact: what training writes and the worker trusts.
 
 <models dir>/
-    CURRENT                 the served version's name (written last, atomically)
+    CURRENT                 the served version's name (moved atomically by promotion:
+                            training writes a candidate, training/registry.py promotes)
     <version>/
         model.txt           LightGBM's text model (never pickle: loading runs no code)
         metadata.json       features, calibration, thresholds, metrics, references
@@ -120,7 +121,8 @@ def sha256_of(path: Path) -> str:
 def write_artifact(
     models_dir: Path, version: str, booster: lgb.Booster, metadata: dict[str, Any]
 ) -> Path:
-    """Write a new version and point CURRENT at it; returns the version directory."""
+    """Write a new version, a candidate: CURRENT does not move (`point_current` does,
+    once the version is promoted). Returns the version directory."""
     target = models_dir / version
     target.mkdir(parents=True, exist_ok=False)
     booster.save_model(str(target / MODEL_FILE))
@@ -128,7 +130,6 @@ def write_artifact(
     (target / METADATA_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
     sums = "".join(f"{sha256_of(target / name)}  {name}\n" for name in (MODEL_FILE, METADATA_FILE))
     (target / CHECKSUM_FILE).write_text(sums)
-    point_current(models_dir, version)
     return target
 
 

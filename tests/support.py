@@ -27,7 +27,7 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from feature_store.definitions import FEATURE_NAMES
-from scoring.artifact import Calibration, write_artifact
+from scoring.artifact import Calibration, point_current, write_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 RECENCY = FEATURE_NAMES.index("recency_days")
@@ -71,7 +71,8 @@ def _write_model(
     labels: np.ndarray,
     rounds: int,
 ) -> Path:
-    """Train deterministically and write a served artifact with identity calibration."""
+    """Train deterministically and write a served artifact (CURRENT names it) with
+    identity calibration."""
     booster = lgb.train(
         {"verbose": -1, "num_threads": 1, "seed": 7, "deterministic": True, **params},
         lgb.Dataset(features, labels),
@@ -88,6 +89,7 @@ def _write_model(
             "feature_params": {"engagement_scale": 25.0},
         },
     )
+    point_current(models_dir, version)
     return models_dir
 
 

@@ -19,7 +19,7 @@ from feature_store.offline import (
     History,
     features_as_of,
 )
-from scoring.artifact import MODEL_FILE, ArtifactError, load_model
+from scoring.artifact import CURRENT_POINTER, MODEL_FILE, ArtifactError, load_model
 from simulator import generate_history, write_sqlite
 from training import (
     DatabaseError,
@@ -356,13 +356,17 @@ def test_end_to_end_cli_writes_an_artifact_load_model_serves(
     assert probabilities.std() > 0
 
 
-def test_two_runs_on_the_same_data_write_distinct_versions(
+def test_two_runs_on_the_same_data_write_distinct_candidate_versions(
     tmp_path: Path, history: History
 ) -> None:
     model = train(history, FAST)
     first, second = save(model, tmp_path), save(model, tmp_path)
     assert first != second
-    assert load_model(tmp_path).version == second.name
+    assert [load_model(tmp_path, path.name).version for path in (first, second)] == [
+        first.name,
+        second.name,
+    ]
+    assert not (tmp_path / CURRENT_POINTER).exists()  # written, not served
 
 
 def test_tampered_model_file_makes_load_model_raise(tmp_path: Path, history: History) -> None:
@@ -370,7 +374,7 @@ def test_tampered_model_file_makes_load_model_raise(tmp_path: Path, history: His
     model_file = directory / MODEL_FILE
     model_file.write_text(model_file.read_text().replace("shrinkage=", "shrinkage=9", 1))
     with pytest.raises(ArtifactError, match="does not match its checksum"):
-        load_model(tmp_path)
+        load_model(tmp_path, directory.name)
 
 
 def test_cli_exits_2_with_one_line_error_on_a_bad_database(

@@ -328,7 +328,8 @@ def test_a_messy_shop_still_trains_and_writes_a_loadable_artifact(
     assert 0.5 < metrics["test"]["auc_roc"] <= 1.0
     for values in metrics["candidates"].values():
         assert np.isfinite(values["test"]["log_loss"])
-    assert load_model(save(model, tmp_path / "models").parent).version
+    written = save(model, tmp_path / "models")
+    assert load_model(written.parent, written.name).version == written.name
 
 
 def test_cutoffs_on_days_without_any_order_are_fine(

@@ -1,10 +1,20 @@
-"""Train a churn model from the shop database and publish it as the current artifact.
+"""Train churn models, retrain them behind a gate, and choose the served version.
 
-python -m training --db data/shop.db --out artifacts/models [--as-of 2026-05-31]
-                   [--horizon-days 30] [--medium-recall 0.8] [--high-precision 0.8]
+python -m training --db data/shop.db --out artifacts/models [training options]
+    Train a version. In a models directory with no CURRENT it is served; otherwise it
+    is a candidate (serve it with `models promote`, or train through the gate instead).
+python -m training retrain --db data/shop.db --models-dir artifacts/models
+                   [--auc-tolerance 0.01] [--max-calibration-error 0.05] [training options]
+    Train a challenger and serve it only if the gate passes it (training/gate.py).
+    Exit 0: promoted; 1: refused, kept as a candidate with the reason (<version>/gate.json).
+python -m training models list | promote VERSION | rollback --models-dir artifacts/models
+    The versions and their status; serve a version (verified first); serve again the
+    version served before the current one.
 
-Prints each step as it finishes and the model comparison, and writes the artifact
-(model.txt, metadata.json, SHA256SUMS) with report.html beside it.
+Training options: [--as-of 2026-05-31] [--horizon-days 30] [--medium-recall 0.8]
+[--high-precision 0.8] and more (--help). Training prints each step as it finishes and
+the model comparison, and writes the artifact (model.txt, metadata.json, SHA256SUMS)
+with report.html beside it. Exit 2: an error, with a message saying what is wrong.
 """
 
 from __future__ import annotations
@@ -17,9 +27,27 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from scoring.artifact import Thresholds
+from feature_store.offline import History
+from scoring.artifact import ArtifactError, Thresholds
 from training.database import DatabaseError, load_history, load_truth
 from training.dataset import TrainingDataError
+from training.gate import (
+    AUC_TOLERANCE,
+    MAX_CALIBRATION_ERROR,
+    Criteria,
+    Decision,
+    Scores,
+    judge,
+)
+from training.registry import (
+    RegistryError,
+    Version,
+    promote,
+    record_decision,
+    rollback,
+    served,
+    versions,
+)
 from training.report import comparison_table_text, write_report
 from training.train import StepTimer, TrainingConfig, save, train
 
@@ -38,10 +66,51 @@ def probability(text: str) -> float:
     return value
 
 
+def non_negative(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    """The arguments of `python -m training` (train a version)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train a model version.",
+        epilog="other commands: retrain, models (each with --help)",
+    )
     parser.add_argument("--db", type=Path, required=True, help="SQLite shop database")
     parser.add_argument("--out", type=Path, required=True, help="models directory")
+    return parsed(parser, argv)
+
+
+def parse_retrain_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments of `python -m training retrain`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training retrain",
+        description="Train a challenger and serve it only if the gate passes it.",
+    )
+    parser.add_argument("--db", type=Path, required=True, help="SQLite shop database")
+    parser.add_argument("--models-dir", type=Path, required=True, help="models directory")
+    parser.add_argument(
+        "--auc-tolerance",
+        type=non_negative,
+        default=AUC_TOLERANCE,
+        help="how far the challenger's AUC may fall below the champion's (default: "
+        "%(default)s, above the noise between models of equal quality)",
+    )
+    parser.add_argument(
+        "--max-calibration-error",
+        type=non_negative,
+        default=MAX_CALIBRATION_ERROR,
+        help="the challenger's highest expected calibration error (default: %(default)s)",
+    )
+    return parsed(parser, argv)
+
+
+def parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """`argv` parsed by `parser` with the training options added and checked."""
     parser.add_argument(
         "--as-of",
         type=date.fromisoformat,
@@ -88,6 +157,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    return TrainingConfig(
+        horizon_days=args.horizon_days,
+        n_cutoffs=args.cutoffs,
+        step_days=args.step_days,
+        seed=args.seed,
+        last_cutoff=args.as_of,
+        thresholds=Thresholds(medium=args.medium, high=args.high),
+        medium_recall=args.medium_recall,
+        high_precision=args.high_precision,
+        num_threads=args.threads,
+        candidate_rows=args.candidate_rows,
+    )
+
+
 def print_step(name: str, seconds: float, note: str) -> None:
     if seconds < 0:  # progress inside a long step
         print(f"  {'':<18}   {note}", flush=True)
@@ -121,22 +205,10 @@ def diagnostics_text(metadata: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    config = TrainingConfig(
-        horizon_days=args.horizon_days,
-        n_cutoffs=args.cutoffs,
-        step_days=args.step_days,
-        seed=args.seed,
-        last_cutoff=args.as_of,
-        thresholds=Thresholds(medium=args.medium, high=args.high),
-        medium_recall=args.medium_recall,
-        high_precision=args.high_precision,
-        num_threads=args.threads,
-        candidate_rows=args.candidate_rows,
-    )
+def train_version(args: argparse.Namespace, models_dir: Path) -> tuple[Path, History] | None:
+    """Train on args.db and write the version (a candidate) with its report; its
+    directory and the history it learned from, or None once an error is printed."""
     timer = StepTimer(print_step)
-    start = time.perf_counter()
     print(f"training from {args.db}", flush=True)
     try:
         with timer.step("load history") as notes:
@@ -146,19 +218,174 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{len(history.tickets):,} tickets"
             )
             truth = load_truth(args.db)
-        model = train(history, config, print_step, truth)
+        model = train(history, training_config(args), print_step, truth)
     except (DatabaseError, TrainingDataError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return None
     with timer.step("write artifact"):
-        path = save(model, args.out)
+        path = save(model, models_dir)
     with timer.step("write report"):
         report = write_report(model, path)
     print(f"\n{comparison_table_text(model.metadata)}\n")
     print(f"{diagnostics_text(model.metadata)}\n")
-    print(f"total {time.perf_counter() - start:.1f}s; model {path.name} written to {path}")
+    print(f"model {path.name} written to {path}")
     print(f"report: {report}")
+    return path, history
+
+
+def train_main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    trained = train_version(args, args.out)
+    if trained is None:
+        return 2
+    version = trained[0].name
+    current = served(args.out)
+    if current is None:
+        promote(args.out, version, "the first model in the models directory")
+        print(f"{version} is served: the models directory had no model")
+    else:
+        print(
+            f"{version} is a candidate: {current} is still served. Serve it with "
+            f"`python -m training models promote {version} --models-dir {args.out}`, or "
+            "train through the gate with `python -m training retrain`"
+        )
+    print(f"total {time.perf_counter() - start:.1f}s")
     return 0
+
+
+def retrain_main(argv: Sequence[str]) -> int:
+    args = parse_retrain_args(argv)
+    start = time.perf_counter()
+    trained = train_version(args, args.models_dir)
+    if trained is None:
+        return 2
+    path, history = trained
+    champion = served(args.models_dir)
+    criteria = Criteria(args.auc_tolerance, args.max_calibration_error)
+    try:
+        with StepTimer(print_step).step("gate") as notes:
+            decision = judge(args.models_dir, path.name, champion, history, criteria)
+            notes.append("promote" if decision.promoted else "refuse")
+    except ArtifactError as err:
+        print(f"error: the challenger cannot be loaded: {err}", file=sys.stderr)
+        return 2
+    record = record_decision(args.models_dir, decision)
+    print(f"\n{gate_text(decision)}\n")
+    because = "; ".join(decision.reasons)
+    if not decision.promoted:
+        print(
+            f"refused: {path.name} is kept as a candidate and {champion} is still served: "
+            f"{because} (details in {record}). To serve it anyway: "
+            f"`python -m training models promote {path.name} --models-dir {args.models_dir}`",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        promote(args.models_dir, path.name, f"retrain gate: {because}")
+    except (ArtifactError, RegistryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"promoted {path.name} (was {champion or 'none'}): {because}")
+    print(f"total {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def gate_text(decision: Decision) -> str:
+    split = decision.split
+    lines = [
+        f"gate: {split.rows:,} test rows as of {split.test_cutoff} "
+        f"({split.positive_rate:.1%} churned within {split.horizon_days} days)",
+        f"  {'':<40} {'AUC':>7} {'cal. error':>10} {'Brier':>7}",
+    ]
+    judged: list[tuple[str, str, Scores | None]] = [
+        ("challenger", decision.challenger, decision.challenger_scores)
+    ]
+    if decision.champion is not None:
+        judged.append(("champion", decision.champion, decision.champion_scores))
+    for role, version, scores in judged:
+        label = f"{role} {version}"
+        if scores is None:
+            lines.append(f"  {label:<40} {'cannot be loaded':>27}")
+        else:
+            lines.append(
+                f"  {label:<40} {scores.auc_roc:>7.4f} {scores.calibration_error:>10.4f} "
+                f"{scores.brier:>7.4f}"
+            )
+    return "\n".join(lines)
+
+
+def parse_models_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments of `python -m training models list | promote VERSION | rollback`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training models", description="The model versions and the served one."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every version, its status and key metrics")
+    promote_parser = commands.add_parser("promote", help="serve VERSION, once verified")
+    promote_parser.add_argument("version")
+    commands.add_parser("rollback", help="serve again the version served before the current one")
+    for command in commands.choices.values():
+        command.add_argument("--models-dir", type=Path, required=True, help="models directory")
+    return parser.parse_args(argv)
+
+
+def models_main(argv: Sequence[str]) -> int:
+    args = parse_models_args(argv)
+    try:
+        if args.command == "list":
+            print(versions_text(versions(args.models_dir)))
+        elif args.command == "promote":
+            previous = promote(args.models_dir, args.version, "promoted by hand")
+            print(f"promoted {args.version} (was {previous or 'none'})")
+        else:
+            before, after = rollback(args.models_dir)
+            print(f"rolled back to {after} (was {before})")
+    except (ArtifactError, RegistryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def versions_text(found: list[Version]) -> str:
+    """`models list`: one line per version, oldest first."""
+    if not found:
+        return "no versions"
+    lines = [
+        f"{'VERSION':<32} {'STATUS':<9} {'TRAINED':<20} {'TEST AUC':>8} "
+        f"{'GATE AUC':>8} {'CHAMPION':>8} {'CAL.ERR':>7}  REASON"
+    ]
+    for version in found:
+        metadata = version.metadata or {}
+        test_auc = metadata.get("metrics", {}).get("test", {}).get("auc_roc")
+        decision = version.decision
+        gate = ["-", "-", "-"]
+        reason = "" if version.metadata is not None else "metadata.json unreadable"
+        if decision is not None:
+            champion = decision.champion_scores
+            gate = [
+                f"{decision.challenger_scores.auc_roc:.4f}",
+                "-" if champion is None else f"{champion.auc_roc:.4f}",
+                f"{decision.challenger_scores.calibration_error:.4f}",
+            ]
+            verdict = "promoted" if decision.promoted else "refused"
+            reason = f"{verdict} by the gate: {'; '.join(decision.reasons)}"
+        lines.append(
+            f"{version.name:<32} {version.status:<9} {metadata.get('trained_at', '-')!s:<20} "
+            f"{'-' if test_auc is None else format(test_auc, '.4f'):>8} "
+            f"{gate[0]:>8} {gate[1]:>8} {gate[2]:>7}  {reason}"
+        )
+    return "\n".join(lines)
+
+
+COMMANDS = {"retrain": retrain_main, "models": models_main}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in COMMANDS:
+        return COMMANDS[arguments[0]](arguments[1:])
+    return train_main(arguments)
 
 
 if __name__ == "__main__":

@@ -539,7 +539,8 @@ def train(
 
 
 def save(model: TrainedModel, models_dir: Path) -> Path:
-    """Write the artifact and point CURRENT at it; returns the version directory.
+    """Write the artifact as a candidate (CURRENT does not move); returns the version
+    directory.
 
     Two runs on the same data within one second would propose the same version, so
     a numeric suffix keeps every run's directory distinct.
