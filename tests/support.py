@@ -207,6 +207,24 @@ class Worker:
         return self.log_path.read_bytes().decode(errors="replace") if self.log_path.exists() else ""
 
 
+def served_version(worker: Worker) -> str | None:
+    """The model version the worker's /health names (None: it does not answer)."""
+    status, body = worker.get("/health")
+    return json.loads(body)["model_version"] if status == 200 else None
+
+
+def wait_until(
+    condition: Callable[[], bool], worker: Worker, what: str, timeout: float = 30
+) -> None:
+    """Wait for `condition`; fail with the worker's log when it does not come."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{what} never happened:\n{worker.log()[-3000:]}")
+
+
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 

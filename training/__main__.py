@@ -66,7 +66,7 @@ def probability(text: str) -> float:
     return value
 
 
-def non_negative(text: str) -> float:
+def fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
@@ -95,14 +95,14 @@ def parse_retrain_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--models-dir", type=Path, required=True, help="models directory")
     parser.add_argument(
         "--auc-tolerance",
-        type=non_negative,
+        type=fraction,
         default=AUC_TOLERANCE,
         help="how far the challenger's AUC may fall below the champion's (default: "
         "%(default)s, above the noise between models of equal quality)",
     )
     parser.add_argument(
         "--max-calibration-error",
-        type=non_negative,
+        type=fraction,
         default=MAX_CALIBRATION_ERROR,
         help="the challenger's highest expected calibration error (default: %(default)s)",
     )
@@ -242,7 +242,11 @@ def train_main(argv: Sequence[str]) -> int:
     version = trained[0].name
     current = served(args.out)
     if current is None:
-        promote(args.out, version, "the first model in the models directory")
+        try:
+            promote(args.out, version, "the first model in the models directory")
+        except (ArtifactError, RegistryError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print(f"{version} is served: the models directory had no model")
     else:
         print(

@@ -123,6 +123,8 @@ def served_stack(history: list[Move], current: str | None) -> list[str]:
 def _locked(models_dir: Path) -> Iterator[None]:
     # One writer at a time (a scheduled retrain and a person promoting): the history is
     # read, extended and replaced as a whole.
+    if not models_dir.is_dir():
+        raise RegistryError(f"{models_dir} is not a directory: name the models directory")
     with (models_dir / LOCK_FILE).open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

@@ -5,37 +5,19 @@ the version once its files are fixed."""
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from scoring.artifact import CHECKSUM_FILE, METADATA_FILE, MODEL_FILE, point_current
-from tests.support import Worker, train_recency_model
+from tests.support import Worker, served_version, train_recency_model, wait_until
 
 pytestmark = pytest.mark.integration
 
 REFUSED = 'churn_model_reloads_total{outcome="refused"}'
 LOADED = 'churn_model_reloads_total{outcome="loaded"}'
-
-
-def served_version(worker: Worker) -> str | None:
-    status, body = worker.get("/health")
-    return json.loads(body)["model_version"] if status == 200 else None
-
-
-def wait_until(
-    condition: Callable[[], bool], worker: Worker, what: str, timeout: float = 30
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{what} never happened:\n{worker.log()[-3000:]}")
 
 
 def test_a_broken_version_is_refused_while_the_old_model_serves_then_loaded_once_fixed(

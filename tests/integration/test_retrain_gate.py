@@ -20,8 +20,7 @@ from feature_store.online import event_time
 from schemas import topics
 from scoring.artifact import CURRENT_POINTER
 from simulator import generate_history, write_sqlite
-from tests.integration.test_model_artifacts import served_version, wait_until
-from tests.support import Worker, consume, encode, produce
+from tests.support import Worker, consume, encode, produce, served_version, wait_until
 from training.__main__ import main
 from training.registry import GATE_FILE, versions
 
