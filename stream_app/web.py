@@ -1,5 +1,5 @@
-"""The worker's web endpoints: liveness, readiness, Prometheus metrics and the
-customer lookup.
+"""The worker's web endpoints: liveness, readiness, Prometheus metrics, the
+customer lookup and scoring on demand.
 
 - `/health`: liveness. Answers from the process alone, so an outage of Redis or
   Kafka does not get a live worker restarted.
@@ -8,8 +8,10 @@ customer lookup.
 - `/metrics`: Prometheus, open like any scrape target (nothing per customer).
 - `/customers/{id}`: a customer's features and score. Off unless CHURN_WEB_TOKEN is
   set, and then only for `Authorization: Bearer <token>`.
+- `POST /predict`: a score on demand from the base columns in the body
+  (`schemas.predict`); the same access control as the lookup.
 
-Blocking calls (Redis, Kafka metadata) run in a thread pool of their own with a
+Blocking calls (Redis, Kafka metadata, the model) run in a thread pool of their own with a
 timeout: the event loop also drives the consumer and its heartbeats, and a hung
 Redis must not stall it, nor take the threads the worker's own Kafka reads use.
 """
@@ -26,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import faust
+import msgspec
 from confluent_kafka.admin import AdminClient
 from faust.types import TP, AgentT
 from faust.web import Request, Response, View
@@ -35,11 +38,14 @@ from feature_store.definitions import FEATURE_NAMES, feature_matrix
 from feature_store.online import base_columns
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
+from schemas.predict import MAX_BODY_BYTES
+from scoring import predict as on_demand
 from scoring.artifact import ServedModel
 from stream_app.partitioning import partition_of
 from stream_app.settings import Settings
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+MODEL_TIMEOUT = 5.0  # seconds one on-demand score may take
 REDIS_TIMEOUT = 2.0  # seconds a lookup or a readiness PING may take
 KAFKA_TIMEOUT = 2.0  # seconds the readiness metadata request may take
 # Ids of the simulated shop and of typical systems; anything else is refused before
@@ -147,20 +153,27 @@ def install(
             # aiohttp rejects a charset inside content_type; Prometheus needs none.
             return self.bytes(generate_latest(), content_type=PROMETHEUS_CONTENT_TYPE)
 
+    def unauthorised(view: View, request: Request) -> Response | None:
+        """The refusal of a request without the token (None: it may go on)."""
+        if expected is None:
+            return view.json({"error": LOOKUP_OFF}, status=403)
+        presented = _bearer(request.headers.get("Authorization", ""))
+        if presented is None or not hmac.compare_digest(_digest(presented), expected):
+            challenge = 'Bearer realm="churn-risk"'
+            if presented is not None:
+                challenge += ', error="invalid_token"'
+            return view.json(
+                {"error": "a valid 'Authorization: Bearer <token>' header is required"},
+                status=401,
+                headers={"WWW-Authenticate": challenge},
+            )
+        return None
+
     class Customer(View):
         async def get(self, request: Request, customer_id: str) -> Response:
-            if expected is None:
-                return self.json({"error": LOOKUP_OFF}, status=403)
-            presented = _bearer(request.headers.get("Authorization", ""))
-            if presented is None or not hmac.compare_digest(_digest(presented), expected):
-                challenge = 'Bearer realm="churn-risk"'
-                if presented is not None:
-                    challenge += ', error="invalid_token"'
-                return self.json(
-                    {"error": "a valid 'Authorization: Bearer <token>' header is required"},
-                    status=401,
-                    headers={"WWW-Authenticate": challenge},
-                )
+            refusal = unauthorised(self, request)
+            if refusal is not None:
+                return refusal
             if not CUSTOMER_ID.fullmatch(customer_id):
                 return self.json({"error": f"a customer id is {CUSTOMER_ID_RULE}"}, status=400)
             partition = partition_of(customer_id, partitions)
@@ -188,14 +201,43 @@ def install(
                 }
             )
 
+    class Predict(View):
+        async def post(self, request: Request) -> Response:
+            refusal = unauthorised(self, request)
+            if refusal is not None:
+                return refusal
+            try:
+                body = await _read_at_most(request, MAX_BODY_BYTES)
+                parsed = on_demand.parse(body)
+                # LightGBM holds the GIL for a while on larger models: not on the loop.
+                prediction = await off_loop(MODEL_TIMEOUT, on_demand.predict, served(), parsed)
+            except on_demand.Refused as err:
+                return self.json({"error": str(err)}, status=err.status)
+            except TimeoutError:
+                return self.json({"error": "the model did not answer in time"}, status=503)
+            return self.bytes(msgspec.json.encode(prediction), content_type="application/json")
+
     app.page("/health")(Health)
     app.page("/ready")(Ready)
     app.page("/metrics")(Metrics)
     app.page("/customers/{customer_id}")(Customer)
+    app.page("/predict")(Predict)
 
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+async def _read_at_most(request: Request, limit: int) -> bytes:
+    """The body, read no further than `limit` + 1 bytes (more: on_demand.parse refuses
+    it), so an endless body costs no memory."""
+    body = b""
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))  # type: ignore[attr-defined]
+        if not chunk:
+            break
+        body += chunk
+    return body
 
 
 def _bearer(header: str) -> str | None:
