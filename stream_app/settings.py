@@ -220,12 +220,12 @@ OPTIONS: dict[str, Option] = {
         "CHURN_REDIS_SSL_KEY_FILE", "", _optional_path, "client private key (PEM), for mutual TLS"
     ),
     "web_bind": Option("CHURN_WEB_BIND", "127.0.0.1", str, "address the web server listens on"),
-    "web_port": Option("CHURN_WEB_PORT", "6066", _positive_int, "health, metrics and lookup"),
+    "web_port": Option("CHURN_WEB_PORT", "6066", _positive_int, "health, metrics, lookup, predict"),
     "web_token": Option(
         "CHURN_WEB_TOKEN",
         "",
         str,
-        "bearer token the customer lookup requires (unset: the lookup is off; never logged)",
+        "bearer token the lookup and /predict require (unset: both are off; never logged)",
     ),
     "log_level": Option("CHURN_LOG_LEVEL", "info", _log_level, "worker log level"),
     "data_dir": Option("CHURN_DATA_DIR", "data", Path, "demo's simulated shop database"),

@@ -163,10 +163,15 @@ class Worker:
         return status, body
 
     def request(
-        self, path: str, headers: dict[str, str] | None = None, host: str | None = None
+        self,
+        path: str,
+        headers: dict[str, str] | None = None,
+        host: str | None = None,
+        body: bytes | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """GET with these headers (default: the worker's bearer token, if set) on this
-        address (default: the one the worker binds); (status, headers, body)."""
+        """GET (POST when there is a `body`) with these headers (default: the worker's
+        bearer token, if set) on this address (default: the one the worker binds);
+        (status, headers, body)."""
         if headers is None:
             token = self.env.get("CHURN_WEB_TOKEN")
             headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -174,7 +179,7 @@ class Worker:
         url = f"http://{host}:{self.port}{path}"
         try:
             with urllib.request.urlopen(
-                urllib.request.Request(url, headers=headers), timeout=5
+                urllib.request.Request(url, data=body, headers=headers), timeout=5
             ) as r:
                 return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as err:

@@ -9,12 +9,13 @@ import signal
 import socket
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from schemas import Order, topics
+from schemas.predict import MAX_BODY_BYTES
 from tests.support import RedisServer, Worker, encode, produce
 
 pytestmark = pytest.mark.integration
@@ -197,3 +198,46 @@ def test_ready_names_redis_when_it_is_down_while_health_and_the_event_loop_keep_
             os.kill(own.process.pid, signal.SIGCONT)
         worker.stop()
         own.kill()
+
+
+def test_predict_scores_a_request_with_the_served_model_and_only_with_the_token(
+    worker: Worker, worker_env: dict[str, str]
+) -> None:
+    token = worker_env["CHURN_WEB_TOKEN"]
+    worker.start()
+    wait_for(worker, "/health", 200)
+    as_of = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    silent = json.dumps(
+        {
+            "as_of_ts": as_of.isoformat(),
+            "orders_lifetime": 3,
+            "last_order_ts": (as_of - timedelta(days=60)).isoformat(),
+        }
+    ).encode()
+    json_type = {"Content-Type": "application/json"}
+    with_token = {**json_type, "Authorization": f"Bearer {token}"}
+
+    status, _, body = worker.request("/predict", headers=with_token, body=silent)
+    assert status == 200, body
+    answer = json.loads(body)
+    # The recency model: 60 days without an order is churn.
+    assert answer["risk"] == "HIGH"
+    assert answer["probability"] > 0.9
+    assert answer["model_version"] == "recency-v1"
+    assert answer["features"]["recency_days"] == 60
+    assert answer["reasons"][0]["feature"] == "recency_days"
+
+    status, headers, body = worker.request("/predict", headers=json_type, body=silent)
+    assert status == 401, body
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert b"probability" not in body
+
+    status, _, body = worker.request(
+        "/predict", headers=with_token, body=silent[:-1] + b', "recency_days": 60}'
+    )
+    assert status == 400, body
+    assert "recency_days" in json.loads(body)["error"]
+    oversized = b" " * (MAX_BODY_BYTES + 1)
+    status, _, body = worker.request("/predict", headers=with_token, body=oversized)
+    assert status == 413, body
+    assert token not in worker.log(), "the token was logged"
