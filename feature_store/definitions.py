@@ -160,6 +160,11 @@ class FeatureParams:
     # A stream cannot know the data set's maximum, so engagement is scaled by a
     # constant chosen when the model is trained (a high quantile of the raw score).
     engagement_scale: float = 25.0
+    # The purchase-rhythm prior (see "Purchase rhythm" below), fitted when the model is
+    # trained (`training.rhythm`): the mean gap between orders, in days, assumed for a
+    # customer with no gap of their own yet, and its weight, in gaps.
+    prior_gap_days: float = 30.0
+    prior_gaps: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,27 @@ def _engagement(c: Mapping[str, Column], p: FeatureParams) -> Column:
     return c["orders_90d"] * np.log1p(c["spend_90d"]) / p.engagement_scale
 
 
+# --- Purchase rhythm ----------------------------------------------------------------
+# Customers buy at their own pace, so a silence means more for one than another. Each
+# customer's gaps between orders are taken as exponential at their own rate, the
+# rates drawn from a gamma prior (shape prior_gaps + 1, mean gap prior_gap_days).
+# Their gaps sum to last minus first order time whatever order the orders arrived in,
+# so the order count and first/last order times every state keeps are all it takes.
+
+
+def _order_gap(c: Mapping[str, Column], p: FeatureParams) -> Column:
+    # The posterior mean: the customer's gaps and prior_gaps more of prior_gap_days,
+    # averaged, so a customer with few gaps stays near the prior.
+    gaps = np.maximum(c["orders_lifetime"] - 1.0, 0.0)
+    span = np.nan_to_num((c["last_order_ts"] - c["first_order_ts"]) / SECONDS_PER_DAY)
+    return (span + p.prior_gaps * p.prior_gap_days) / (gaps + p.prior_gaps)
+
+
+def _overdue(c: Mapping[str, Column], p: FeatureParams) -> Column:
+    # Silence counted in the customer's own gaps: 3 is three typical gaps without an order.
+    return _days_since(c, "last_order_ts") / _order_gap(c, p)
+
+
 DerivedFn = Callable[[Mapping[str, Column], FeatureParams], Column]
 
 # The model's inputs, in order. Each is a base column or a formula over them; the
@@ -243,6 +269,8 @@ FEATURES: dict[str, DerivedFn] = {
     "email_verified": lambda c, p: c["email_verified"],
     "phone_verified": lambda c, p: c["phone_verified"],
     "engagement_score": _engagement,
+    "order_gap_days": _order_gap,
+    "overdue_ratio": _overdue,
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 

@@ -364,8 +364,9 @@ def _feature_params(metadata: dict[str, Any], path: Path) -> FeatureParams:
             f"this worker knows {sorted(known)}"
         )
     values = {key: _number(value, f"feature_params.{key}", path) for key, value in data.items()}
-    if values.get("engagement_scale", 1.0) <= 0:  # a divisor
-        raise ArtifactError(f"{path}: feature_params.engagement_scale must be positive")
+    for key, value in values.items():
+        if value <= 0:  # each is a divisor or a prior's weight
+            raise ArtifactError(f"{path}: feature_params.{key} must be positive")
     return FeatureParams(**values)
 
 

@@ -255,6 +255,14 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], object], str]] = {
         metadata_edit(lambda m: m["feature_params"].update(engagement_scale=0)),
         "engagement_scale must be positive",
     ),
+    "prior_gaps negative": (
+        metadata_edit(lambda m: m["feature_params"].update(prior_gaps=-1.0)),
+        "prior_gaps must be positive",
+    ),
+    "prior_gap_days zero": (
+        metadata_edit(lambda m: m["feature_params"].update(prior_gap_days=0)),
+        "prior_gap_days must be positive",
+    ),
 }
 
 

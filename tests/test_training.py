@@ -345,7 +345,9 @@ def test_end_to_end_cli_writes_an_artifact_load_model_serves(
     assert metadata["model_family"] == "lightgbm"
     assert 0.5 < metadata["metrics"]["test"]["auc_roc"] <= 1.0
     assert metadata["rows"]["test"] > 0 and len(metadata["cutoffs"]["train"]) == 3
-    assert model.feature_params.engagement_scale == metadata["feature_params"]["engagement_scale"]
+    assert model.feature_params == FeatureParams(**metadata["feature_params"])
+    # The rhythm prior is fitted on the training data, not left at its default.
+    assert model.feature_params.prior_gap_days != FeatureParams().prior_gap_days
     assert len(metadata["reference"]["score"]["quantiles"]) == 11
 
     test_cutoff = datetime.fromisoformat(metadata["cutoffs"]["test"]).date()

@@ -1,6 +1,7 @@
 """Compare, tune, calibrate and evaluate churn models, and describe the served one.
 
-Steps: point-in-time splits -> engagement scale fixed on the training rows ->
+Steps: purchase-rhythm prior fitted on the last training cutoff's order gaps ->
+point-in-time splits -> engagement scale fixed on the training rows ->
 every model family fitted on the same training rows and judged on validation ->
 LightGBM tuned over a small grid on validation and refitted on all training rows ->
 isotonic calibration and risk cut-offs on validation -> metrics on validation and
@@ -20,7 +21,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from training.models import (
     labels,
     threads_for,
 )
+from training.rhythm import fit_gap_prior
 
 MODEL_FAMILY = LIGHTGBM
 SERVED = "lightgbm_tuned"
@@ -388,17 +390,21 @@ def train(
         cutoff_list = cutoffs(
             history, config.horizon_days, config.n_cutoffs, config.step_days, config.last_cutoff
         )
+        # The rhythm prior from the gaps as of the last training cutoff: nothing after it.
+        last_train_cutoff = sorted(cutoff_list)[-3]
+        params = fit_gap_prior(history, last_train_cutoff, FeatureParams(engagement_scale=1.0))
         splits = build_splits(
             history,
             cutoff_list,
             config.horizon_days,
-            FeatureParams(engagement_scale=1.0),
+            params,
             progress=timer.detail,
         )
         notes += [f"{name} {len(frame):,} rows" for name, frame in splits.items()]
+        notes.append(f"prior gap {params.prior_gap_days:.4g} days, weight {params.prior_gaps:.4g}")
 
     with timer.step("scale engagement") as notes:
-        params = FeatureParams(engagement_scale=engagement_scale(splits.train))
+        params = replace(params, engagement_scale=engagement_scale(splits.train))
         splits = rescale_engagement(splits, params.engagement_scale)
         sample = training_sample(splits.train, config.candidate_rows, config.seed)
         notes.append(f"engagement_scale {params.engagement_scale:.4g}")
@@ -512,7 +518,7 @@ def train(
         "calibration": calibration.to_json(),
         "thresholds": {"medium": thresholds.medium, "high": thresholds.high},
         "threshold_source": threshold_source,
-        "feature_params": {"engagement_scale": params.engagement_scale},
+        "feature_params": asdict(params),
         "lightgbm": {
             "params": served_params,
             "best_iteration": booster.best_iteration,

@@ -34,6 +34,8 @@ pytestmark = pytest.mark.integration
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN_DAYS = 200
 MAX_LATENESS_DAYS = 150  # beyond the largest window: late events count in lifetime only
+# Constants as training fits them, none at its default, so both paths must use them.
+PARAMS = FeatureParams(engagement_scale=7.5, prior_gap_days=12.5, prior_gaps=0.8)
 
 # Whole days plus a time of day from a few values, so events often sit exactly on
 # window boundaries (the first and last second of a day), where off-by-ones hide.
@@ -167,10 +169,11 @@ def test_online_and_offline_features_agree(
         # As of each customer's latest event, and as of a later instant (inactivity).
         for extra in (0, later_days * 86_400, later_days * 86_400 + 86_399):
             as_of = [s.seen + extra for s in states if s.seen is not None]
-            online = feature_matrix(base_columns(states, as_of), FeatureParams())
+            online = feature_matrix(base_columns(states, as_of), PARAMS)
             offline = features_as_of(
                 History.from_events(unique_events),
                 pd.Series(as_of, index=[s.customer_id for s in states]),
+                PARAMS,
             ).to_numpy()
             for j, name in enumerate(FEATURE_NAMES):
                 np.testing.assert_allclose(
