@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
-from scoring.artifact import ArtifactError, current_version
+from scoring.artifact import ArtifactError, current_version, load_model
 from stream_app import kafka_security
 from stream_app.kafka_admin import ALL_TOPICS
 from stream_app.redis_client import connect_with, scrubbed
@@ -36,17 +36,18 @@ RESET = "\033[0m"
 
 
 def ensure_model(settings: Settings, customers: int) -> str:
-    """The served model's version, training one on a simulated shop when missing."""
+    """The served model's version, training one on a simulated shop when there is none
+    this code can load (none yet, or one from before a change of features)."""
     try:
-        return current_version(settings.models_dir)
-    except ArtifactError:
-        pass
+        return load_model(settings.models_dir).version
+    except ArtifactError as err:
+        print(f"demo: no model to serve ({err}); training one", flush=True)
     db = settings.data_dir / "shop.db"
     if not db.exists():
         print(f"demo: simulating a shop of {customers} customers into {db}", flush=True)
         run("simulator", "sqlite", "--customers", str(customers), "--seed", "1", "--out", str(db))
-    print(f"demo: no model in {settings.models_dir}; training one", flush=True)
-    run("training", "--db", str(db), "--out", str(settings.models_dir))
+    # Through the gate: with no champion it can load, the new version is served.
+    run("training", "retrain", "--db", str(db), "--models-dir", str(settings.models_dir))
     return current_version(settings.models_dir)
 
 
