@@ -15,6 +15,9 @@ What a state keeps, all derived from `definitions`:
              first seen, kept for a largest window so a producer's duplicate is dropped
     seen     the customer's latest event time; `scored_to` the latest instant scored
     risk, risk_seq   the published category and how many changes were published
+    risk_probability, risk_as_of, risk_model   the score behind `risk`: the latest
+             one (each score decides the category afresh, with hysteresis); None
+             in states stored before they were kept
     origin   the input position ("orders@812") that began this life of the state,
              empty for states begun before origins were kept
 """
@@ -66,6 +69,10 @@ class CustomerState(msgspec.Struct, array_like=True):
     risk: str | None = None
     risk_seq: int = 0
     origin: str = ""
+    # Last, so a state stored before them still decodes (array_like: by position).
+    risk_probability: float | None = None
+    risk_as_of: float | None = None
+    risk_model: str | None = None
 
 
 class InputError(ValueError):

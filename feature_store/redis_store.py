@@ -152,6 +152,10 @@ class RedisStateStore:
             return {}
         return _states(ids, self.client.mget([self.keys.customer(partition, c) for c in ids]))
 
+    def stream_time(self, partition: int) -> float | None:
+        value = self.client.hget(self.keys.meta(partition), "st")
+        return None if value is None else float(value)
+
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
         pipe = self.client.pipeline(transaction=False)
         for partition in partitions:

@@ -244,6 +244,9 @@ class Scorer:
             if math.isnan(probability):
                 continue  # the model could not score this row: dead-lettered
             risk = policy.category(float(probability), state.risk)
+            state.risk_probability = float(probability)
+            state.risk_as_of = rows.as_of[row]
+            state.risk_model = model.version
             scored.append(row)
             risks.append(risk)
             if risk == state.risk:

@@ -91,6 +91,10 @@ class StateStore(Protocol):
 
     def read(self, partition: int, customer_ids: Collection[str]) -> dict[str, CustomerState]: ...
 
+    def stream_time(self, partition: int) -> float | None:
+        """The partition's committed stream time (None: nothing committed yet)."""
+        ...
+
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
         """A tally summed over the given partitions (a missing one counts as empty)."""
         ...
@@ -196,6 +200,9 @@ class MemoryStore:
     def read(self, partition: int, customer_ids: Collection[str]) -> dict[str, CustomerState]:
         p = self._of(partition)
         return {c: decode_state(p.states[c]) for c in customer_ids if c in p.states}
+
+    def stream_time(self, partition: int) -> float | None:
+        return self._of(partition).stream_time
 
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
         total: dict[str, float] = {}
