@@ -6,11 +6,20 @@ counts, sums and dates, while features such as `engagement_score` need constants
 fixed at training time and shipped in the artifact, which only the worker knows.
 The request type is built from BASE_COLUMNS, so a new base column is accepted
 without a second list to update.
+
+The guide's names are accepted where one says what a base column says
+(`GUIDE_NAMES`: `recency_days` is `last_order_ts` that many days before
+`as_of_ts`, `frequency` is `orders_lifetime`, ...); names that do not map to one
+column (`avg_order_value`, a ratio of two; `support_tickets`, over no stated
+window) are unknown fields, refused like any other.
+
+`POST /customers/{id}/score` takes `ScoreRequest`: the instant to score the stored
+customer as of.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -26,6 +35,7 @@ AS_OF = "as_of_ts"
 
 Total = Annotated[float, msgspec.Meta(ge=0, le=MAX_BASE_VALUE)]
 Age = Annotated[int, msgspec.Meta(ge=0, le=130)]  # as in the customers topic
+Days = Annotated[float, msgspec.Meta(ge=0, le=36_525)]  # a century at most
 
 # The type of each base column other than AS_OF; every one may be left out (null:
 # unknown, NaN to the model, as for a customer the stream knows nothing of).
@@ -54,6 +64,52 @@ PredictRequest.__doc__ = (
     "A customer's base columns as of `as_of_ts` (required); any other may be null."
 )
 
+# The guide's `/predict` names for base columns: days before `as_of_ts` for a time,
+# the same number for a total.
+GUIDE_DAYS_BEFORE: dict[str, str] = {
+    "recency_days": "last_order_ts",
+    "days_since_last_ticket": "last_ticket_ts",
+    "tenure_days": "registration_ts",
+}
+GUIDE_TOTALS: dict[str, str] = {"frequency": "orders_lifetime", "monetary": "spend_lifetime"}
+GUIDE_NAMES: dict[str, str] = {**GUIDE_DAYS_BEFORE, **GUIDE_TOTALS}
+
+# What the body of `POST /predict` may hold: the base columns or the guide's names.
+PredictBody: type[msgspec.Struct] = msgspec.defstruct(
+    "PredictBody",
+    [
+        *((f.encode_name, f.type, f.default) for f in msgspec.structs.fields(PredictRequest)),
+        *((name, Days | None, None) for name in GUIDE_DAYS_BEFORE),
+        *((name, _TYPES[column] | None, None) for name, column in GUIDE_TOTALS.items()),
+    ],
+    forbid_unknown_fields=True,
+    frozen=True,
+    module=__name__,
+)
+
+
+def from_guide(body: msgspec.Struct) -> msgspec.Struct:
+    """The PredictRequest a PredictBody says, the guide's names turned into base
+    columns; ValueError naming both when a guide name and its column are both given."""
+    fields = {name: getattr(body, name) for name in BASE_COLUMNS}
+    for name, column in GUIDE_NAMES.items():
+        value = getattr(body, name)
+        if value is None:
+            continue
+        if fields[column] is not None:
+            raise ValueError(f"`{name}` and `{column}` say the same thing: send one of them")
+        if name in GUIDE_DAYS_BEFORE:
+            value = body.as_of_ts - timedelta(days=value)  # type: ignore[attr-defined]
+        fields[column] = value
+    return PredictRequest(**fields)
+
+
+class ScoreRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What `POST /customers/{id}/score` may hold: the instant to score as of (None:
+    the partition's event time)."""
+
+    as_of: UtcTime | None = None
+
 
 class Prediction(msgspec.Struct, frozen=True):
     """The served model's answer for one request."""
@@ -63,7 +119,30 @@ class Prediction(msgspec.Struct, frozen=True):
     risk: RiskLevel
     model_version: str
     reasons: list[Reason]
+    recommended_actions: list[str]
     features: dict[str, float | None]
+
+
+class Published(msgspec.Struct, frozen=True):
+    """The score behind a stored customer's published category. `recomputed`: the
+    state predates keeping it, so it is the served model's as of the same instant."""
+
+    risk: RiskLevel
+    probability: float
+    as_of_ts: datetime
+    model_version: str
+    recomputed: bool
+    features: dict[str, float | None]
+
+
+class Lookup(msgspec.Struct, frozen=True):
+    """`GET /customers/{id}`: the published category and the score behind it, and the
+    customer scored now (as of the partition's event time), each labelled."""
+
+    customer_id: str
+    risk: RiskLevel | None
+    published: Published | None
+    current: Prediction
 
 
 def base_values(request: msgspec.Struct) -> dict[str, float]:

@@ -1,23 +1,41 @@
-"""Scoring on demand (`POST /predict`): one customer's base columns, as a caller
-supplies them, scored by the served model the way the stream scores them.
+"""Scoring on demand: a customer's base columns, as a caller supplies them
+(`POST /predict`), or a stored customer's state as of a chosen instant
+(`POST /customers/{id}/score`), scored by the served model the way the stream
+scores them, with the stream's policy (`scoring.risk.RiskPolicy`): its category,
+its reasons and its recommended actions.
 
-The category is the model's thresholds alone: there is no previous category to
-hold on to, so no hysteresis, as for a customer the stream scores the first time.
-The reasons are those of a first score too: what pushed towards churn.
+A caller's customer has no previous category to hold on to, so no hysteresis, as
+for a customer the stream scores the first time. A stored customer has one, the
+published category, and the what-if score starts from it as the stream's next
+score would. The reasons are what pushed towards churn, or away from it when the
+category went down.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
 
-from feature_store.definitions import FEATURE_NAMES, feature_matrix
-from schemas.predict import MAX_BODY_BYTES, Prediction, PredictRequest, base_values
+from feature_store.definitions import BASE_COLUMNS, FEATURE_NAMES, feature_matrix
+from feature_store.online import CustomerState, base_row
+from schemas.predict import (
+    MAX_BODY_BYTES,
+    Lookup,
+    PredictBody,
+    Prediction,
+    Published,
+    ScoreRequest,
+    base_values,
+    from_guide,
+)
 from scoring.artifact import Model
 from scoring.pipeline import reasons
-from scoring.risk import level_of
+from scoring.risk import RANK, RiskPolicy
+
+S = TypeVar("S")
 
 
 class Refused(Exception):
@@ -29,32 +47,110 @@ class Refused(Exception):
         self.status = status
 
 
-def parse(body: bytes) -> msgspec.Struct:
-    """The request in `body`, or Refused (413 too large, 400 anything else)."""
+def decode(body: bytes, kind: type[S]) -> S:
+    """`body` as a `kind`, or Refused: 413 too large, 400 not JSON at all (there is no
+    field to name), 422 JSON that is not a valid `kind` (the message names the field)."""
     if len(body) > MAX_BODY_BYTES:
         raise Refused(413, f"the body is over {MAX_BODY_BYTES} bytes")
     try:
-        return msgspec.json.decode(body, type=PredictRequest)
+        return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as err:
-        raise Refused(400, str(err)) from None
+        raise Refused(422, str(err)) from None
     except msgspec.DecodeError as err:
-        raise Refused(400, f"the body is not a JSON object: {err}") from None
+        raise Refused(400, f"the body is not JSON: {err}") from None
 
 
-def predict(model: Model, request: msgspec.Struct) -> Prediction:
-    """The model's probability, category and top reasons for one request."""
-    base = base_values(request)
-    features = feature_matrix({k: np.array([v]) for k, v in base.items()}, model.feature_params)
+def parse(body: bytes) -> msgspec.Struct:
+    """The PredictRequest in `body` (base columns or the guide's names), or Refused."""
+    try:
+        return from_guide(decode(body, PredictBody))
+    except ValueError as err:
+        raise Refused(422, str(err)) from None
+
+
+def parse_score(body: bytes) -> ScoreRequest:
+    """The ScoreRequest in `body` (empty: every default), or Refused."""
+    return decode(body or b"{}", ScoreRequest)
+
+
+def predict(model: Model, policy: RiskPolicy, request: msgspec.Struct) -> Prediction:
+    """The model's answer for a caller's customer (`parse`)."""
+    return _score(model, policy, base_values(request), previous=None)
+
+
+def score_state(model: Model, policy: RiskPolicy, state: CustomerState, as_of: float) -> Prediction:
+    """The model's answer for a stored customer as of `as_of`, or Refused (422) for an
+    instant before their last event."""
+    if state.seen is None:
+        raise Refused(404, f"customer {state.customer_id} has no event yet")
+    if as_of < state.seen:
+        raise Refused(
+            422,
+            f"as_of {_iso(as_of)} is before the customer's last event at {_iso(state.seen)}: "
+            "the state holds that event and keeps no history, so it cannot be read as of "
+            "an earlier instant",
+        )
+    base = dict(zip(BASE_COLUMNS, base_row(state, as_of), strict=True))
+    return _score(model, policy, base, previous=state.risk)
+
+
+def lookup(
+    model: Model, policy: RiskPolicy, state: CustomerState, stream_time: float | None
+) -> Lookup:
+    """A stored customer's published score and their score as of the partition's
+    event time `stream_time` (never before their last score)."""
+    if state.seen is None:
+        raise Refused(404, f"customer {state.customer_id} has no event yet")
+    last = max(state.seen, state.scored_to or state.seen)
+    current = score_state(model, policy, state, max(last, stream_time or last))
+    published = None
+    if state.risk is not None:
+        as_of = max(state.seen, state.risk_as_of or last)
+        features = _features(model, dict(zip(BASE_COLUMNS, base_row(state, as_of), strict=True)))
+        probability, version = state.risk_probability, state.risk_model
+        recomputed = probability is None or version is None
+        if probability is None or version is None:
+            probability, version = float(model.predict(features)[0]), model.version
+        published = Published(
+            risk=state.risk,  # type: ignore[arg-type]
+            probability=probability,
+            as_of_ts=datetime.fromtimestamp(as_of, tz=UTC),
+            model_version=version,
+            recomputed=recomputed,
+            features=_floats(features[0]),
+        )
+    return Lookup(state.customer_id, state.risk, published, current)  # type: ignore[arg-type]
+
+
+def _score(
+    model: Model, policy: RiskPolicy, base: dict[str, float], previous: str | None
+) -> Prediction:
+    features = _features(model, base)
     probability = float(model.predict(features)[0])
-    contributions = model.contributions(features)[0]
+    risk = policy.category(probability, previous)
+    went_down = previous is not None and RANK[risk] < RANK[previous]
     return Prediction(
         as_of_ts=datetime.fromtimestamp(base["as_of_ts"], tz=UTC),
         probability=probability,
-        risk=level_of(probability, model.thresholds),  # type: ignore[arg-type]
+        risk=risk,  # type: ignore[arg-type]
         model_version=model.version,
-        reasons=reasons(features[0], contributions, toward_churn=True),
-        features={
-            name: None if np.isnan(value) else float(value)
-            for name, value in zip(FEATURE_NAMES, features[0], strict=True)
-        },
+        reasons=reasons(features[0], model.contributions(features)[0], not went_down),
+        recommended_actions=list(policy.actions[risk]),
+        features=_floats(features[0]),
     )
+
+
+def _features(model: Model, base: dict[str, float]) -> np.ndarray:
+    """The model's inputs (one row) from one customer's base columns."""
+    return feature_matrix({k: np.array([v]) for k, v in base.items()}, model.feature_params)
+
+
+def _floats(row: Any) -> dict[str, float | None]:
+    return {
+        name: None if np.isnan(value) else float(value)
+        for name, value in zip(FEATURE_NAMES, row, strict=True)
+    }
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()

@@ -6,10 +6,13 @@ customer lookup and scoring on demand.
 - `/ready`: readiness. Kafka, Redis, the model and the scoring agent, each checked;
   503 names what failed.
 - `/metrics`: Prometheus, open like any scrape target (nothing per customer).
-- `/customers/{id}`: a customer's features and score. Off unless CHURN_WEB_TOKEN is
-  set, and then only for `Authorization: Bearer <token>`.
+- `/customers/{id}`: a customer's published category with the score behind it, and
+  their score as of the partition's event time (`schemas.predict.Lookup`). Off
+  unless CHURN_WEB_TOKEN is set, and then only for `Authorization: Bearer <token>`.
+- `POST /customers/{id}/score`: the stored customer scored as of a given instant
+  (what-if); the same access control.
 - `POST /predict`: a score on demand from the base columns in the body
-  (`schemas.predict`); the same access control as the lookup.
+  (`schemas.predict`); the same access control.
 
 Blocking calls (Redis, Kafka metadata, the model) run in a thread pool of their own with a
 timeout: the event loop also drives the consumer and its heartbeats, and a hung
@@ -34,13 +37,13 @@ from faust.types import TP, AgentT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from feature_store.definitions import FEATURE_NAMES, feature_matrix
-from feature_store.online import base_columns
+from feature_store.online import CustomerState
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from schemas.predict import MAX_BODY_BYTES
 from scoring import predict as on_demand
-from scoring.artifact import ServedModel
+from scoring.artifact import Model, ServedModel
+from scoring.risk import RiskPolicy
 from stream_app.partitioning import partition_of
 from stream_app.settings import Settings
 
@@ -65,11 +68,13 @@ def install(
     settings: Settings,
     store: RedisStateStore,
     served: ServedModel,
+    policy: Callable[[Model], RiskPolicy],
     partitions: int,
     agent: AgentT,
     kafka_config: dict[str, Any],
 ) -> None:
-    """Add the web views to the worker's app."""
+    """Add the web views to the worker's app. `policy`: the scorer's, so an answer
+    here has the categories and actions the stream publishes."""
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="churn-web")
     # Hashed so that the comparison takes the same time whatever the lengths.
     expected = _digest(settings.web_token) if settings.web_token else None
@@ -169,37 +174,66 @@ def install(
             )
         return None
 
+    async def stored(
+        view: View, request: Request, customer_id: str
+    ) -> tuple[CustomerState, float | None] | Response:
+        """The customer's state and their partition's stream time, or the refusal."""
+        refusal = unauthorised(view, request)
+        if refusal is not None:
+            return refusal
+        if not CUSTOMER_ID.fullmatch(customer_id):
+            return view.json({"error": f"a customer id is {CUSTOMER_ID_RULE}"}, status=400)
+        partition = partition_of(customer_id, partitions)
+
+        def read() -> tuple[dict[str, CustomerState], float | None]:
+            return store.read(partition, [customer_id]), store.stream_time(partition)
+
+        try:
+            states, stream_time = await off_loop(REDIS_TIMEOUT, read)
+        except TimeoutError:
+            return view.json({"error": "Redis did not answer in time"}, status=503)
+        except Exception as err:
+            return view.json({"error": f"Redis failed: {type(err).__name__}"}, status=503)
+        state = states.get(customer_id)
+        if state is None or state.seen is None:
+            return view.json({"error": f"unknown customer {customer_id}"}, status=404)
+        return state, stream_time
+
+    async def answer(view: View, call: Callable[..., Any], *args: Any) -> Response:
+        """`call(model, policy, *args)` off the loop (LightGBM holds the GIL for a while
+        on larger models), as JSON, or its refusal."""
+        model = served()
+        try:
+            result = await off_loop(MODEL_TIMEOUT, call, model, policy(model), *args)
+        except on_demand.Refused as err:
+            return view.json({"error": str(err)}, status=err.status)
+        except TimeoutError:
+            return view.json({"error": "the model did not answer in time"}, status=503)
+        return view.bytes(msgspec.json.encode(result), content_type="application/json")
+
     class Customer(View):
         async def get(self, request: Request, customer_id: str) -> Response:
-            refusal = unauthorised(self, request)
-            if refusal is not None:
-                return refusal
-            if not CUSTOMER_ID.fullmatch(customer_id):
-                return self.json({"error": f"a customer id is {CUSTOMER_ID_RULE}"}, status=400)
-            partition = partition_of(customer_id, partitions)
+            found = await stored(self, request, customer_id)
+            if isinstance(found, Response):
+                return found
+            return await answer(self, on_demand.lookup, *found)
+
+    class Score(View):
+        async def post(self, request: Request, customer_id: str) -> Response:
+            found = await stored(self, request, customer_id)
+            if isinstance(found, Response):
+                return found
+            state, stream_time = found
             try:
-                states = await off_loop(REDIS_TIMEOUT, store.read, partition, [customer_id])
-            except TimeoutError:
-                return self.json({"error": "Redis did not answer in time"}, status=503)
-            except Exception as err:
-                return self.json({"error": f"Redis failed: {type(err).__name__}"}, status=503)
-            state = states.get(customer_id)
-            if state is None or state.seen is None:
-                return self.json({"error": f"unknown customer {customer_id}"}, status=404)
-            current = served()
-            # As of the last instant scored: the probability behind the category.
-            as_of = max(state.seen, state.scored_to or state.seen)
-            features = feature_matrix(base_columns([state], [as_of]), current.feature_params)
-            return self.json(
-                {
-                    "customer_id": customer_id,
-                    "as_of": as_of,
-                    "features": _json_floats(dict(zip(FEATURE_NAMES, features[0], strict=True))),
-                    "probability": float(current.predict(features)[0]),
-                    "risk": state.risk,
-                    "model_version": current.version,
-                }
-            )
+                parsed = on_demand.parse_score(await _read_at_most(request, MAX_BODY_BYTES))
+            except on_demand.Refused as err:
+                return self.json({"error": str(err)}, status=err.status)
+            last = max(state.seen or 0.0, state.scored_to or 0.0)
+            if parsed.as_of is not None:
+                as_of = parsed.as_of.timestamp()
+            else:  # the partition's event time: the customer scored now
+                as_of = max(last, stream_time or last)
+            return await answer(self, on_demand.score_state, state, as_of)
 
     class Predict(View):
         async def post(self, request: Request) -> Response:
@@ -207,20 +241,16 @@ def install(
             if refusal is not None:
                 return refusal
             try:
-                body = await _read_at_most(request, MAX_BODY_BYTES)
-                parsed = on_demand.parse(body)
-                # LightGBM holds the GIL for a while on larger models: not on the loop.
-                prediction = await off_loop(MODEL_TIMEOUT, on_demand.predict, served(), parsed)
+                parsed = on_demand.parse(await _read_at_most(request, MAX_BODY_BYTES))
             except on_demand.Refused as err:
                 return self.json({"error": str(err)}, status=err.status)
-            except TimeoutError:
-                return self.json({"error": "the model did not answer in time"}, status=503)
-            return self.bytes(msgspec.json.encode(prediction), content_type="application/json")
+            return await answer(self, on_demand.predict, parsed)
 
     app.page("/health")(Health)
     app.page("/ready")(Ready)
     app.page("/metrics")(Metrics)
     app.page("/customers/{customer_id}")(Customer)
+    app.page("/customers/{customer_id}/score")(Score)
     app.page("/predict")(Predict)
 
 
@@ -245,7 +275,3 @@ def _bearer(header: str) -> str | None:
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
-
-
-def _json_floats(values: dict[str, Any]) -> dict[str, float | None]:
-    return {k: None if v != v else float(v) for k, v in values.items()}  # NaN -> null

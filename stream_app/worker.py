@@ -125,14 +125,15 @@ def build_app(
     reader = LogReader(kafka_config, settings.app_id, prefix)
     # A consumer of its own: a lag query never waits behind a long reread.
     lag_reader = LogReader(kafka_config, settings.app_id, prefix)
+    scorer = Scorer(
+        served,
+        margin=settings.hysteresis,
+        actions=actions,
+        decoder=InputDecoder(settings.limits(), key_partition),
+    )
     runner = BatchRunner(
         store,
-        Scorer(
-            served,
-            margin=settings.hysteresis,
-            actions=actions,
-            decoder=InputDecoder(settings.limits(), key_partition),
-        ),
+        scorer,
         Publisher({**kafka_config, "client.id": settings.app_id}, prefix),
         topics.INPUT_TOPICS,
         idle=settings.max_idle_ms / 1000,
@@ -326,7 +327,7 @@ def build_app(
         else:
             log.error(message)
 
-    web.install(app, settings, store, served, partitions, agent, kafka_config)
+    web.install(app, settings, store, served, scorer.policy, partitions, agent, kafka_config)
     return app
 
 

@@ -1,5 +1,6 @@
-"""Scoring on demand (`POST /predict`) without services: what a request may hold, and
-that its answer is the stream's for the same customer."""
+"""Scoring on demand without services: what a `POST /predict` request may hold (base
+columns or the guide's names), that its answer is the stream's for the same customer,
+and a stored customer scored as of an instant (what-if) and looked up."""
 
 from __future__ import annotations
 
@@ -11,14 +12,23 @@ import pytest
 
 from feature_store.definitions import BASE_COLUMNS
 from schemas import ChurnRiskChanged, Order, topics
+from feature_store.online import CustomerState, decode_state, encode_state
 from schemas.predict import MAX_BODY_BYTES
 from scoring.artifact import Model, load_model
 from scoring.merge import Decoded, InputMessage
-from scoring.pipeline import Scorer
-from scoring.predict import Refused, parse, predict
+from scoring.pipeline import PartitionOutcome, Scorer
+from scoring.predict import Refused, lookup, parse, parse_score, predict, score_state
+from scoring.risk import RiskPolicy
 from tests.support import train_soft_model
 
 T0 = datetime(2026, 3, 2, 10, tzinfo=UTC)
+# A deployment's own playbook: an answer carries these, not the defaults.
+ACTIONS = {"HIGH": ("call them",), "MEDIUM": ("email them",), "LOW": ("leave them be",)}
+
+
+@pytest.fixture(scope="module")
+def policy(model: Model) -> RiskPolicy:
+    return Scorer(lambda: model, actions=ACTIONS).policy(model)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +51,9 @@ def refusal(raw: bytes) -> Refused:
 
 
 def test_a_request_needs_only_its_as_of_instant_and_every_missing_column_is_unknown(
-    model: Model,
+    model: Model, policy: RiskPolicy
 ) -> None:
-    prediction = predict(model, parse(body()))
+    prediction = predict(model, policy, parse(body()))
     assert prediction.as_of_ts == T0
     assert prediction.features["recency_days"] is None
     assert prediction.features["orders_lifetime"] is None
@@ -62,15 +72,62 @@ def test_every_base_column_is_accepted_by_name() -> None:
     assert msgspec.structs.asdict(request).keys() == set(BASE_COLUMNS)
 
 
-def test_an_unknown_field_is_refused_by_name() -> None:
-    refused = refusal(body(recency_days=3))
-    assert refused.status == 400
-    assert "recency_days" in str(refused)
+@pytest.mark.parametrize("name", ["avg_order_value", "support_tickets", "churned"])
+def test_an_unknown_field_is_refused_with_422_by_name(name: str) -> None:
+    refused = refusal(body(**{name: 3}))
+    assert refused.status == 422
+    assert name in str(refused)
+
+
+def test_the_guides_names_say_what_their_base_columns_say(
+    model: Model, policy: RiskPolicy
+) -> None:
+    guide = predict(
+        model,
+        policy,
+        parse(
+            body(
+                recency_days=12.5,
+                days_since_last_ticket=3,
+                tenure_days=400,
+                frequency=4,
+                monetary=120.0,
+            )
+        ),
+    )
+    assert guide.features["recency_days"] == 12.5
+    assert guide.features["days_since_last_ticket"] == 3
+    assert guide.features["tenure_days"] == 400
+    assert guide.features["orders_lifetime"] == 4
+    assert guide.features["spend_lifetime"] == 120.0
+    assert guide.features["avg_order_value"] == 30.0
+    base = predict(
+        model,
+        policy,
+        parse(
+            body(
+                last_order_ts=(T0 - timedelta(days=12.5)).isoformat(),
+                last_ticket_ts=(T0 - timedelta(days=3)).isoformat(),
+                registration_ts=(T0 - timedelta(days=400)).isoformat(),
+                orders_lifetime=4,
+                spend_lifetime=120.0,
+            )
+        ),
+    )
+    assert guide == base
+
+
+def test_a_guide_name_and_its_base_column_together_are_refused_naming_both() -> None:
+    refused = refusal(body(frequency=2, orders_lifetime=2))
+    assert refused.status == 422
+    assert "frequency" in str(refused) and "orders_lifetime" in str(refused)
+    refused = refusal(body(recency_days=-1))
+    assert (refused.status, "recency_days" in str(refused)) == (422, True)
 
 
 def test_a_missing_as_of_instant_is_refused_by_name() -> None:
     refused = refusal(b'{"orders_7d": 1}')
-    assert refused.status == 400
+    assert refused.status == 422
     assert "as_of_ts" in str(refused)
 
 
@@ -86,17 +143,18 @@ def test_a_missing_as_of_instant_is_refused_by_name() -> None:
         ("age", "131"),
     ],
 )
-def test_a_wrong_type_or_an_out_of_range_value_is_refused_naming_the_field(
+def test_a_wrong_type_or_an_out_of_range_value_is_a_422_naming_the_field(
     field: str, value: str
 ) -> None:
     refused = refusal(f'{{"as_of_ts": "{T0.isoformat()}", "{field}": {value}}}'.encode())
-    assert refused.status == 400
+    assert refused.status == 422
     assert field in str(refused), str(refused)
 
 
-def test_a_body_that_is_not_json_is_refused() -> None:
-    for raw in (b"", b"orders_7d=1", b'{"as_of_ts": NaN}', b"[]"):
+def test_a_body_that_is_not_json_is_a_400_and_json_of_the_wrong_shape_a_422() -> None:
+    for raw in (b"", b"orders_7d=1", b'{"as_of_ts": NaN}'):
         assert refusal(raw).status == 400
+    assert refusal(b"[]").status == 422
 
 
 def test_an_oversized_body_is_refused_with_413() -> None:
@@ -106,9 +164,9 @@ def test_an_oversized_body_is_refused_with_413() -> None:
     assert str(MAX_BODY_BYTES) in str(refused)
 
 
-def first_change(model: Model) -> ChurnRiskChanged:
-    """What the stream publishes for a customer who ordered on T0 and then went
-    silent: an inactivity rescore, once another customer's order moves time on."""
+def silent_customer(model: Model) -> PartitionOutcome:
+    """What the stream makes of a customer who ordered on T0 and then went silent: an
+    inactivity rescore, once another customer's order moves time on."""
     orders = [
         Order("O1", "P1", T0, 80.0, "card", "delivered"),
         Order("O2", "P2", T0 + timedelta(days=40), 10.0, "card", "delivered"),
@@ -121,13 +179,15 @@ def first_change(model: Model) -> ChurnRiskChanged:
         )
         for offset, order in enumerate(orders)
     ]
-    outcome = Scorer(lambda: model).process(0, released, {}, [], None)
+    outcome = Scorer(lambda: model, actions=ACTIONS).process(0, released, {}, [], None)
     assert outcome.changes, "the silent customer was never at risk"
-    return outcome.changes[0]
+    return outcome
 
 
-def test_the_answer_is_what_the_stream_publishes_for_the_same_customer(model: Model) -> None:
-    change = first_change(model)
+def test_the_answer_is_what_the_stream_publishes_for_the_same_customer(
+    model: Model, policy: RiskPolicy
+) -> None:
+    change = silent_customer(model).changes[0]
     assert (change.customer_id, change.trigger.kind) == ("P1", "inactivity")
     assert change.event_time - T0 == timedelta(days=30)  # the 30-day windows hold no order
     # The same customer as a caller knows them: counts, sums and dates.
@@ -150,8 +210,75 @@ def test_the_answer_is_what_the_stream_publishes_for_the_same_customer(model: Mo
         "last_order_ts": T0.isoformat(),
         "first_order_ts": T0.isoformat(),
     }
-    prediction = predict(model, parse(json.dumps(request).encode()))
+    prediction = predict(model, policy, parse(json.dumps(request).encode()))
     assert prediction.probability == change.probability
     assert prediction.risk == change.risk
     assert prediction.reasons == change.reasons
+    assert prediction.recommended_actions == change.recommended_actions
+    assert change.recommended_actions == list(ACTIONS[change.risk])
     assert prediction.model_version == change.model_version
+
+
+def test_a_stored_customer_scored_as_of_the_rescore_instant_is_what_the_stream_published(
+    model: Model, policy: RiskPolicy
+) -> None:
+    outcome = silent_customer(model)
+    change, state = outcome.changes[0], outcome.states["P1"]
+    what_if = score_state(model, policy, state, change.event_time.timestamp())
+    assert (what_if.probability, what_if.risk) == (change.probability, change.risk)
+    assert what_if.reasons == change.reasons
+    assert what_if.recommended_actions == change.recommended_actions
+    assert what_if.as_of_ts == change.event_time
+
+
+def test_a_stored_customer_cannot_be_scored_before_their_last_event(
+    model: Model, policy: RiskPolicy
+) -> None:
+    state = silent_customer(model).states["P1"]
+    with pytest.raises(Refused) as caught:
+        score_state(model, policy, state, T0.timestamp() - 1)
+    assert caught.value.status == 422
+    assert "before the customer's last event" in str(caught.value)
+    for raw in (b'{"as_of": "2026-03-01T10:00:00"}', b'{"as_of": 3}', b'{"when": null}'):
+        with pytest.raises(Refused) as caught:
+            parse_score(raw)
+        assert caught.value.status == 422
+    assert parse_score(b"").as_of is None
+
+
+def test_the_lookup_shows_the_probability_behind_the_published_category_and_the_current_one(
+    model: Model, policy: RiskPolicy
+) -> None:
+    outcome = silent_customer(model)
+    change, state = outcome.changes[0], outcome.states["P1"]
+    assert outcome.stream_time is not None
+    found = lookup(model, policy, state, outcome.stream_time)
+    assert found.risk == change.risk
+    assert found.published is not None
+    assert not found.published.recomputed
+    assert found.published.probability == change.probability
+    assert found.published.as_of_ts == change.event_time
+    assert found.published.features["recency_days"] == 30
+    # The current score: as of the partition's event time, ten days on.
+    assert found.current.as_of_ts == T0 + timedelta(days=40)
+    assert found.current.features["recency_days"] == 40
+    # Ten more silent days: the recency model is surer, and says so in `current`.
+    assert found.current.probability > found.published.probability
+    assert found.current.risk == policy.category(found.current.probability, change.risk)
+
+
+def test_a_state_stored_before_the_published_score_was_kept_loads_and_is_recomputed(
+    model: Model, policy: RiskPolicy
+) -> None:
+    state = silent_customer(model).states["P1"]
+    # The layout before: every field up to `origin`, none of the risk_* after it.
+    old = msgspec.msgpack.encode(msgspec.to_builtins(state)[:11])
+    loaded = decode_state(old)
+    assert loaded.risk_probability is None and loaded.risk == state.risk
+    assert decode_state(encode_state(state)) == state
+    found = lookup(model, policy, loaded, None)
+    assert found.published is not None and found.published.recomputed
+    assert found.published.probability == score_state(
+        model, policy, loaded, found.published.as_of_ts.timestamp()
+    ).probability
+    assert isinstance(loaded, CustomerState)
