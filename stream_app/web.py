@@ -214,15 +214,15 @@ def install(
     class Customer(View):
         async def get(self, request: Request, customer_id: str) -> Response:
             found = await stored(self, request, customer_id)
-            if isinstance(found, Response):
-                return found
+            if not isinstance(found, tuple):
+                return found  # the refusal
             return await answer(self, on_demand.lookup, *found)
 
     class Score(View):
         async def post(self, request: Request, customer_id: str) -> Response:
             found = await stored(self, request, customer_id)
-            if isinstance(found, Response):
-                return found
+            if not isinstance(found, tuple):
+                return found  # the refusal
             state, stream_time = found
             try:
                 parsed = on_demand.parse_score(await _read_at_most(request, MAX_BODY_BYTES))

@@ -482,7 +482,7 @@ def wait_for_orders(worker: Worker, customer_id: str, count: int, timeout: float
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status, body = worker.get(f"/customers/{customer_id}")
-        if status == 200 and json.loads(body)["features"]["orders_lifetime"] == count:
+        if status == 200 and json.loads(body)["current"]["features"]["orders_lifetime"] == count:
             return
         time.sleep(0.2)
     raise AssertionError(f"{customer_id} never reached {count} orders:\n{worker.log()[-2000:]}")

@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from feature_store.definitions import BASE_COLUMNS
-from schemas import ChurnRiskChanged, Order, topics
 from feature_store.online import CustomerState, decode_state, encode_state
+from schemas import Order, topics
 from schemas.predict import MAX_BODY_BYTES
 from scoring.artifact import Model, load_model
 from scoring.merge import Decoded, InputMessage
@@ -79,9 +79,7 @@ def test_an_unknown_field_is_refused_with_422_by_name(name: str) -> None:
     assert name in str(refused)
 
 
-def test_the_guides_names_say_what_their_base_columns_say(
-    model: Model, policy: RiskPolicy
-) -> None:
+def test_the_guides_names_say_what_their_base_columns_say(model: Model, policy: RiskPolicy) -> None:
     guide = predict(
         model,
         policy,
@@ -278,7 +276,8 @@ def test_a_state_stored_before_the_published_score_was_kept_loads_and_is_recompu
     assert decode_state(encode_state(state)) == state
     found = lookup(model, policy, loaded, None)
     assert found.published is not None and found.published.recomputed
-    assert found.published.probability == score_state(
-        model, policy, loaded, found.published.as_of_ts.timestamp()
-    ).probability
+    assert (
+        found.published.probability
+        == score_state(model, policy, loaded, found.published.as_of_ts.timestamp()).probability
+    )
     assert isinstance(loaded, CustomerState)

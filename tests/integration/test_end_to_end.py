@@ -124,7 +124,8 @@ def test_known_history_yields_expected_risk_changes_features_and_dead_letters(
     assert status == 200
     lookup = json.loads(body)
     assert lookup["risk"] == "LOW"
-    assert lookup["model_version"] == "recency-v1"
+    published = lookup["published"]  # the score behind LOW, as of A's last order
+    assert published["model_version"] == "recency-v1"
     expected_a = {  # by hand, as of OA3 on day 51
         "recency_days": 0.0,
         "orders_7d": 1,
@@ -148,8 +149,8 @@ def test_known_history_yields_expected_risk_changes_features_and_dead_letters(
         "phone_verified": 0,
     }
     for name, value in expected_a.items():
-        assert lookup["features"][name] == pytest.approx(value), name
-    assert set(lookup["features"]) == set(FEATURE_NAMES)
+        assert published["features"][name] == pytest.approx(value), name
+    assert set(published["features"]) == set(FEATURE_NAMES)
 
     # The same numbers straight from Redis.
     store = RedisStateStore(redis.Redis.from_url(redis_url), worker_env["CHURN_REDIS_NAMESPACE"])

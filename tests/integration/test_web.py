@@ -107,7 +107,7 @@ def test_the_lookup_answers_only_requests_with_the_right_bearer_token(
     produce(kafka_bootstrap, [(prefix + topics.ORDERS, "WEB1", encode(order))])
     found = wait_for(worker, "/customers/WEB1", 200)  # Worker.get sends the right token
     assert found["customer_id"] == "WEB1"
-    assert found["features"]["orders_lifetime"] == 1
+    assert found["current"]["features"]["orders_lifetime"] == 1
 
     status, headers, body = worker.request("/customers/WEB1", headers={})
     assert status == 401, body
@@ -200,11 +200,25 @@ def test_ready_names_redis_when_it_is_down_while_health_and_the_event_loop_keep_
         own.kill()
 
 
-def test_predict_scores_a_request_with_the_served_model_and_only_with_the_token(
-    worker: Worker, worker_env: dict[str, str]
+def test_on_demand_scores_use_the_served_model_and_the_workers_actions_and_need_the_token(
+    worker_env: dict[str, str], kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     token = worker_env["CHURN_WEB_TOKEN"]
+    prefix = worker_env["CHURN_TOPIC_PREFIX"]
+    actions = {"HIGH": ["call them today"], "MEDIUM": ["email them"], "LOW": ["nothing"]}
+    actions_file = tmp_path / "actions.json"
+    actions_file.write_text(json.dumps(actions))
+    worker = Worker({**worker_env, "CHURN_ACTIONS_FILE": str(actions_file)}, tmp_path / "w.log")
     worker.start()
+    try:
+        check_predict(worker, token, actions)
+        check_stored_customer_scores(worker, token, prefix, kafka_bootstrap, actions)
+        assert token not in worker.log(), "the token was logged"
+    finally:
+        worker.stop()
+
+
+def check_predict(worker: Worker, token: str, actions: dict[str, list[str]]) -> None:
     wait_for(worker, "/health", 200)
     as_of = datetime(2026, 3, 2, 10, tzinfo=UTC)
     silent = json.dumps(
@@ -226,6 +240,13 @@ def test_predict_scores_a_request_with_the_served_model_and_only_with_the_token(
     assert answer["model_version"] == "recency-v1"
     assert answer["features"]["recency_days"] == 60
     assert answer["reasons"][0]["feature"] == "recency_days"
+    assert answer["recommended_actions"] == actions["HIGH"]
+
+    # The same customer in the guide's names.
+    guide = json.dumps({"as_of_ts": as_of.isoformat(), "frequency": 3, "recency_days": 60})
+    status, _, body = worker.request("/predict", headers=with_token, body=guide.encode())
+    assert status == 200, body
+    assert json.loads(body) == answer
 
     status, headers, body = worker.request("/predict", headers=json_type, body=silent)
     assert status == 401, body
@@ -233,11 +254,58 @@ def test_predict_scores_a_request_with_the_served_model_and_only_with_the_token(
     assert b"probability" not in body
 
     status, _, body = worker.request(
-        "/predict", headers=with_token, body=silent[:-1] + b', "recency_days": 60}'
+        "/predict", headers=with_token, body=silent[:-1] + b', "support_tickets": 2}'
     )
+    assert status == 422, body
+    assert "support_tickets" in json.loads(body)["error"]
+    status, _, body = worker.request("/predict", headers=with_token, body=b"orders=1")
     assert status == 400, body
-    assert "recency_days" in json.loads(body)["error"]
     oversized = b" " * (MAX_BODY_BYTES + 1)
     status, _, body = worker.request("/predict", headers=with_token, body=oversized)
     assert status == 413, body
-    assert token not in worker.log(), "the token was logged"
+
+
+def check_stored_customer_scores(
+    worker: Worker, token: str, prefix: str, kafka_bootstrap: str, actions: dict[str, list[str]]
+) -> None:
+    ordered = datetime(2026, 1, 1, 9, tzinfo=UTC)
+    order = Order("S1", "SCORE1", ordered, 20.0, "card", "delivered")
+    produce(kafka_bootstrap, [(prefix + topics.ORDERS, "SCORE1", encode(order))])
+    found = wait_for(worker, "/customers/SCORE1", 200)
+    # Just ordered: LOW, and the score behind it is as of the order.
+    assert found["risk"] == found["published"]["risk"] == "LOW"
+    assert found["published"]["as_of_ts"] == ordered.isoformat().replace("+00:00", "Z")
+    assert found["published"]["recomputed"] is False
+    assert found["published"]["probability"] < 0.4
+    assert found["current"]["recommended_actions"] == actions["LOW"]
+
+    with_token = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+
+    def score(body: bytes, customer: str = "SCORE1", **headers: str) -> tuple[int, dict]:
+        status, _, answer = worker.request(
+            f"/customers/{customer}/score", headers=headers or with_token, body=body
+        )
+        return status, json.loads(answer)
+
+    # What if they stay silent for 60 days?
+    later = (ordered + timedelta(days=60)).isoformat()
+    status, what_if = score(json.dumps({"as_of": later}).encode())
+    assert status == 200, what_if
+    assert what_if["risk"] == "HIGH"
+    assert what_if["features"]["recency_days"] == 60
+    assert what_if["recommended_actions"] == actions["HIGH"]
+    assert what_if["model_version"] == "recency-v1"
+    # No instant: as of the partition's event time, the lookup's current score.
+    status, now = score(b"")
+    assert status == 200, now
+    assert now["as_of_ts"] == found["current"]["as_of_ts"]
+
+    earlier = (ordered - timedelta(days=1)).isoformat()
+    status, refused = score(json.dumps({"as_of": earlier}).encode())
+    assert status == 422, refused
+    assert "before the customer's last event" in refused["error"]
+    status, refused = score(b'{"as_of": "2026-03-01 10:00"}')
+    assert (status, "as_of" in refused["error"]) == (422, True)
+    assert score(b"{}", customer="NOBODY")[0] == 404
+    status, _ = score(b"{}", Authorization="Bearer wrong")
+    assert status == 401
