@@ -94,18 +94,22 @@ def score_state(model: Model, policy: RiskPolicy, state: CustomerState, as_of: f
     return _score(model, policy, base, previous=state.risk)
 
 
+def now(state: CustomerState, stream_time: float | None) -> float:
+    """The instant a stored customer is scored "now": their partition's event time
+    `stream_time`, never before their last score (nor last event)."""
+    last = max(state.seen or 0.0, state.scored_to or 0.0)
+    return last if stream_time is None else max(last, stream_time)
+
+
 def lookup(
     model: Model, policy: RiskPolicy, state: CustomerState, stream_time: float | None
 ) -> Lookup:
     """A stored customer's published score and their score as of the partition's
     event time `stream_time` (never before their last score)."""
-    if state.seen is None:
-        raise Refused(404, f"customer {state.customer_id} has no event yet")
-    last = max(state.seen, state.scored_to or state.seen)
-    current = score_state(model, policy, state, max(last, stream_time or last))
+    current = score_state(model, policy, state, now(state, stream_time))
     published = None
-    if state.risk is not None:
-        as_of = max(state.seen, state.risk_as_of or last)
+    if state.risk is not None and state.seen is not None:
+        as_of = max(state.seen, state.risk_as_of or state.scored_to or state.seen)
         features = _features(model, dict(zip(BASE_COLUMNS, base_row(state, as_of), strict=True)))
         probability, version = state.risk_probability, state.risk_model
         recomputed = probability is None or version is None

@@ -228,11 +228,10 @@ def install(
                 parsed = on_demand.parse_score(await _read_at_most(request, MAX_BODY_BYTES))
             except on_demand.Refused as err:
                 return self.json({"error": str(err)}, status=err.status)
-            last = max(state.seen or 0.0, state.scored_to or 0.0)
             if parsed.as_of is not None:
                 as_of = parsed.as_of.timestamp()
-            else:  # the partition's event time: the customer scored now
-                as_of = max(last, stream_time or last)
+            else:
+                as_of = on_demand.now(state, stream_time)
             return await answer(self, on_demand.score_state, state, as_of)
 
     class Predict(View):
