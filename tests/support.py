@@ -34,13 +34,17 @@ RECENCY = FEATURE_NAMES.index("recency_days")
 
 
 def train_recency_model(models_dir: Path, version: str = "recency-v1") -> Path:
-    """A real LightGBM model that learned one rule: no order for 30+ days means churn.
+    """A real LightGBM model that learned one rule: no order for over 30 days means churn.
 
     Its probabilities sit near 0 or 1, so tests can tell the expected category of
     any customer from the recency alone."""
     rng = np.random.default_rng(7)
     features = rng.normal(size=(4000, len(FEATURE_NAMES)))
     features[:, RECENCY] = rng.uniform(0, 120, size=4000)
+    # A tenth of the rows exactly at 30 days (a value LightGBM then bins on its own):
+    # the learned cut lies just above it, so a customer silent exactly 30 days (an
+    # inactivity rescore) is LOW whatever the random draw.
+    features[::10, RECENCY] = 30.0
     labels = (features[:, RECENCY] > 30).astype(int)
     return _write_model(models_dir, version, {"objective": "binary"}, features, labels, 30)
 
