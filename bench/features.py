@@ -328,7 +328,7 @@ def run_batched(
         new_offsets: dict[int, dict[str, int]] = {}
         begins, commits = [], []
         for partition, items in by_partition.items():
-            states, due = loaded[partition]
+            states, due, _ = loaded[partition]
             touched: dict[str, CustomerState] = {}
             schedule: dict[str, float | None] = {}
             for when, customer in due:  # rescored in the runner; here only rescheduled

@@ -11,6 +11,8 @@ can live on any node).
     {churn:p3}:c:<id>      string: the customer's state (MessagePack)
     {churn:p3}:t:<name>    hash: a tally, counters added to with each commit
                            (`scoring.store.Tally`), expiring when left alone
+    {churn:p3}:samples     sorted set: pending samples of realised performance
+                           (`scoring.performance.Sample` as JSON) -> due (epoch s)
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class Keys:
 
     def tally(self, partition: int, name: str) -> str:
         return f"{self.tag(partition)}:t:{name}"
+
+    def samples(self, partition: int) -> str:
+        return f"{self.tag(partition)}:samples"
 
     @property
     def pattern(self) -> str:

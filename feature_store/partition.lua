@@ -2,12 +2,14 @@
 --
 -- KEYS[1]  the partition's meta hash; for `commit` also KEYS[2] its schedule (sorted
 --          set), KEYS[3..] the state keys to write, in ARGV order, then the state keys
---          of erased customers, to delete, then the tally hashes, in header order
+--          of erased customers, to delete, then the tally hashes, in header order,
+--          and last the pending samples (sorted set)
 -- ARGV[1]  'begin' | 'commit'
 -- ARGV[2]  the writer's epoch
 -- ARGV[3]  MessagePack: {previous = {topic = "offset"}, offsets = {topic = "offset"},
 --          stream_time = "seconds" | nil, schedule = {{customer, "due" | false}, ...},
 --          tallies = {{ttl, {field, "amount", field, "amount", ...}}, ...},
+--          samples = {{member, "due" | false}, ...},
 --          states = number of states, erased = number of erased customers}
 -- ARGV[4..] for `begin`, the batch's last offsets (kept as given, for the next owner);
 --          for `commit`, the customers' states, in KEYS order
@@ -54,6 +56,13 @@ for j, tally in ipairs(batch.tallies or {}) do
     redis.call('HINCRBYFLOAT', key, amounts[k], amounts[k + 1])
   end
   redis.call('EXPIRE', key, tally[1])
+end
+for _, entry in ipairs(batch.samples or {}) do
+  if entry[2] then
+    redis.call('ZADD', KEYS[#KEYS], entry[2], entry[1])
+  else
+    redis.call('ZREM', KEYS[#KEYS], entry[1])
+  end
 end
 for _, entry in ipairs(batch.schedule) do
   if entry[2] then

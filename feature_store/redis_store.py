@@ -17,7 +17,7 @@ import redis
 
 from feature_store.keys import Keys
 from feature_store.online import CustomerState, decode_state, encode_state
-from scoring.store import Begin, Claim, Commit, Verdict
+from scoring.store import Begin, Claim, Commit, Loaded, Verdict, sample_customer
 
 PARTITION_SCRIPT = files("feature_store").joinpath("partition.lua").read_text()
 _MSGPACK = msgspec.msgpack.Encoder()
@@ -72,9 +72,7 @@ class RedisStateStore:
         flight = _FLIGHT.decode(text["flight"]) if "flight" in text else None
         return Claim(partition, int(epoch), offsets, stream_time, flight)
 
-    def load(
-        self, wanted: Mapping[int, tuple[Collection[str], float | None]]
-    ) -> dict[int, tuple[dict[str, CustomerState], list[tuple[float, str]]]]:
+    def load(self, wanted: Mapping[int, tuple[Collection[str], float | None]]) -> dict[int, Loaded]:
         pipe = self.client.pipeline(transaction=False)
         order = []
         for partition, (customer_ids, due_before) in wanted.items():
@@ -87,14 +85,17 @@ class RedisStateStore:
                 pipe.zrangebyscore(
                     self.keys.idle(partition), "-inf", f"({due_before!r}", withscores=True
                 )
+                pipe.zrangebyscore(self.keys.samples(partition), "-inf", f"({due_before!r}")
         replies = iter(pipe.execute())
-        loaded: dict[int, tuple[dict[str, CustomerState], list[tuple[float, str]]]] = {}
+        loaded: dict[int, Loaded] = {}
         missing: list[tuple[int, list[str]]] = []
         for partition, ids, with_due in order:
             states = _states(ids, next(replies)) if ids else {}
             due = [(float(t), c.decode()) for c, t in next(replies)] if with_due else []
-            loaded[partition] = (states, due)
-            unread = sorted({c for _, c in due} - set(ids))
+            samples = [m.decode() for m in next(replies)] if with_due else []
+            loaded[partition] = (states, due, samples)
+            owners = {c for _, c in due} | set(map(sample_customer, samples))
+            unread = sorted(owners - set(ids))
             if unread:
                 missing.append((partition, unread))
         if missing:
@@ -129,6 +130,11 @@ class RedisStateStore:
                 header["stream_time"] = repr(c.stream_time)
             if c.erased:
                 header["erased"] = len(c.erased)
+            if c.samples:
+                header["samples"] = [
+                    (member, False if due is None else repr(due))
+                    for member, due in c.samples.items()
+                ]
             if c.tallies:
                 header["tallies"] = [
                     (t.ttl, [x for key, amount in t.amounts.items() for x in (key, repr(amount))])
@@ -140,6 +146,7 @@ class RedisStateStore:
                 *(self.keys.customer(c.partition, s.customer_id) for s in c.states),
                 *(self.keys.customer(c.partition, customer) for customer in c.erased),
                 *(self.keys.tally(c.partition, name) for name in c.tallies),
+                self.keys.samples(c.partition),
             ]
             args = ["commit", c.epoch, _MSGPACK.encode(header), *map(encode_state, c.states)]
             calls.append((keys, args))

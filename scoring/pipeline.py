@@ -15,6 +15,7 @@ scored as of the due instant. Neither depends on where batches begin and end.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from feature_store.definitions import BASE_COLUMNS, EVENT_ID_FIELD, FEATURE_NAMES, feature_matrix
+from feature_store.definitions import (
+    BASE_COLUMNS,
+    EVENT_ID_FIELD,
+    FEATURE_NAMES,
+    SECONDS_PER_DAY,
+    feature_matrix,
+)
 from feature_store.online import (
     APPLIED,
     DUPLICATE,
@@ -38,6 +45,14 @@ from scoring.artifact import Model
 from scoring.decoding import Erasure, InputDecoder
 from scoring.inactivity import first_due, next_due
 from scoring.merge import Decoded, InputMessage
+from scoring.performance import (
+    Sample,
+    churned,
+    decode_sample,
+    first_of_week,
+    horizon_days,
+    in_sample,
+)
 from scoring.risk import RANK, RiskPolicy, is_news, transition_id
 
 TOP_REASONS = 3
@@ -82,6 +97,10 @@ class PartitionOutcome:
     refusals: Counter[str] = field(default_factory=Counter)
     scored: int = 0
     scores: Scores | None = None
+    # Realised performance (scoring.performance): pending samples to store (member ->
+    # due) or to remove (None), and the samples decided, with their outcome (churned).
+    samples: dict[str, float | None] = field(default_factory=dict)
+    matured: list[tuple[Sample, bool]] = field(default_factory=list)
 
 
 @dataclass
@@ -120,12 +139,14 @@ class Scorer:
         actions: dict[str, tuple[str, ...]] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         decoder: InputDecoder | None = None,
+        sample_rate: float = 0.0,
     ) -> None:
         self.model = model  # a callable, so a reloaded model is picked up per batch
         self.margin = margin
         self.actions = actions
         self.clock = clock
         self.decoder = decoder or InputDecoder()  # the runner decodes with it too
+        self.sample_rate = sample_rate  # share of customers whose scores are sampled
 
     def policy(self, model: Model) -> RiskPolicy:
         if self.actions is None:
@@ -138,19 +159,32 @@ class Scorer:
         released: Sequence[Decoded],
         states: Mapping[str, CustomerState],
         due: Sequence[tuple[float, str]],
+        samples: Sequence[str],
         stream_time: float | None,
     ) -> PartitionOutcome:
         """Apply `released` (in order) to the pre-batch `states` of the customers
         involved and score them. `due`: the (due time, customer) rescores scheduled
-        before the batch and due before its last stream time (their states are in
-        `states`). The states are changed in place: they must be the caller's own
-        (a store's `load` decodes them afresh for each batch)."""
+        before the batch and due before its last stream time; `samples`: the pending
+        samples due before it (their customers' states are in `states`). The states
+        are changed in place: they must be the caller's own (a store's `load` decodes
+        them afresh for each batch)."""
+        model = self.model()
+        days = horizon_days(model.metadata) if self.sample_rate > 0 else None
+        horizon = 0.0 if days is None else days * SECONDS_PER_DAY
         outcome = PartitionOutcome(partition, stream_time=stream_time)
         touched = outcome.states
         schedule = outcome.schedule
         scheduled: dict[str, float | None] = {customer: when for when, customer in due}
         timers = sorted(due)
         rows = _Rows()
+        # Samples waiting for their horizon: (due, tie-break, the stored member or the
+        # row of a score of this batch), and those decided: (which, churned or None
+        # when the customer's state is gone).
+        order = itertools.count()
+        pending: list[tuple[float, int, str | int]] = []
+        for member in samples:
+            heapq.heappush(pending, (decode_sample(member).due, next(order), member))
+        decided: list[tuple[str | int, bool | None]] = []
 
         def state_of(customer_id: str, message: InputMessage | None = None) -> CustomerState:
             state = touched.get(customer_id)
@@ -176,11 +210,47 @@ class Scorer:
                 if state.seen is None or when <= state.seen:
                     scheduled[customer_id] = schedule[customer_id] = None
                     continue
-                rows.add(state, when, INACTIVITY, None)
+                add_row(state, when, INACTIVITY, None, until)
                 following = next_due(state.seen, when)
                 scheduled[customer_id] = schedule[customer_id] = following
                 if following is not None:
                     heapq.heappush(timers, (following, customer_id))
+
+        def peek(customer_id: str) -> CustomerState | None:
+            if customer_id in touched:
+                return touched[customer_id]
+            return None if customer_id in outcome.erased else states.get(customer_id)
+
+        def decide(until: float) -> None:
+            """Samples whose horizon ends before `until`: every event applied so far
+            is at or before that end, so the state tells the outcome."""
+            while pending and pending[0][0] < until:
+                _, _, which = heapq.heappop(pending)
+                if isinstance(which, str):
+                    sample = decode_sample(which)
+                    customer_id, as_of = sample.customer_id, sample.as_of
+                else:
+                    customer_id, as_of = rows.customers[which].customer_id, rows.as_of[which]
+                state = peek(customer_id)
+                decided.append((which, None if state is None else churned(state, as_of)))
+
+        def add_row(
+            state: CustomerState,
+            as_of: float,
+            trigger: Trigger,
+            message: InputMessage | None,
+            now: float,
+        ) -> None:
+            # Sampled: the customer's first score of the week, its horizon not yet past.
+            sampled = (
+                days is not None
+                and as_of + horizon >= now
+                and first_of_week(state.scored_to, as_of)
+                and in_sample(state.customer_id, self.sample_rate)
+            )
+            if sampled:
+                heapq.heappush(pending, (as_of + horizon, next(order), len(rows.base)))
+            rows.add(state, as_of, trigger, message)
 
         for decoded in released:
             message = decoded.message
@@ -199,6 +269,7 @@ class Scorer:
             if outcome.stream_time is None or decoded.time > outcome.stream_time:
                 outcome.stream_time = decoded.time
             fire_timers(outcome.stream_time)
+            decide(outcome.stream_time)
             customer_id: str = event.customer_id  # type: ignore[attr-defined]
             state = state_of(customer_id, message)
             seen_before = state.seen
@@ -211,14 +282,46 @@ class Scorer:
             if result == DUPLICATE or state.seen is None:
                 continue  # nothing new, or a bare profile: nothing to score yet
             as_of = state.seen if state.scored_to is None else max(state.seen, state.scored_to)
-            rows.add(state, as_of, _trigger(message, event), message)
+            add_row(state, as_of, _trigger(message, event), message, outcome.stream_time)
             if state.seen != seen_before:
                 # Silence now counts from this event: the first rescore moves on.
                 following = first_due(state.seen)
                 scheduled[customer_id] = schedule[customer_id] = following
                 heapq.heappush(timers, (following, customer_id))
-        self._score(rows, outcome)
+        scored = self._score(model, rows, outcome)
+        self._samples(model, days or 0, rows, scored, decided, pending, outcome)
         return outcome
+
+    @staticmethod
+    def _samples(
+        model: Model,
+        days: int,
+        rows: _Rows,
+        scored: Mapping[int, tuple[float, str]],
+        decided: Sequence[tuple[str | int, bool | None]],
+        pending: Sequence[tuple[float, int, str | int]],
+        outcome: PartitionOutcome,
+    ) -> None:
+        """The batch's samples: decided ones to the outcome, new ones kept pending."""
+
+        def of_row(row: int) -> Sample | None:
+            if row not in scored:
+                return None  # the model could not score it: no sample
+            probability, risk = scored[row]
+            customer_id = rows.customers[row].customer_id
+            return Sample(customer_id, rows.as_of[row], probability, risk, model.version, days)
+
+        for which, churned_ in decided:
+            if isinstance(which, str):
+                outcome.samples[which] = None
+                sample: Sample | None = decode_sample(which)
+            else:
+                sample = of_row(which)
+            if sample is not None and churned_ is not None:
+                outcome.matured.append((sample, churned_))
+        for due, _, which in pending:
+            if isinstance(which, int) and (sample := of_row(which)) is not None:
+                outcome.samples[sample.encode()] = due
 
     def _dead(
         self, outcome: PartitionOutcome, message: InputMessage, reason: str, category: str
@@ -227,12 +330,14 @@ class Scorer:
         outcome.refusals[category] += 1
         outcome.dead_letters.append(self.decoder.dead_letter(message, reason, self.clock()))
 
-    def _score(self, rows: _Rows, outcome: PartitionOutcome) -> None:
+    def _score(
+        self, model: Model, rows: _Rows, outcome: PartitionOutcome
+    ) -> dict[int, tuple[float, str]]:
         """Score every row in one model call, then walk them in order: each may
-        change its customer's risk, which the next row of that customer starts from."""
+        change its customer's risk, which the next row of that customer starts from.
+        Returns the (probability, category) of each row scored."""
         if not rows.base:
-            return
-        model = self.model()
+            return {}
         policy = self.policy(model)
         features = feature_matrix(_columns(rows.base), model.feature_params)
         probabilities = self._predict(model, features, rows, outcome)
@@ -255,6 +360,9 @@ class Scorer:
                 state.risk_seq += 1
                 changes.append((row, state.risk, risk, state.risk_seq))
             state.risk = risk
+        by_row = {
+            row: (float(probabilities[row]), risk) for row, risk in zip(scored, risks, strict=True)
+        }
         outcome.scored = len(scored)
         outcome.scores = Scores(
             model.version,
@@ -264,7 +372,7 @@ class Scorer:
             [rows.as_of[row] for row in scored],
         )
         if not changes:
-            return
+            return by_row
         contributions = model.contributions(features[[row for row, *_ in changes]])
         scored_at = self.clock()
         for contribution, (row, previous, risk, sequence) in zip(
@@ -287,6 +395,7 @@ class Scorer:
                     scored_at=scored_at,
                 )
             )
+        return by_row
 
     def _predict(
         self, model: Model, features: np.ndarray, rows: _Rows, outcome: PartitionOutcome

@@ -238,6 +238,7 @@ class BatchRunner:
                 o.schedule,
                 sorted(o.erased),
                 tallies[p],
+                o.samples,
             )
             for p, o in outcomes.items()
         ]

@@ -14,7 +14,13 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import msgspec
+
 from feature_store.online import CustomerState, decode_state, encode_state
+
+# What `load` gives per partition: customer states, due (rescore time, customer), and
+# the pending samples (`scoring.performance`) due before the instant, as stored.
+Loaded = tuple[dict[str, CustomerState], list[tuple[float, str]], list[str]]
 
 # committed: done; fenced: another worker claimed the partition since (drop the
 # batch); diverged: the store no longer holds what this worker last committed (it
@@ -59,6 +65,14 @@ class Commit:
     schedule: dict[str, float | None] = field(default_factory=dict)  # None: unschedule
     erased: list[str] = field(default_factory=list)  # customers whose state is deleted
     tallies: dict[str, Tally] = field(default_factory=dict)  # name -> amounts to add
+    # Pending samples of realised performance: member -> due instant (None: decided,
+    # remove). A member is a JSON array whose first item is the customer id.
+    samples: dict[str, float | None] = field(default_factory=dict)
+
+
+def sample_customer(member: str | bytes) -> str:
+    """The customer a pending sample is of (see `Commit.samples`)."""
+    return str(msgspec.json.decode(member)[0])
 
 
 @dataclass(frozen=True)
@@ -76,11 +90,10 @@ class StateStore(Protocol):
 
     def claim(self, partition: int) -> Claim: ...
 
-    def load(
-        self, wanted: Mapping[int, tuple[Collection[str], float | None]]
-    ) -> dict[int, tuple[dict[str, CustomerState], list[tuple[float, str]]]]:
+    def load(self, wanted: Mapping[int, tuple[Collection[str], float | None]]) -> dict[int, Loaded]:
         """Per partition: the states of the given customers and of every customer due
-        for a rescore before the given instant, and those (due time, customer)."""
+        for a rescore or with a sample due before the given instant, those (due time,
+        customer) and those samples."""
         ...
 
     def begin(self, batches: Collection[Begin]) -> dict[int, Verdict]:
@@ -121,6 +134,7 @@ class _Partition:
     in_flight: dict[str, int] | None = None
     states: dict[str, bytes] = field(default_factory=dict)  # encoded, as a store keeps them
     schedule: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, float] = field(default_factory=dict)
     tallies: dict[str, dict[str, float]] = field(default_factory=dict)  # (no expiry here)
 
 
@@ -139,21 +153,19 @@ class MemoryStore:
         in_flight = dict(p.in_flight) if p.in_flight else None
         return Claim(partition, p.epoch, dict(p.offsets), p.stream_time, in_flight)
 
-    def load(
-        self, wanted: Mapping[int, tuple[Collection[str], float | None]]
-    ) -> dict[int, tuple[dict[str, CustomerState], list[tuple[float, str]]]]:
+    def load(self, wanted: Mapping[int, tuple[Collection[str], float | None]]) -> dict[int, Loaded]:
         loaded = {}
         for partition, (customer_ids, due_before) in wanted.items():
             p = self._of(partition)
-            due = (
-                []
-                if due_before is None
-                else sorted((t, c) for c, t in p.schedule.items() if t < due_before)
-            )
-            names = set(customer_ids) | {c for _, c in due}
+            due, samples = [], []
+            if due_before is not None:
+                due = sorted((t, c) for c, t in p.schedule.items() if t < due_before)
+                samples = sorted(m for m, t in p.samples.items() if t < due_before)
+            names = set(customer_ids) | {c for _, c in due} | set(map(sample_customer, samples))
             loaded[partition] = (
                 {c: decode_state(p.states[c]) for c in names if c in p.states},
                 due,
+                samples,
             )
         return loaded
 
@@ -188,6 +200,11 @@ class MemoryStore:
                 p.schedule.pop(customer_id, None)
             else:
                 p.schedule[customer_id] = due
+        for member, due in commit.samples.items():
+            if due is None:
+                p.samples.pop(member, None)
+            else:
+                p.samples[member] = due
         for name, tally in commit.tallies.items():
             counters = p.tallies.setdefault(name, {})
             for key, amount in tally.amounts.items():

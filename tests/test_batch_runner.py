@@ -343,7 +343,7 @@ def test_a_tombstone_erases_the_customer_and_a_customer_who_comes_back_gets_new_
     assert sum(o.counts["customers", "erased"] for o in first.outcomes) == 1
     partition = partition_of(gone)
     assert store.read(partition, [gone]) == {}
-    [(states, due)] = store.load({partition: ((gone,), float("inf"))}).values()
+    [(states, due, _)] = store.load({partition: ((gone,), float("inf"))}).values()
     assert gone not in states and all(customer != gone for _, customer in due)
 
     # Time passes on the partition: a customer still there would be rescored as silent.

@@ -1,0 +1,205 @@
+"""Realised performance: how the scores turned out once their horizon had passed.
+
+The scorer keeps a bounded sample of what it scored: the customers whose id hashes
+below `sample_rate`, each at most once per weekly cohort (their first score of the
+ISO week of its as-of instant). A sample waits in the partition's own state, written
+with the partition's commit, until its horizon has passed in event time: the
+partition's stream time has gone past `as_of + horizon`, the way an inactivity rescore
+fires. Its outcome is then read off the customer's state, which holds exactly the
+events at or before that instant in stream order: churned when their latest order is
+not after `as_of` (training's label: no order in (as_of, as_of + horizon]). An order
+that arrives later than that, behind the stream time, is not seen (nor by a replay).
+
+The outcomes are added to a tally (`scoring.store.Tally`, so each counts once through
+redelivery and crashes) per (weekly cohort, model version): score histograms of the
+churned and the retained, the sum of probabilities per bin, and HIGH's confusion
+counts. `figures` turns the tally back into AUC, precision, recall and calibration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from feature_store.definitions import LAST_TIME, SECONDS_PER_DAY
+from feature_store.online import CustomerState
+from schemas import topics
+from scoring.merge import Decoded
+from scoring.risk import LEVELS
+from scoring.store import Tally
+
+if TYPE_CHECKING:
+    from scoring.pipeline import PartitionOutcome
+
+TALLY = "performance"
+TALLY_TTL = 400 * SECONDS_PER_DAY  # a year of weekly cohorts, and their horizon
+BINS = 100  # probability bins of the score histograms (AUC error <= about 1/BINS)
+# Equal-width bins of the expected calibration error, as training reports it
+# (training.metrics.calibration_error; a test pins that both agree).
+CALIBRATION_BINS = 10
+HIGH = LEVELS[-1]
+_LAST_ORDER = LAST_TIME[topics.ORDERS]
+_EPOCH_MONDAY = date(1970, 1, 5)
+
+
+class Sample(msgspec.Struct, array_like=True, frozen=True):
+    """One sampled score, waiting for its horizon to pass."""
+
+    customer_id: str
+    as_of: float
+    probability: float
+    risk: str
+    model_version: str
+    horizon_days: int
+
+    @property
+    def due(self) -> float:
+        """The instant after which its outcome is decided."""
+        return self.as_of + self.horizon_days * SECONDS_PER_DAY
+
+    @property
+    def cohort(self) -> str:
+        return cohort(self.as_of)
+
+    def encode(self) -> str:
+        """The sample as the member of the partition's pending set."""
+        return _ENCODER.encode(self).decode()
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(Sample)
+
+
+def decode_sample(member: str | bytes) -> Sample:
+    return _DECODER.decode(member)
+
+
+def cohort(as_of: float) -> str:
+    """The weekly cohort of an instant: the Monday (UTC) its week starts on."""
+    day = datetime.fromtimestamp(as_of, tz=UTC).date()
+    return (day - timedelta(days=day.weekday())).isoformat()
+
+
+def _week(ts: float) -> int:
+    return (datetime.fromtimestamp(ts, tz=UTC).date() - _EPOCH_MONDAY).days // 7
+
+
+def in_sample(customer_id: str, rate: float) -> bool:
+    """A deterministic hash-sample of customers: the same on every worker and replay."""
+    if rate <= 0.0:
+        return False
+    digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < rate * 2.0**64
+
+
+def horizon_days(metadata: Mapping[str, object]) -> int | None:
+    """The churn horizon a model was trained for (its artifact's metadata), or None:
+    a model that does not say is not sampled."""
+    days = metadata.get("horizon_days")
+    return days if isinstance(days, int) and days > 0 else None
+
+
+def first_of_week(scored_to: float | None, as_of: float) -> bool:
+    """Is a score as of `as_of` the customer's first of its week? (`scored_to`: the
+    latest instant they were scored as of before; scores move forward in time.)"""
+    return scored_to is None or _week(scored_to) != _week(as_of)
+
+
+def churned(state: CustomerState, as_of: float) -> bool:
+    """The outcome of a sample as of `as_of`, decided from the customer's state once
+    the stream time has passed its horizon: no order after `as_of` has been applied.
+    (Every event applied by then is at or before the horizon's end, in stream order.)"""
+    last_order = state.times.get(_LAST_ORDER)
+    return last_order is None or last_order <= as_of
+
+
+def _bin(probability: float) -> int:
+    return min(max(int(probability * BINS), 0), BINS - 1)
+
+
+def tally_amounts(matured: Sequence[tuple[Sample, bool]]) -> dict[str, float]:
+    """Counters of decided samples, keyed `<cohort>|<version>|<counter>`."""
+    amounts: dict[str, float] = {}
+
+    def add(key: str, amount: float) -> None:
+        amounts[key] = amounts.get(key, 0.0) + amount
+
+    for sample, outcome in matured:
+        prefix = f"{sample.cohort}|{sample.model_version}|"
+        b = _bin(sample.probability)
+        add(f"{prefix}{'churned' if outcome else 'retained'}:{b}", 1.0)
+        add(f"{prefix}p:{b}", sample.probability)
+        flagged = sample.risk == HIGH
+        if flagged:
+            add(prefix + ("tp" if outcome else "fp"), 1.0)
+        else:
+            add(prefix + ("fn" if outcome else "tn"), 1.0)
+    return amounts
+
+
+def performance_tally(
+    outcome: PartitionOutcome, batch: Sequence[Decoded], durable_at: float
+) -> dict[str, Tally]:
+    """The outcomes a partition's batch decided (a TallySource)."""
+    if not outcome.matured:
+        return {}
+    return {TALLY: Tally(TALLY_TTL, tally_amounts(outcome.matured))}
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Realised performance of one model version on one weekly cohort."""
+
+    cohort: str
+    model_version: str
+    samples: int
+    churned: int
+    auc: float | None  # None: only one outcome seen yet
+    high_precision: float | None  # None: nobody was HIGH
+    high_recall: float | None  # None: nobody churned
+    calibration_error: float
+
+
+def figures(tally: Mapping[str, float]) -> list[Figures]:
+    """The figures per (cohort, model version) of a performance tally, in order."""
+    groups: dict[tuple[str, str], dict[str, float]] = {}
+    for key, amount in tally.items():
+        cohort_, version, counter = key.split("|", 2)
+        groups.setdefault((cohort_, version), {})[counter] = amount
+    return [_figures(c, v, counters) for (c, v), counters in sorted(groups.items())]
+
+
+def _figures(cohort_: str, version: str, counters: Mapping[str, float]) -> Figures:
+    churned_ = [counters.get(f"churned:{b}", 0.0) for b in range(BINS)]
+    retained = [counters.get(f"retained:{b}", 0.0) for b in range(BINS)]
+    n_churned, n_retained = sum(churned_), sum(retained)
+    auc = None
+    if n_churned and n_retained:
+        # P(a churner scores above a retained customer), ties within a bin count half.
+        below, wins = 0.0, 0.0
+        for c, r in zip(churned_, retained, strict=True):
+            wins += c * (below + r / 2)
+            below += r
+        auc = wins / (n_churned * n_retained)
+    tp, fp, fn = (counters.get(k, 0.0) for k in ("tp", "fp", "fn"))
+    gap = 0.0
+    per = BINS // CALIBRATION_BINS
+    for start in range(0, BINS, per):
+        predicted = sum(counters.get(f"p:{b}", 0.0) for b in range(start, start + per))
+        gap += abs(predicted - sum(churned_[start : start + per]))
+    total = n_churned + n_retained
+    return Figures(
+        cohort_,
+        version,
+        round(total),
+        round(n_churned),
+        auc,
+        tp / (tp + fp) if tp + fp else None,
+        tp / (tp + fn) if tp + fn else None,
+        gap / total if total else 0.0,
+    )
