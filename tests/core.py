@@ -124,10 +124,11 @@ def make_runner(
     kafka: FakeKafka | None = None,
     idle: float = 0.0,
     tallies: Sequence[TallySource] = (),
+    sample_rate: float = 0.0,
 ) -> BatchRunner:
     runner = BatchRunner(
         store,
-        Scorer(lambda: model),
+        Scorer(lambda: model, sample_rate=sample_rate),
         sink,
         topics.INPUT_TOPICS,
         idle=idle,

@@ -25,6 +25,7 @@ from feature_store.redis_store import RedisStateStore
 from schemas import Customer, Order, SupportTicket, topics
 from scoring.artifact import Model, load_model
 from scoring.merge import Decoded, InputMessage
+from scoring.performance import TALLY, figures, performance_tally
 from scoring.pipeline import PartitionOutcome
 from scoring.store import MemoryStore, StateStore, Tally
 from simulator.history import generate_history
@@ -388,13 +389,18 @@ def count_inputs(outcome: PartitionOutcome, batch: Sequence[Decoded], durable_at
 def test_tallies_count_each_event_once_through_crashes_and_a_lost_commit_reply(
     model: Model, logs: Log, backend: Backend
 ) -> None:
+    # Realised performance too: every score sampled, decided 30 days on, once.
+    model = dataclasses.replace(model, metadata={**model.metadata, "horizon_days": 30})
+    sources = [count_inputs, performance_tally]
     reference = MemoryStore()
     drive(
-        make_runner(reference, model, RecordingSink(), tallies=[count_inputs]),
+        make_runner(reference, model, RecordingSink(), tallies=sources, sample_rate=1.0),
         FakeKafka(logs, random.Random(3)),
     )
     expected = reference.tallies(range(4), "inputs")
     assert expected["in:orders"] == sum(len(v) for (t, _), v in logs.items() if t == "orders")
+    decided = reference.tallies(range(4), TALLY)
+    assert sum(f.samples for f in figures(decided)) > 500
 
     rng = random.Random(11)
     sink, store = RecordingSink(), backend.new()
@@ -411,7 +417,7 @@ def test_tallies_count_each_event_once_through_crashes_and_a_lost_commit_reply(
 
     crashes = 0
     while not kafka.done() or crashes < 2:
-        runner = make_runner(store, model, sink, kafka, tallies=[count_inputs])
+        runner = make_runner(store, model, sink, kafka, tallies=sources, sample_rate=1.0)
         resume(runner, kafka)
         store.commit = reply_lost_once  # type: ignore[method-assign]
         try:
@@ -426,6 +432,8 @@ def test_tallies_count_each_event_once_through_crashes_and_a_lost_commit_reply(
     drive(runner, kafka)
     assert lost
     assert store.tallies(range(4), "inputs") == expected
+    # Sums of probabilities, added in another order: equal but for rounding.
+    assert store.tallies(range(4), TALLY) == pytest.approx(decided)
 
 
 def test_a_step_reports_the_latency_of_each_message_with_a_broker_timestamp(

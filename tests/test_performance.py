@@ -1,0 +1,143 @@
+"""Realised performance: which sampled scores count as churned, and the figures the
+tally gives back (scoring/performance.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sklearn.metrics import precision_score, recall_score, roc_auc_score
+
+from schemas import Order, SupportTicket, topics
+from scoring.artifact import Model, load_model
+from scoring.performance import (
+    BINS,
+    HIGH,
+    Sample,
+    figures,
+    first_of_week,
+    in_sample,
+    tally_amounts,
+)
+from scoring.store import MemoryStore
+from tests.core import FakeKafka, RecordingSink, drive, logs_of, make_runner, partition_of
+from tests.support import train_soft_model
+from training.metrics import calibration_error
+
+T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)  # a Monday
+DAY = timedelta(days=1)
+HORIZON_DAYS = 30
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    served = load_model(
+        train_soft_model(tmp_path_factory.mktemp("models"), "recency_days", 5, 55, "soft")
+    )
+    return dataclasses.replace(served, metadata={**served.metadata, "horizon_days": HORIZON_DAYS})
+
+
+def one_partition(count: int) -> list[str]:
+    """Customer ids that share partition 0, so they share one stream time."""
+    ids = (f"C{n:04d}" for n in range(10_000))
+    return [c for c in ids if partition_of(c) == 0][:count]
+
+
+def test_a_sample_churned_unless_an_order_within_its_horizon_was_in_the_stream_when_it_ended(
+    model: Model,
+) -> None:
+    a, b, c, d, e, f, g, pacer = one_partition(8)
+    orders: list[tuple[str, datetime]] = [
+        *((customer, T0) for customer in (a, b, c, d, e, f, g)),
+        (g, T0 + DAY),  # the same week: no second sample
+        (a, T0 + 20 * DAY),
+        (pacer, T0 + 25 * DAY),
+        (f, T0 + 5 * DAY),  # late, but before the horizon ended in stream time
+        (c, T0 + 30 * DAY),  # exactly at the horizon's end: within it
+        (d, T0 + 30 * DAY + timedelta(seconds=1)),  # just after: too late
+        (pacer, T0 + 40 * DAY),
+        (e, T0 + 5 * DAY),  # late, after the stream time passed the horizon
+        (pacer, T0 + 41 * DAY),
+    ]
+    events: list[tuple[str, object]] = [
+        (topics.ORDERS, Order(f"O{n}", customer, ts, 20.0, "card", "delivered"))
+        for n, (customer, ts) in enumerate(orders)
+    ]
+    # A ticket is not an order: it does not keep b.
+    events.append((topics.SUPPORT_TICKETS, SupportTicket("T1", b, T0 + 10 * DAY, "billing")))
+    logs = logs_of(events)  # type: ignore[arg-type]
+    runner = make_runner(MemoryStore(), model, RecordingSink(), sample_rate=1.0)
+    reports = drive(runner, FakeKafka(logs, random.Random(1), chunk=3))
+
+    decided = [
+        (sample.customer_id, churned)
+        for report in reports
+        for outcome in report.outcomes
+        for sample, churned in outcome.matured
+        if sample.as_of < (T0 + 7 * DAY).timestamp()
+    ]
+    assert sorted(decided) == sorted(
+        [(a, False), (b, True), (c, False), (d, True), (e, True), (f, False), (g, False)]
+    )
+
+
+def test_one_sample_per_customer_per_week_of_a_hash_sample_of_customers() -> None:
+    monday = T0.timestamp()
+    assert first_of_week(None, monday)
+    assert not first_of_week(monday, monday + 6.4 * 86400)  # Sunday, same week
+    assert first_of_week(monday, monday + 6.6 * 86400)  # the next Monday
+    ids = [f"C{n:07d}" for n in range(20_000)]
+    chosen = [c for c in ids if in_sample(c, 0.1)]
+    assert 0.09 < len(chosen) / len(ids) < 0.11
+    assert chosen == [c for c in ids if in_sample(c, 0.1)]  # the same on every worker
+    assert all(in_sample(c, 1.0) for c in ids) and not any(in_sample(c, 0.0) for c in ids)
+
+
+def test_the_figures_from_the_tally_match_sklearn_on_the_same_outcomes() -> None:
+    rng = np.random.default_rng(3)
+    n = 5000
+    churned = rng.random(n) < 0.4
+    probability = np.clip(rng.beta(2, 3, n) + 0.25 * churned, 0, 1)
+    risk = np.where(probability >= 0.6, HIGH, "LOW")
+    samples = [
+        (Sample(f"C{i}", T0.timestamp(), float(p), str(r), "v1", HORIZON_DAYS), bool(y))
+        for i, (p, r, y) in enumerate(zip(probability, risk, churned, strict=True))
+    ]
+    # Tallies are added to batch by batch: sum two halves, as the store does.
+    tally: dict[str, float] = {}
+    for half in (samples[: n // 2], samples[n // 2 :]):
+        for key, amount in tally_amounts(half).items():
+            tally[key] = tally.get(key, 0.0) + amount
+
+    [got] = figures(tally)
+    assert (got.cohort, got.model_version) == ("2026-01-05", "v1")
+    assert (got.samples, got.churned) == (n, int(churned.sum()))
+    # Ties within a bin count half: the error is at most the mass of pairs sharing one.
+    assert got.auc == pytest.approx(roc_auc_score(churned, probability), abs=1 / BINS)
+    flagged = risk == HIGH
+    assert got.high_precision == pytest.approx(precision_score(churned, flagged))
+    assert got.high_recall == pytest.approx(recall_score(churned, flagged))
+    assert got.calibration_error == pytest.approx(calibration_error(churned, probability))
+
+
+def test_figures_are_kept_apart_per_weekly_cohort_and_model_version() -> None:
+    week = 7 * 86400.0
+    samples = [
+        (Sample("C1", T0.timestamp(), 0.9, HIGH, "v1", HORIZON_DAYS), True),
+        (Sample("C2", T0.timestamp() + week, 0.2, "LOW", "v1", HORIZON_DAYS), False),
+        (Sample("C3", T0.timestamp() + week, 0.8, HIGH, "v2", HORIZON_DAYS), False),
+    ]
+    got = [
+        (f.cohort, f.model_version, f.samples, f.churned) for f in figures(tally_amounts(samples))
+    ]
+    assert got == [
+        ("2026-01-05", "v1", 1, 1),
+        ("2026-01-12", "v1", 1, 0),
+        ("2026-01-12", "v2", 1, 0),
+    ]
+    # One outcome only: no AUC yet; nobody churned: no recall.
+    assert figures(tally_amounts(samples[2:]))[0].auc is None
+    assert figures(tally_amounts(samples[2:]))[0].high_recall is None
