@@ -174,6 +174,29 @@ def figures(tally: Mapping[str, float]) -> list[Figures]:
     return [_figures(c, v, counters) for (c, v), counters in sorted(groups.items())]
 
 
+def performance_text(found: Sequence[Figures]) -> str:
+    """The figures as a table, one line per (weekly cohort, model version)."""
+
+    def show(value: float | None) -> str:
+        return "     -" if value is None else f"{value:6.3f}"
+
+    lines = [
+        "cohort      model version                 samples  churned     AUC  HIGH precision"
+        "  HIGH recall  calibration error"
+    ]
+    for f in found:
+        lines.append(
+            f"{f.cohort}  {f.model_version:<28.28}  {f.samples:7d}  {f.churned:7d}  "
+            f"{show(f.auc)}          {show(f.high_precision)}       {show(f.high_recall)}"
+            f"             {show(f.calibration_error)}"
+        )
+    lines.append(
+        "A cohort is the week (from Monday, UTC) a score is as of; its figures move until "
+        "its week and the model's horizon have passed in event time."
+    )
+    return "\n".join(lines)
+
+
 def _figures(cohort_: str, version: str, counters: Mapping[str, float]) -> Figures:
     churned_ = [counters.get(f"churned:{b}", 0.0) for b in range(BINS)]
     retained = [counters.get(f"retained:{b}", 0.0) for b in range(BINS)]

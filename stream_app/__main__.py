@@ -175,6 +175,29 @@ def run_report(day: date, out: Path | None) -> None:
         print(f"\nreport: {out}")
 
 
+def run_performance() -> None:
+    from feature_store.redis_store import RedisStateStore
+    from scoring.performance import TALLY, figures, performance_text
+
+    try:
+        settings = Settings.from_env()
+        kafka_security.check(settings)
+    except SettingsError as err:
+        fail(f"bad configuration: {err}")
+    client = open_redis(settings, check_eviction=False)
+    partitions = open_topics(settings, create=False)
+    store = RedisStateStore(client, settings.redis_namespace)
+    found = figures(store.tallies(range(partitions), TALLY))
+    if not found:
+        fail(
+            f"no realised performance in Redis namespace {settings.redis_namespace!r} "
+            f"({partitions} partitions): no sampled score's horizon has passed in event time "
+            f"yet (CHURN_PERFORMANCE_SAMPLE={settings.performance_sample})",
+            code=1,
+        )
+    print(performance_text(found))
+
+
 def report_date(text: str) -> date:
     """--date: a calendar day, YYYY-MM-DD (UTC)."""
     try:
@@ -197,6 +220,10 @@ def main() -> None:
     )
     report.add_argument("--date", type=report_date, required=True, help="the UTC day, YYYY-MM-DD")
     report.add_argument("--out", type=Path, help="also write the report as HTML with plots here")
+    commands.add_parser(
+        "performance",
+        help="realised AUC, HIGH precision and recall, calibration per weekly cohort and model",
+    )
     commands.add_parser("settings", help="print the configuration table")
     args = parser.parse_args()
     if args.command == "worker":
@@ -205,6 +232,8 @@ def main() -> None:
         run_replay(args.file, args.out)
     elif args.command == "report":
         run_report(args.date, args.out)
+    elif args.command == "performance":
+        run_performance()
     else:
         print(Settings.describe())
 

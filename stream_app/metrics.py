@@ -8,13 +8,14 @@ event too, and an alert on it can fire. README "Operating it" lists them all.
 """
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 from schemas import topics
 from scoring.decoding import REFUSALS
+from scoring.performance import Figures
 from scoring.pipeline import OUTCOMES
 from scoring.risk import RANK
 
@@ -125,6 +126,18 @@ DRIFT_ALERT = Gauge(
 DRIFT_ALERTS = Counter(
     "churn_drift_alerts_total", "Drift alerts raised and cleared", ["feature", "state"]
 )
+# Realised performance of the latest weekly cohorts (scoring.performance), read from the
+# store on a timer; every worker reports every partition's. `figure` is one of FIGURES.
+PERFORMANCE_COHORTS = 12
+FIGURES = ("auc", "high_precision", "high_recall", "calibration_error", "samples", "churned")
+REALISED = Gauge(
+    "churn_realised_performance",
+    "Realised performance of the sampled scores whose horizon has passed, per weekly "
+    f"cohort (the Monday it starts on; the latest {PERFORMANCE_COHORTS}) and model version: "
+    "auc, high_precision, high_recall, calibration_error (expected, 10 bins), samples, "
+    "churned. A cohort's figures move until its week and horizon have passed",
+    ["cohort", "model_version", "figure"],
+)
 
 
 def initialise(features: Iterable[str]) -> None:
@@ -147,6 +160,20 @@ def initialise(features: Iterable[str]) -> None:
         DRIFT_ALERT.labels(feature)
         for state in DRIFT_STATES:
             DRIFT_ALERTS.labels(feature, state)
+
+
+def show_performance(figures: Sequence[Figures]) -> None:
+    """Set the realised performance gauges to the latest cohorts' `figures` (a figure
+    not known yet, such as AUC with one outcome only, has no series)."""
+    cohorts = sorted({f.cohort for f in figures})[-PERFORMANCE_COHORTS:]
+    REALISED.clear()
+    for f in figures:
+        if f.cohort not in cohorts:
+            continue
+        for name in FIGURES:
+            value = getattr(f, name)
+            if value is not None:
+                REALISED.labels(f.cohort, f.model_version, name).set(value)
 
 
 @dataclass

@@ -43,6 +43,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError("must be a number in [0, 1]")
+    return value
+
+
 def _bootstrap(text: str) -> str:
     for server in text.split(","):
         host, _, port = server.strip().rpartition(":")
@@ -145,6 +152,12 @@ OPTIONS: dict[str, Option] = {
     "hysteresis": Option(
         "CHURN_HYSTERESIS", "0.05", _fraction, "margin below a cut-off before a risk drops"
     ),
+    "performance_sample": Option(
+        "CHURN_PERFORMANCE_SAMPLE",
+        "0.1",
+        _share,
+        "share of customers (by a hash of the id) whose scores are kept for realised performance",
+    ),
     "partitions": Option(
         "CHURN_TOPIC_PARTITIONS", "4", _positive_int, "partitions of topics the app creates"
     ),
@@ -243,6 +256,7 @@ class Settings:
     max_idle_ms: int
     session_timeout_seconds: int
     hysteresis: float
+    performance_sample: float
     partitions: int
     topic_prefix: str
     redis_namespace: str

@@ -37,6 +37,7 @@ from scoring.artifact import Model, ServedModel
 from scoring.daily import daily_tally
 from scoring.decoding import InputDecoder
 from scoring.merge import InputMessage
+from scoring.performance import TALLY, figures, performance_tally
 from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner, StepReport
 from stream_app import kafka_security, metrics, web
@@ -58,6 +59,8 @@ TRANSIENT_ERRORS = (
 # How often the consumer lag is asked of the brokers, and the event-time lag refreshed:
 # on a timer, not after batches, so both keep moving while the agent is stuck.
 LAG_REFRESH_SECONDS = 5.0
+# How often the realised performance is read from the store: it moves as cohorts mature.
+PERFORMANCE_REFRESH_SECONDS = 60.0
 # The drift monitor's subjects besides the model's features (metrics.DRIFT_*).
 SCORE = "score"
 
@@ -130,6 +133,7 @@ def build_app(
         margin=settings.hysteresis,
         actions=actions,
         decoder=InputDecoder(settings.limits(), key_partition),
+        sample_rate=settings.performance_sample,
     )
     runner = BatchRunner(
         store,
@@ -139,7 +143,7 @@ def build_app(
         idle=settings.max_idle_ms / 1000,
         transient=TRANSIENT_ERRORS,
         reread=reader.reread,
-        tallies=[daily_tally],
+        tallies=[daily_tally, performance_tally],
         on_retry=_count_retry,
     )
     metrics.initialise((*FEATURE_NAMES, SCORE))
@@ -252,6 +256,17 @@ def build_app(
             return
         for (topic, partition), messages in lag.items():
             metrics.CONSUMER_LAG.labels(topic, str(partition)).set(messages)
+
+    @app.timer(interval=PERFORMANCE_REFRESH_SECONDS)
+    async def refresh_performance() -> None:
+        """Realised performance of every partition, from the store's tallies."""
+        try:
+            tally = await asyncio.to_thread(store.tallies, range(partitions), TALLY)
+        except redis.RedisError as err:  # an exception leaving a timer stops the worker
+            log.warning("realised performance not refreshed: %s", err)
+            metrics.ERRORS.labels("redis").inc()
+            return
+        metrics.show_performance(figures(tally))
 
     async def claim(partition: int) -> None:
         """Take a partition over; resume it from the offsets its state records,

@@ -23,6 +23,7 @@ from scoring.performance import (
     tally_amounts,
 )
 from scoring.store import MemoryStore
+from stream_app import metrics
 from tests.core import FakeKafka, RecordingSink, drive, logs_of, make_runner, partition_of
 from tests.support import train_soft_model
 from training.metrics import calibration_error
@@ -141,3 +142,27 @@ def test_figures_are_kept_apart_per_weekly_cohort_and_model_version() -> None:
     # One outcome only: no AUC yet; nobody churned: no recall.
     assert figures(tally_amounts(samples[2:]))[0].auc is None
     assert figures(tally_amounts(samples[2:]))[0].high_recall is None
+
+
+def test_the_gauges_show_the_latest_cohorts_only_and_no_unknown_figure() -> None:
+    week = 7 * 86400.0
+    samples = [
+        (Sample(f"C{n}", T0.timestamp() + n * week, 0.8, HIGH, "v1", HORIZON_DAYS), n % 2 == 0)
+        for n in range(metrics.PERFORMANCE_COHORTS + 3)
+    ]
+    metrics.show_performance(figures(tally_amounts(samples)))
+    shown = {
+        (s.labels["cohort"], s.labels["figure"])
+        for family in metrics.REALISED.collect()
+        for s in family.samples
+    }
+    cohorts = sorted({cohort for cohort, _ in shown})
+    assert (
+        cohorts
+        == sorted({f.cohort for f in figures(tally_amounts(samples))})[
+            -metrics.PERFORMANCE_COHORTS :
+        ]
+    )
+    # One sample a cohort: one outcome, so no AUC, and recall only where someone churned.
+    assert not any(name == "auc" for _, name in shown)
+    assert {name for _, name in shown} >= {"high_precision", "samples", "calibration_error"}
