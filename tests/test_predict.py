@@ -177,7 +177,7 @@ def silent_customer(model: Model) -> PartitionOutcome:
         )
         for offset, order in enumerate(orders)
     ]
-    outcome = Scorer(lambda: model, actions=ACTIONS).process(0, released, {}, [], None)
+    outcome = Scorer(lambda: model, actions=ACTIONS).process(0, released, {}, [], [], None)
     assert outcome.changes, "the silent customer was never at risk"
     return outcome
 

@@ -5,7 +5,7 @@ sampled. Cohorts after the validation cutoff are out of time for training's labe
 as its test split is.
 
 The test split holds every customer who ever ordered, a quarter of them silent for
-more than 90 days: easy churners, and nearly all its HIGH ones. The worker stops
+more than 90 days: easy churners, and many of its HIGH ones. The worker stops
 rescoring a customer after 90 days of silence, so its samples never include them. The
 realised figures are compared with the test split's customers silent at most 90 days;
 the whole split's are printed beside them."""

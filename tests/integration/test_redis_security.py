@@ -253,7 +253,7 @@ def test_a_tls_redis_cluster_with_the_acl_user_holds_the_state_and_is_checked_fo
         store = RedisStateStore(client, namespace)
         claim = store.claim(2)
         assert claim.epoch == 1
-        assert store.load({2: (["A"], 0.0)}) == {2: ({}, [])}
+        assert store.load({2: (["A"], 0.0)}) == {2: ({}, [], [])}
         assert store.delete_namespace() == 1  # the meta hash the claim raised
         assert admin.acl_log() == [], admin.acl_log()
 
