@@ -5,8 +5,9 @@ below `sample_rate`, each at most once per weekly cohort (their first score of t
 ISO week of its as-of instant). A sample waits in the partition's own state, written
 with the partition's commit, until its horizon has passed in event time: the
 partition's stream time has gone past `as_of + horizon`, the way an inactivity rescore
-fires. Its outcome is then read off the customer's state, which holds exactly the
-events at or before that instant in stream order: churned when their latest order is
+fires. Its outcome is then read off the customer's state (the same life of it: none
+if they were erased since), which holds exactly the events at or before that instant
+in stream order: churned when their latest order is
 not after `as_of` (training's label: no order in (as_of, as_of + horizon]). An order
 that arrives later than that, behind the stream time, is not seen (nor by a replay).
 
@@ -56,6 +57,9 @@ class Sample(msgspec.Struct, array_like=True, frozen=True):
     risk: str
     model_version: str
     horizon_days: int
+    # Which life of the customer's state it is of (CustomerState.origin): a customer
+    # erased and back is another life, whose orders say nothing of this sample.
+    origin: str = ""
 
     @property
     def due(self) -> float:

@@ -228,11 +228,16 @@ class Scorer:
                 _, _, which = heapq.heappop(pending)
                 if isinstance(which, str):
                     sample = decode_sample(which)
-                    customer_id, as_of = sample.customer_id, sample.as_of
+                    customer_id, as_of, origin = sample.customer_id, sample.as_of, sample.origin
                 else:
-                    customer_id, as_of = rows.customers[which].customer_id, rows.as_of[which]
+                    scored_state = rows.customers[which]
+                    customer_id, origin = scored_state.customer_id, scored_state.origin
+                    as_of = rows.as_of[which]
                 state = peek(customer_id)
-                decided.append((which, None if state is None else churned(state, as_of)))
+                if state is None or state.origin != origin:
+                    decided.append((which, None))  # erased since: not counted
+                else:
+                    decided.append((which, churned(state, as_of)))
 
         def add_row(
             state: CustomerState,
@@ -308,8 +313,16 @@ class Scorer:
             if row not in scored:
                 return None  # the model could not score it: no sample
             probability, risk = scored[row]
-            customer_id = rows.customers[row].customer_id
-            return Sample(customer_id, rows.as_of[row], probability, risk, model.version, days)
+            state = rows.customers[row]
+            return Sample(
+                state.customer_id,
+                rows.as_of[row],
+                probability,
+                risk,
+                model.version,
+                days,
+                state.origin,
+            )
 
         for which, churned_ in decided:
             if isinstance(which, str):

@@ -3,16 +3,19 @@ tally gives back (scoring/performance.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import numpy as np
 import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from schemas import Order, SupportTicket, topics
 from scoring.artifact import Model, load_model
+from scoring.merge import InputMessage
 from scoring.performance import (
     BINS,
     HIGH,
@@ -166,3 +169,41 @@ def test_the_gauges_show_the_latest_cohorts_only_and_no_unknown_figure() -> None
     # One sample a cohort: one outcome, so no AUC, and recall only where someone churned.
     assert not any(name == "auc" for _, name in shown)
     assert {name for _, name in shown} >= {"high_precision", "samples", "calibration_error"}
+
+
+def test_a_customer_erased_before_the_horizon_ends_is_not_counted_even_if_back(
+    model: Model,
+) -> None:
+    gone, back, pacer = one_partition(3)
+    offsets: dict[str, int] = {}
+
+    def message(topic: str, customer_id: str, event: object | None, days: float) -> InputMessage:
+        offset = offsets[topic] = offsets.get(topic, -1) + 1
+        value = None if event is None else msgspec.json.encode(event)
+        appended = (T0 + days * DAY).timestamp()
+        return InputMessage(topic, 0, offset, customer_id.encode(), value, appended)
+
+    def order(customer_id: str, days: float) -> InputMessage:
+        placed = Order(
+            f"O{customer_id}{days}", customer_id, T0 + days * DAY, 20.0, "card", "shipped"
+        )
+        return message(topics.ORDERS, customer_id, placed, days)
+
+    messages = [
+        order(gone, 0),
+        order(back, 0),
+        order(pacer, 0),
+        order(pacer, 5),
+        message(topics.CUSTOMERS, gone, None, 6),  # tombstones: erased
+        message(topics.CUSTOMERS, back, None, 6),
+        order(pacer, 8),
+        order(back, 10),  # a new life: its order says nothing of the old sample
+        order(pacer, 31),
+    ]
+    runner = make_runner(MemoryStore(), model, RecordingSink(), sample_rate=1.0)
+    decided = []
+    for chunk in (messages[:5], messages[5:]):  # the samples are stored in between
+        runner.add(chunk)
+        report = asyncio.run(runner.step(lambda topic, partition: False))
+        decided += [(s.customer_id, c) for o in report.outcomes for s, c in o.matured]
+    assert decided == [(pacer, False)]
