@@ -104,6 +104,7 @@ from schemas import (
     topics,
 )
 from scoring.artifact import Calibration, load_model, point_current, write_artifact
+from scoring.families import LightGBMModel
 from scoring.pipeline import Scorer, reasons, utc
 from scoring.risk import RANK, RiskPolicy, is_news, transition_id
 from scoring.runner import BatchRunner
@@ -695,7 +696,7 @@ def train_profile_model(models_dir: Path) -> Path:
         "thresholds": {"medium": 0.4, "high": 0.7},
         "feature_params": {"engagement_scale": 25.0},
     }
-    write_artifact(models_dir, "email-verified-v1", booster, metadata)
+    write_artifact(models_dir, "email-verified-v1", LightGBMModel(booster), metadata)
     point_current(models_dir, "email-verified-v1")
     return models_dir
 

@@ -4,8 +4,11 @@
     CURRENT                 the served version's name (moved atomically by promotion:
                             training writes a candidate, training/registry.py promotes)
     <version>/
-        model.txt           LightGBM's text model (never pickle: loading runs no code)
-        metadata.json       features, calibration, thresholds, metrics, references
+        metadata.json       model_family, features, calibration, thresholds, metrics...
+        <the model file>    by family (never pickle: loading runs no code):
+                            model.txt     LightGBM's text model
+                            linear.json   a logistic regression (scoring/linear.py)
+                            xgboost.json  XGBoost's JSON model (the optional extra)
         SHA256SUMS          checksums of the two files above, verified at load
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -30,8 +34,10 @@ import lightgbm as lgb
 import numpy as np
 
 from feature_store.definitions import FEATURE_NAMES, FeatureParams
+from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES, XGBOOST, FamilyModel, LightGBMModel
+from scoring.linear import LINEAR_FIELDS, LINEAR_FORMAT, LinearModel
 
-MODEL_FILE = "model.txt"
+MODEL_FILE = MODEL_FILES[LIGHTGBM]
 METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "SHA256SUMS"
 CURRENT_POINTER = "CURRENT"
@@ -46,6 +52,10 @@ MAX_MODEL_BYTES = 1024 * 1024 * 1024
 PARAMETER_LINE = re.compile(r"\[[A-Za-z0-9_]+: .*\]")
 PROBE_SCRIPT = Path(__file__).with_name("model_probe.py")
 PROBE_TIMEOUT_SECONDS = 60.0
+XGBOOST_EXTRA = (
+    "install the project's xgboost extra: pip install '.[xgboost]' "
+    "(locked: requirements/requirements-xgboost.txt)"
+)
 
 
 class ArtifactError(Exception):
@@ -98,20 +108,23 @@ class Model:
     """A loaded, verified model: calibrated probabilities and per-feature reasons."""
 
     version: str
-    booster: lgb.Booster
+    estimator: FamilyModel
     calibration: Calibration
     thresholds: Thresholds
     feature_params: FeatureParams
     metadata: dict[str, Any]
 
+    @property
+    def family(self) -> str:
+        return self.estimator.family
+
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Calibrated churn probabilities, one per row of `features`."""
-        return self.calibration(np.asarray(self.booster.predict(features, num_threads=1)))
+        return self.calibration(self.estimator.probability(features))
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
-        """Exact TreeSHAP contributions (log-odds) per feature; bias column dropped."""
-        contrib = self.booster.predict(features, pred_contrib=True, num_threads=1)
-        return np.asarray(contrib)[:, :-1]
+        """Exact per-feature contributions to the log-odds (the base value left out)."""
+        return self.estimator.contributions(features)
 
 
 def sha256_of(path: Path) -> str:
@@ -119,16 +132,22 @@ def sha256_of(path: Path) -> str:
 
 
 def write_artifact(
-    models_dir: Path, version: str, booster: lgb.Booster, metadata: dict[str, Any]
+    models_dir: Path, version: str, estimator: FamilyModel, metadata: dict[str, Any]
 ) -> Path:
     """Write a new version, a candidate: CURRENT does not move (`point_current` does,
     once the version is promoted). Returns the version directory."""
     target = models_dir / version
     target.mkdir(parents=True, exist_ok=False)
-    booster.save_model(str(target / MODEL_FILE))
-    full = {"version": version, "feature_names": list(FEATURE_NAMES), **metadata}
+    model_file = MODEL_FILES[estimator.family]
+    (target / model_file).write_bytes(estimator.serialise())
+    full = {
+        **metadata,
+        "version": version,
+        "feature_names": list(FEATURE_NAMES),
+        "model_family": estimator.family,
+    }
     (target / METADATA_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-    sums = "".join(f"{sha256_of(target / name)}  {name}\n" for name in (MODEL_FILE, METADATA_FILE))
+    sums = "".join(f"{sha256_of(target / name)}  {name}\n" for name in (model_file, METADATA_FILE))
     (target / CHECKSUM_FILE).write_text(sums)
     return target
 
@@ -197,16 +216,19 @@ def load_model(models_dir: Path, version: str | None = None) -> Model:
     sums_path = directory / CHECKSUM_FILE
     expected = _parse_checksums(_read(_inside(sums_path), MAX_CHECKSUM_BYTES), sums_path)
     # Each file is read once: the bytes checked against SHA256SUMS are the bytes parsed,
-    # so a file swapped between check and use cannot slip in.
-    model_bytes = _verified(directory, MODEL_FILE, MAX_MODEL_BYTES, expected, sums_path)
+    # so a file swapped between check and use cannot slip in. The metadata names the
+    # family, and so which model file to read.
     metadata_bytes = _verified(directory, METADATA_FILE, MAX_METADATA_BYTES, expected, sums_path)
     where = directory / METADATA_FILE
     metadata = _parse_metadata(metadata_bytes, where, version)
+    family = _family(metadata, where)
     calibration = _calibration(metadata, where)
     thresholds = _thresholds(metadata, where)
     params = _feature_params(metadata, where)
-    booster = _booster(model_bytes, directory / MODEL_FILE, version)
-    return Model(version, booster, calibration, thresholds, params, metadata)
+    model_file = MODEL_FILES[family]
+    model_bytes = _verified(directory, model_file, MAX_MODEL_BYTES, expected, sums_path)
+    estimator = _estimator(family, model_bytes, directory / model_file, version)
+    return Model(version, estimator, calibration, thresholds, params, metadata)
 
 
 def _read(path: Path, limit: int) -> bytes:
@@ -288,13 +310,18 @@ def _verified(
     return data
 
 
-def _parse_metadata(data: bytes, path: Path, version: str) -> dict[str, Any]:
+def _json_object(data: bytes, path: Path) -> dict[str, Any]:
     try:
-        metadata = json.loads(data.decode("utf-8"))
+        value = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
         raise ArtifactError(f"{path} is not valid UTF-8 JSON: {err}") from err
-    if not isinstance(metadata, dict):
-        raise ArtifactError(f"{path} must hold a JSON object, not {type(metadata).__name__}")
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path} must hold a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _parse_metadata(data: bytes, path: Path, version: str) -> dict[str, Any]:
+    metadata = _json_object(data, path)
     names = metadata.get("feature_names")
     if names != list(FEATURE_NAMES):
         raise ArtifactError(
@@ -302,6 +329,16 @@ def _parse_metadata(data: bytes, path: Path, version: str) -> dict[str, Any]:
             f"computes {list(FEATURE_NAMES)} ({path}): retrain the model with this code version"
         )
     return metadata
+
+
+def _family(metadata: dict[str, Any], path: Path) -> str:
+    family = metadata.get("model_family")
+    if not isinstance(family, str) or family not in MODEL_FILES:
+        raise ArtifactError(
+            f"{path}: model_family must be one of {sorted(MODEL_FILES)}, found "
+            f"{family!r:.80}; retrain"
+        )
+    return family
 
 
 def _field(metadata: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
@@ -370,6 +407,73 @@ def _feature_params(metadata: dict[str, Any], path: Path) -> FeatureParams:
     return FeatureParams(**values)
 
 
+def _estimator(family: str, data: bytes, path: Path, version: str) -> FamilyModel:
+    if family == LINEAR:
+        return _linear(data, path, version)
+    if family == XGBOOST:
+        return _xgboost(data, path, version)
+    return LightGBMModel(_booster(data, path, version))
+
+
+def _linear(data: bytes, path: Path, version: str) -> LinearModel:
+    model = _json_object(data, path)
+    if model.get("format") != LINEAR_FORMAT:
+        raise ArtifactError(
+            f"{path}: format must be {LINEAR_FORMAT!r}, found {model.get('format')!r:.80}; retrain"
+        )
+    found = model.get("features")
+    rows: list[dict[str, Any]] = []
+    if isinstance(found, list) and all(isinstance(row, dict) for row in found):
+        rows = found
+    if [row.get("name") for row in rows] != list(FEATURE_NAMES):
+        raise ArtifactError(
+            f"{path}: features must be one object per feature, named {list(FEATURE_NAMES)} "
+            f"in this order; found {str(found)[:400]}; retrain"
+        )
+    columns = {
+        key: np.array(
+            [_number(row.get(key), f"features[{j}].{key}", path) for j, row in enumerate(rows)]
+        )
+        for key in LINEAR_FIELDS
+    }
+    if np.any(columns["scale"] <= 0):
+        raise ArtifactError(f"{path}: every scale must be positive (a divisor); retrain")
+    if np.any((columns["missing_rate"] < 0) | (columns["missing_rate"] > 1)):
+        raise ArtifactError(f"{path}: every missing_rate must be within [0, 1]; retrain")
+    linear = LinearModel.from_columns(_number(model.get("intercept"), "intercept", path), columns)
+    # Finite numbers can still overflow together: score a typical and a missing row.
+    rows_to_try = np.vstack([linear.mean, np.full(len(FEATURE_NAMES), np.nan)])
+    with np.errstate(all="ignore"):
+        finite = np.all(np.isfinite(linear.contributions(rows_to_try)))
+    if not finite:
+        raise ArtifactError(f"{path}: model {version} gives no finite score; retrain")
+    return linear
+
+
+def _xgboost(data: bytes, path: Path, version: str) -> FamilyModel:
+    if importlib.util.find_spec("xgboost") is None:
+        raise ArtifactError(
+            f"model {version} is an XGBoost model ({path}), and xgboost is not installed "
+            f"here: {XGBOOST_EXTRA}; or serve another version"
+        )
+    _json_object(data, path)  # XGBoost's JSON model, not its binary (UBJSON) one
+    command = [sys.executable, "-I", str(PROBE_SCRIPT), XGBOOST, str(len(FEATURE_NAMES))]
+    _probe_in_child(command, data, path, version, "XGBoost")
+    import xgboost
+
+    from scoring.xgboost_model import XGBoostModel
+
+    # The same bytes loaded in a child without crashing load here the same way.
+    try:
+        model = XGBoostModel.from_bytes(data)
+        probability = model.probability(np.zeros((1, len(FEATURE_NAMES))))
+    except (xgboost.core.XGBoostError, ValueError, TypeError) as err:
+        raise ArtifactError(f"{path} is not a usable XGBoost model ({err}); retrain") from err
+    if not np.all(np.isfinite(probability)):
+        raise ArtifactError(f"{path}: model {version} gives no finite score; retrain")
+    return model
+
+
 def _booster(data: bytes, path: Path, version: str) -> lgb.Booster:
     try:
         text = data.decode("utf-8")
@@ -378,7 +482,9 @@ def _booster(data: bytes, path: Path, version: str) -> lgb.Booster:
     if "\x00" in text:  # LightGBM reads a C string: it would stop at the NUL
         raise ArtifactError(f"{path} holds a NUL byte: not a LightGBM text model; retrain")
     _check_parameter_lines(text, path)
-    _probe_in_child(data, path, version)
+    library = lgb.basic._LIB._name
+    command = [sys.executable, "-I", str(PROBE_SCRIPT), LIGHTGBM, library, str(len(FEATURE_NAMES))]
+    _probe_in_child(command, data, path, version, "LightGBM")
     # The same bytes parsed in a child without crashing parse here the same way.
     try:
         booster = lgb.Booster(model_str=text)
@@ -409,13 +515,14 @@ def _check_parameter_lines(text: str, path: Path) -> None:
         )
 
 
-def _probe_in_child(data: bytes, path: Path, version: str) -> None:
-    """Parse the model in a throw-away process (scoring/model_probe.py): LightGBM
-    aborts the process on some malformed text, and that must not be the worker."""
-    command = [sys.executable, "-I", str(PROBE_SCRIPT), lgb.basic._LIB._name]
+def _probe_in_child(
+    command: list[str], data: bytes, path: Path, version: str, library: str
+) -> None:
+    """Parse the model in a throw-away process (scoring/model_probe.py): a library's
+    parser may abort the process on a damaged model, and that must not be the worker."""
     try:
         result = subprocess.run(
-            [*command, str(len(FEATURE_NAMES))],
+            command,
             input=data,
             capture_output=True,
             timeout=PROBE_TIMEOUT_SECONDS,
@@ -424,7 +531,7 @@ def _probe_in_child(data: bytes, path: Path, version: str) -> None:
         )
     except subprocess.TimeoutExpired as err:
         raise ArtifactError(
-            f"{path}: LightGBM did not parse model {version} within "
+            f"{path}: {library} did not parse model {version} within "
             f"{PROBE_TIMEOUT_SECONDS:.0f}s; the file is damaged or far too large"
         ) from err
     except OSError as err:
@@ -436,7 +543,7 @@ def _probe_in_child(data: bytes, path: Path, version: str) -> None:
     if result.returncode < 0:
         signal_name = signal.Signals(-result.returncode).name
         raise ArtifactError(
-            f"{path}: LightGBM crashed ({signal_name}) parsing model {version}: {reason}; "
+            f"{path}: {library} crashed ({signal_name}) parsing model {version}: {reason}; "
             "the file is damaged, retrain"
         )
     raise ArtifactError(f"{path} is not a usable model {version}: {reason}; retrain")

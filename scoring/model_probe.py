@@ -1,11 +1,15 @@
-"""Parse a LightGBM text model in a throw-away process: `python -I model_probe.py LIB N`.
+"""Parse a model in a throw-away process, before the worker does:
+
+    python -I model_probe.py lightgbm LIB N     a LightGBM text model (LIB: its library)
+    python -I model_probe.py xgboost N          an XGBoost JSON model
 
 LightGBM's parser aborts the whole process (std::terminate) on some malformed model
-text, which no `except` can catch; a worker must not die of a bad artifact, so the
-model is parsed here first. Standard library only (LightGBM's C API through ctypes):
-importing the `lightgbm` package would cost seconds. Reads the model text on stdin;
-exits 0 when it parses and predicts one row of N features, 1 with the reason on
-stderr when LightGBM reports an error; a crash shows as a signal.
+text, which no `except` can catch, and XGBoost's trusts a model's tree arrays; a
+worker must not die of a bad artifact, so the model is parsed here first. For
+LightGBM, standard library only (its C API through ctypes): importing the `lightgbm`
+package would cost seconds. Reads the model on stdin; exits 0 when it parses and
+predicts rows of N features, 1 with the reason on stderr when the library reports an
+error; a crash shows as a signal.
 """
 
 from __future__ import annotations
@@ -106,9 +110,46 @@ def _check_splits(dump: str, features: int) -> str | None:
     return None
 
 
+def probe_xgboost(expected_features: int, model: bytes) -> str | None:
+    """None when the model loads as a binary classifier of the expected features whose
+    probabilities and contributions are finite on rows that take every branch."""
+    import numpy as np
+    import xgboost as xgb
+
+    try:
+        booster = xgb.Booster()
+        booster.load_model(bytearray(model))
+        booster.set_param({"nthread": 1})
+        learner = json.loads(booster.save_config())["learner"]
+        objective = learner["objective"]["name"]
+        outputs = int(learner["learner_model_param"].get("num_target", "1"))
+        classes = int(learner["learner_model_param"].get("num_class", "0"))
+        features = booster.num_features()
+        if objective != "binary:logistic" or outputs != 1 or classes > 1:
+            return f"its objective is {objective!r} with {outputs} outputs, not binary:logistic"
+        if features != expected_features:
+            return f"expects {features} features, not {expected_features}"
+        for value in (0.0, np.nan, 1e30, -1e30):
+            row = np.full((1, expected_features), value)
+            probability = booster.inplace_predict(row, missing=np.nan)
+            matrix = xgb.DMatrix(row, missing=np.nan, nthread=1)
+            contributions = booster.predict(matrix, pred_contribs=True)
+            if np.shape(probability) != (1,) or np.shape(contributions) != (1, features + 1):
+                return "its predictions do not have one value per row and feature"
+            if not (np.all(np.isfinite(probability)) and np.all(np.isfinite(contributions))):
+                return f"it gives no finite score for a row of {value}"
+    except (xgb.core.XGBoostError, ValueError, KeyError, TypeError) as err:
+        first = (str(err).strip().splitlines() or ["no message"])[0]  # then a stack trace
+        return f"{type(err).__name__}: {first[:300]}"
+    return None
+
+
 def main() -> int:
-    library, expected = sys.argv[1], int(sys.argv[2])
-    problem = probe(library, expected, sys.stdin.buffer.read())
+    model = sys.stdin.buffer.read()
+    if sys.argv[1] == "xgboost":
+        problem = probe_xgboost(int(sys.argv[2]), model)
+    else:
+        problem = probe(sys.argv[2], int(sys.argv[3]), model)
     if problem is not None:
         print(problem, file=sys.stderr)
         return 1

@@ -22,19 +22,25 @@ from typing import Any, TypedDict
 import lightgbm as lgb
 import msgspec
 import numpy as np
+import pandas as pd
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
 from feature_store.definitions import FEATURE_NAMES
 from scoring.artifact import Calibration, point_current, write_artifact
+from scoring.families import LIGHTGBM, LINEAR, FamilyModel, LightGBMModel
+from training.models import fit_linear
 
 ROOT = Path(__file__).resolve().parents[1]
 RECENCY = FEATURE_NAMES.index("recency_days")
 
 
-def train_recency_model(models_dir: Path, version: str = "recency-v1") -> Path:
-    """A real LightGBM model that learned one rule: no order for over 30 days means churn.
+def train_recency_model(
+    models_dir: Path, version: str = "recency-v1", family: str = LIGHTGBM
+) -> Path:
+    """A real model (LightGBM, or the linear family) that learned one rule: no order for
+    over 30 days means churn.
 
     Its probabilities sit near 0 or 1, so tests can tell the expected category of
     any customer from the recency alone."""
@@ -46,28 +52,48 @@ def train_recency_model(models_dir: Path, version: str = "recency-v1") -> Path:
     # inactivity rescore) is LOW whatever the random draw.
     features[::10, RECENCY] = 30.0
     labels = (features[:, RECENCY] > 30).astype(int)
-    return _write_model(models_dir, version, {"objective": "binary"}, features, labels, 30)
+    if family == LINEAR:
+        return _write_linear(models_dir, version, RECENCY, features[:, RECENCY], labels)
+    return _write_lightgbm(models_dir, version, {"objective": "binary"}, features, labels, 30)
 
 
-def train_soft_model(models_dir: Path, feature: str, low: float, high: float, version: str) -> Path:
-    """A real LightGBM model whose probability rises smoothly from 0 to 1 as `feature`
-    goes from `low` to `high` (cross-entropy on soft labels), for tests that need a
-    score that moves gradually: inactivity, hysteresis."""
+def train_soft_model(
+    models_dir: Path, feature: str, low: float, high: float, version: str, family: str = LIGHTGBM
+) -> Path:
+    """A real model whose probability rises smoothly from 0 to 1 as `feature` goes from
+    `low` to `high`, for tests that need a score that moves gradually: inactivity,
+    hysteresis. LightGBM: cross-entropy on the soft labels; the linear family: a
+    logistic regression on labels drawn from them (it crosses 0.5 at the midpoint)."""
     rng = np.random.default_rng(7)
     column = FEATURE_NAMES.index(feature)
     features = rng.normal(size=(6000, len(FEATURE_NAMES)))
     features[:, column] = rng.uniform(low - (high - low), high + (high - low), size=6000)
     labels = np.clip((features[:, column] - low) / (high - low), 0, 1)
+    if family == LINEAR:
+        drawn = (rng.random(len(labels)) < labels).astype(int)
+        return _write_linear(models_dir, version, column, features[:, column], drawn)
     params = {
         "objective": "cross_entropy",
         "num_leaves": 15,
         "learning_rate": 0.2,
         "min_data_in_leaf": 5,
     }
-    return _write_model(models_dir, version, params, features, labels, 200)
+    return _write_lightgbm(models_dir, version, params, features, labels, 200)
 
 
-def _write_model(
+def _write_linear(
+    models_dir: Path, version: str, column: int, values: np.ndarray, labels: np.ndarray
+) -> Path:
+    """The linear family fitted by training's own code on one feature. The others are
+    constant in these rows, so their coefficients stay exactly 0 and the feature alone
+    decides (an unrelated noise column would weigh in on real customers' values)."""
+    frame = pd.DataFrame(0.0, index=range(len(values)), columns=list(FEATURE_NAMES))
+    frame[FEATURE_NAMES[column]] = values
+    frame["label"] = labels
+    return write_model(models_dir, version, fit_linear(frame, seed=7))
+
+
+def _write_lightgbm(
     models_dir: Path,
     version: str,
     params: dict[str, object],
@@ -75,18 +101,22 @@ def _write_model(
     labels: np.ndarray,
     rounds: int,
 ) -> Path:
-    """Train deterministically and write a served artifact (CURRENT names it) with
-    identity calibration."""
+    """LightGBM trained deterministically, written as `write_model` does."""
     booster = lgb.train(
         {"verbose": -1, "num_threads": 1, "seed": 7, "deterministic": True, **params},
         lgb.Dataset(features, labels),
         num_boost_round=rounds,
     )
+    return write_model(models_dir, version, LightGBMModel(booster))
+
+
+def write_model(models_dir: Path, version: str, estimator: FamilyModel) -> Path:
+    """A served artifact (CURRENT names it) with identity calibration."""
     identity = Calibration(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
     write_artifact(
         models_dir,
         version,
-        booster,
+        estimator,
         {
             "calibration": identity.to_json(),
             "thresholds": {"medium": 0.4, "high": 0.7},

@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 from feature_store.definitions import FEATURE_NAMES, FeatureParams
 from feature_store.offline import History
 from scoring.artifact import Calibration, Thresholds, write_artifact
+from scoring.families import LightGBMModel
 from training.dataset import (
     Splits,
     TrainingDataError,
@@ -555,7 +556,7 @@ def save(model: TrainedModel, models_dir: Path) -> Path:
     version, attempt = model.version, 1
     while True:
         try:
-            return write_artifact(models_dir, version, model.booster, model.metadata)
+            return write_artifact(models_dir, version, LightGBMModel(model.booster), model.metadata)
         except FileExistsError:
             attempt += 1
             version = f"{model.version}-{attempt}"
