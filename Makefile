@@ -51,7 +51,8 @@ venv: $(VENV)/.installed ## create .venv from the lock files in requirements/
 
 # Installs exactly what the lock files pin, every file checked against its sha256:
 # uv first (itself locked), then `uv pip sync` of the whole dependency tree, dev tools
-# included, then the project itself, editable. Re-runs when a lock file changes.
+# and the xgboost extra included (so its tests always run here and in CI), then the
+# project itself, editable. Re-runs when a lock file changes.
 $(VENV)/.installed: requirements/requirements-dev.txt requirements/requirements-uv.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "python3.11 (or python3) not found" >&2; exit 1; }
 	@echo "==> $(VENV): $$($(PYTHON) --version) from $(PYTHON)"
@@ -65,8 +66,9 @@ COMPILE = $(BIN)/uv pip compile --universal --python-version 3.11 --generate-has
 
 lock: ## refresh the lock files in requirements/ to the newest versions pyproject.toml allows
 	@test -x $(BIN)/uv || { echo "run 'make venv' first (it installs uv)" >&2; exit 1; }
-	$(COMPILE) --upgrade pyproject.toml --extra dev -o requirements/requirements-dev.txt
+	$(COMPILE) --upgrade pyproject.toml --extra dev --extra xgboost -o requirements/requirements-dev.txt
 	$(COMPILE) pyproject.toml -c requirements/requirements-dev.txt -o requirements/requirements-runtime.txt
+	$(COMPILE) pyproject.toml --extra xgboost -c requirements/requirements-dev.txt -o requirements/requirements-xgboost.txt
 	sed -n 's/^\(uv==[^ ]*\).*/\1/p' requirements/requirements-dev.txt | $(COMPILE) - -o requirements/requirements-uv.txt
 
 services: ## start local Kafka + Redis (scripts/services.sh up)

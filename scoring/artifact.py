@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -451,17 +450,18 @@ def _linear(data: bytes, path: Path, version: str) -> LinearModel:
 
 
 def _xgboost(data: bytes, path: Path, version: str) -> FamilyModel:
-    if importlib.util.find_spec("xgboost") is None:
+    try:
+        import xgboost
+    except ImportError as err:
         raise ArtifactError(
-            f"model {version} is an XGBoost model ({path}), and xgboost is not installed "
-            f"here: {XGBOOST_EXTRA}; or serve another version"
-        )
+            f"model {version} is an XGBoost model ({path}), and xgboost cannot be imported "
+            f"here ({err}): {XGBOOST_EXTRA}; or serve another version"
+        ) from err
+    from scoring.xgboost_model import XGBoostModel
+
     _json_object(data, path)  # XGBoost's JSON model, not its binary (UBJSON) one
     command = [sys.executable, "-I", str(PROBE_SCRIPT), XGBOOST, str(len(FEATURE_NAMES))]
     _probe_in_child(command, data, path, version, "XGBoost")
-    import xgboost
-
-    from scoring.xgboost_model import XGBoostModel
 
     # The same bytes loaded in a child without crashing load here the same way.
     try:

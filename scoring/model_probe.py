@@ -117,6 +117,9 @@ def probe_xgboost(expected_features: int, model: bytes) -> str | None:
     import xgboost as xgb
 
     try:
+        problem = _check_trees(json.loads(model), expected_features)
+        if problem is not None:  # XGBoost would read out of bounds with such a tree
+            return problem
         booster = xgb.Booster()
         booster.load_model(bytearray(model))
         booster.set_param({"nthread": 1})
@@ -141,6 +144,26 @@ def probe_xgboost(expected_features: int, model: bytes) -> str | None:
     except (xgb.core.XGBoostError, ValueError, KeyError, TypeError) as err:
         first = (str(err).strip().splitlines() or ["no message"])[0]  # then a stack trace
         return f"{type(err).__name__}: {first[:300]}"
+    return None
+
+
+def _check_trees(model: dict, features: int) -> str | None:
+    """Every tree's nodes have children inside the tree and split on a known feature."""
+    booster = model["learner"]["gradient_booster"]
+    if booster.get("name") != "gbtree":
+        return f"its booster is {booster.get('name')!r}, not gbtree"
+    for tree in booster["model"]["trees"]:
+        left, right = tree["left_children"], tree["right_children"]
+        splits, nodes = tree["split_indices"], len(tree["left_children"])
+        if len(right) != nodes or len(splits) != nodes or len(tree["split_conditions"]) != nodes:
+            return "a tree's node arrays differ in length"
+        for node in range(nodes):
+            if left[node] == -1:
+                continue  # a leaf
+            if not (0 < left[node] < nodes and 0 < right[node] < nodes):
+                return f"a tree's node {node} has a child outside the tree"
+            if not (isinstance(splits[node], int) and 0 <= splits[node] < features):
+                return f"a tree splits on feature {splits[node]!r}, not one of 0..{features - 1}"
     return None
 
 

@@ -4,6 +4,8 @@ answers are easy to predict, and Kafka produce/consume shortcuts."""
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib
 import json
 import os
 import re
@@ -17,6 +19,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypedDict
 
 import lightgbm as lgb
@@ -28,12 +31,45 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from feature_store.definitions import FEATURE_NAMES
-from scoring.artifact import Calibration, point_current, write_artifact
-from scoring.families import LIGHTGBM, LINEAR, FamilyModel, LightGBMModel
+from scoring.artifact import (
+    CHECKSUM_FILE,
+    METADATA_FILE,
+    Calibration,
+    point_current,
+    write_artifact,
+)
+from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES, FamilyModel, LightGBMModel
 from training.models import fit_linear
 
 ROOT = Path(__file__).resolve().parents[1]
 RECENCY = FEATURE_NAMES.index("recency_days")
+
+
+def model_name(directory: Path) -> str:
+    """A version directory's model file: the one of the families' files it has."""
+    return next(name for name in MODEL_FILES.values() if (directory / name).exists())
+
+
+def resign(directory: Path) -> None:
+    """Checksums that match a version's files again, after a test changed one of them."""
+    sums = "".join(
+        f"{hashlib.sha256((directory / name).read_bytes()).hexdigest()}  {name}\n"
+        for name in (model_name(directory), METADATA_FILE)
+    )
+    (directory / CHECKSUM_FILE).write_text(sums)
+
+
+def optional_module(name: str, extra: str) -> ModuleType:
+    """`name`, imported for the tests of an optional extra. Where it is not installed
+    those tests skip, with the reason (pytest -ra prints it), but not in CI (CI set):
+    `make venv` installs the dev lock, which holds the extra, so there it is a failure."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        how = f"install the {extra} extra: pip install '.[{extra}]' (make venv does)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} cannot be imported ({err}): {how}", pytrace=False)
+        pytest.skip(f"{name} is not installed: {how}", allow_module_level=True)
 
 
 def train_recency_model(

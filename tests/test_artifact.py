@@ -6,7 +6,6 @@ ServedModel keeps the old model on a refusal and retries once the files change."
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -38,7 +37,7 @@ from scoring.artifact import (
 )
 from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES
 from scoring.linear import LINEAR_FIELDS, LinearModel
-from tests.support import train_recency_model, write_model
+from tests.support import model_name, resign, train_recency_model, write_model
 from training.models import fit_linear
 
 VERSION = "recency-v1"
@@ -64,20 +63,6 @@ def family(request: pytest.FixtureRequest) -> str:
 def models(trained: dict[str, Path], family: str, tmp_path: Path) -> Path:
     shutil.copytree(trained[family], tmp_path / "models")
     return tmp_path / "models"
-
-
-def model_name(directory: Path) -> str:
-    """The version's model file: the one of the families' files it has."""
-    return next(name for name in MODEL_FILES.values() if (directory / name).exists())
-
-
-def resign(directory: Path) -> None:
-    """Checksums that match the files again, so a change reaches the checks after them."""
-    sums = "".join(
-        f"{hashlib.sha256((directory / name).read_bytes()).hexdigest()}  {name}\n"
-        for name in (model_name(directory), METADATA_FILE)
-    )
-    (directory / CHECKSUM_FILE).write_text(sums)
 
 
 def json_edit(name: str, change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
