@@ -30,7 +30,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
-from feature_store.definitions import FEATURE_NAMES
+from feature_store.definitions import FEATURE_NAMES, SECONDS_PER_DAY
 from scoring.artifact import (
     CHECKSUM_FILE,
     METADATA_FILE,
@@ -39,6 +39,7 @@ from scoring.artifact import (
     write_artifact,
 )
 from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES, FamilyModel, LightGBMModel
+from training.dataset import Splits
 from training.models import fit_linear
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +58,44 @@ def resign(directory: Path) -> None:
         for name in (model_name(directory), METADATA_FILE)
     )
     (directory / CHECKSUM_FILE).write_text(sums)
+
+
+# synthetic_splits' cutoffs: four training cutoffs 14 days apart, validation a horizon
+# later, test a horizon after that.
+HORIZON = 30
+TEST_CUTOFF = 400 * SECONDS_PER_DAY - 1.0
+TRAIN_CUTOFFS = tuple(TEST_CUTOFF - (60 + 14 * k) * SECONDS_PER_DAY for k in (3, 2, 1, 0))
+VALIDATION = TEST_CUTOFF - HORIZON * SECONDS_PER_DAY
+
+
+def synthetic_splits(
+    log_odds: Callable[[np.ndarray], np.ndarray], rows: int = 500, folds: int = 3
+) -> Splits:
+    """Splits whose every cutoff holds `rows` customers with random features and labels
+    drawn from `log_odds` of their features; `folds` validation cutoffs, 14 days apart."""
+    rng = np.random.default_rng(5)
+    rolling = tuple(VALIDATION - 14 * SECONDS_PER_DAY * j for j in range(1, folds))
+
+    def cutoff(ts: float) -> pd.DataFrame:
+        x = rng.normal(size=(rows, len(FEATURE_NAMES)))
+        churned = rng.random(rows) < 1 / (1 + np.exp(-log_odds(x)))
+        frame = pd.DataFrame(x, columns=list(FEATURE_NAMES))
+        frame.insert(0, "cutoff_ts", ts)
+        frame.insert(0, "customer_id", [f"C{i}" for i in range(rows)])
+        frame["label"] = churned.astype(np.int64)
+        return frame
+
+    return Splits(
+        train=pd.concat([cutoff(t) for t in TRAIN_CUTOFFS], ignore_index=True),
+        validation=cutoff(VALIDATION),
+        test=cutoff(TEST_CUTOFF),
+        train_cutoffs=TRAIN_CUTOFFS,
+        validation_cutoff=VALIDATION,
+        test_cutoff=TEST_CUTOFF,
+        horizon_days=HORIZON,
+        rolling_cutoffs=rolling,
+        rolling=tuple(cutoff(t) for t in rolling),
+    )
 
 
 def optional_module(name: str, extra: str) -> ModuleType:

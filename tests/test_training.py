@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from feature_store.offline import (
     History,
     features_as_of,
 )
-from scoring.artifact import CURRENT_POINTER, MODEL_FILE, ArtifactError, load_model
+from scoring.artifact import CURRENT_POINTER, ArtifactError, load_model
+from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES
 from simulator import generate_history, write_sqlite
+from tests.support import model_name
 from training import (
     DatabaseError,
     TrainingConfig,
@@ -39,7 +42,10 @@ from training.train import fit_calibration, rescale_engagement
 
 HORIZON = 30
 # One thread: LightGBM is deterministic either way, and a starved OpenMP team spins.
-FAST = TrainingConfig(num_threads=1)
+# Two families (the simplest and the default tree model) where which ones is beside
+# the point (the CLI runs cover every family), and at most 150 trees: these shops of
+# 300 customers peak well before.
+FAST = TrainingConfig(num_threads=1, families=(LINEAR, LIGHTGBM), max_rounds=150)
 UNIT = FeatureParams(engagement_scale=1.0)
 
 
@@ -283,14 +289,14 @@ def test_rescaled_engagement_equals_features_built_with_that_scale(history: Hist
 def test_test_period_events_do_not_change_the_model(history: History) -> None:
     test_cutoff = cutoffs(history, HORIZON, FAST.n_cutoffs, FAST.step_days)[-1]
     # Pinned: thinning the last month must not move the cutoffs themselves.
-    config = TrainingConfig(num_threads=1, last_cutoff=date_of(test_cutoff))
+    config = replace(FAST, last_cutoff=date_of(test_cutoff))
     # Drop every other order after the test cutoff: only test labels may change.
     orders = history.orders
     late = orders.index[orders["ts"] > test_cutoff]
     thinned = History(orders.drop(late[::2]), history.tickets, history.customers)
 
     original, changed = train(history, config), train(thinned, config)
-    assert original.booster.model_to_string() == changed.booster.model_to_string()
+    assert original.estimator.serialise() == changed.estimator.serialise()
     assert original.calibration.raw.tolist() == changed.calibration.raw.tolist()
     assert original.feature_params == changed.feature_params
     assert original.metadata["metrics"]["validation"] == changed.metadata["metrics"]["validation"]
@@ -334,15 +340,17 @@ def test_end_to_end_cli_writes_an_artifact_load_model_serves(
     tmp_path: Path, shop_db: Path, history: History, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "models"
-    code = main(["--db", str(shop_db), "--out", str(out), "--threads", "1", "--cutoffs", "5"])
+    options = ["--threads", "1", "--cutoffs", "5", "--families", "linear,lightgbm"]
+    code = main(["--db", str(shop_db), "--out", str(out), *options])
     printed = capsys.readouterr().out
     assert code == 0
 
     model = load_model(out)
     assert str(out / model.version) in printed
-    assert "AUC-ROC" in printed and "tune lightgbm" in printed
+    assert "AUC-ROC" in printed and "tune and compare" in printed
     metadata = model.metadata
-    assert metadata["model_family"] == "lightgbm"
+    assert metadata["model_family"] in MODEL_FILES
+    assert model.family == metadata["model_family"]
     assert 0.5 < metadata["metrics"]["test"]["auc_roc"] <= 1.0
     assert metadata["rows"]["test"] > 0 and len(metadata["cutoffs"]["train"]) == 3
     assert model.feature_params == FeatureParams(**metadata["feature_params"])
@@ -373,8 +381,8 @@ def test_two_runs_on_the_same_data_write_distinct_candidate_versions(
 
 def test_tampered_model_file_makes_load_model_raise(tmp_path: Path, history: History) -> None:
     directory = save(train(history, FAST), tmp_path)
-    model_file = directory / MODEL_FILE
-    model_file.write_text(model_file.read_text().replace("shrinkage=", "shrinkage=9", 1))
+    model_file = directory / model_name(directory)
+    model_file.write_bytes(model_file.read_bytes() + b"\n")
     with pytest.raises(ArtifactError, match="does not match its checksum"):
         load_model(tmp_path, directory.name)
 

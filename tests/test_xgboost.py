@@ -20,7 +20,10 @@ import pytest
 from feature_store.definitions import FEATURE_NAMES
 from scoring.artifact import ArtifactError, load_model
 from scoring.families import MODEL_FILES, XGBOOST
-from tests.support import RECENCY, ROOT, optional_module, resign, write_model
+from tests.support import RECENCY, ROOT, optional_module, resign, synthetic_splits, write_model
+from training import TrainingConfig, save
+from training.models import features
+from training.train import train_on_splits
 
 xgb = optional_module("xgboost", "xgboost")
 from scoring.xgboost_model import XGBoostModel  # noqa: E402  (needs xgboost)
@@ -125,3 +128,25 @@ def test_without_xgboost_the_worker_stops_at_start_naming_the_extra(models: Path
     assert result.returncode == 2, result.stderr
     assert "cannot serve the model: model xgb-v1 is an XGBoost model" in result.stderr
     assert "pip install '.[xgboost]'" in result.stderr
+
+
+def test_an_xgboost_winner_is_served_through_its_json_model(tmp_path: Path) -> None:
+    # Only XGBoost compared, so it wins; the path from tuning to the worker's scores.
+    splits = synthetic_splits(lambda x: 3.0 * x[:, 0] * x[:, 3])
+    config = TrainingConfig(num_threads=1, families=(XGBOOST,), max_rounds=150)
+    trained = train_on_splits(splits, config)
+    metadata = trained.metadata
+    assert metadata["model_family"] == XGBOOST
+    assert metadata["served_model"]["libraries"]["xgboost"] == xgb.__version__
+    stability = metadata["metrics"]["tuning"]["stability"][XGBOOST]
+    assert stability["trees"] == metadata["served_model"]["tuned_trees"] > 1
+    model = load_model(save(trained, tmp_path).parent)
+    assert model.family == XGBOOST and isinstance(model.estimator, XGBoostModel)
+    x = features(splits.test)
+    np.testing.assert_allclose(
+        model.predict(x), trained.calibration(trained.estimator.probability(x))
+    )
+    margin = model.estimator.booster.predict(xgb.DMatrix(x), output_margin=True)
+    base = model.estimator.booster.predict(xgb.DMatrix(x), pred_contribs=True)[:, -1]
+    np.testing.assert_allclose(model.contributions(x).sum(axis=1) + base, margin, atol=1e-4)
+    assert metadata["metrics"]["test"]["auc_roc"] > 0.7  # it learned the interaction

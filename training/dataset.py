@@ -9,6 +9,11 @@ Cutoffs are split by time: the last is the test set, the one before it validatio
 the rest training. The gap before validation and before test is at least the
 horizon, so no training label is decided by an event after the validation cutoff,
 and no validation label by an event after the test cutoff.
+
+Tuning validates on several cutoffs, not one (rolling origin): the validation cutoff,
+then earlier ones `step_days` apart, each with the training cutoffs at least a
+horizon before it (`Splits.folds`). Every one of their labels is decided before the
+test cutoff.
 """
 
 from __future__ import annotations
@@ -99,6 +104,14 @@ def cutoffs(
     return instants
 
 
+def rolling_cutoffs(validation_cutoff: float, step_days: int, folds: int) -> list[float]:
+    """The validation cutoffs of `folds` rolling folds, latest (the validation cutoff)
+    first, `step_days` apart."""
+    if folds < 1:
+        raise ValueError("need at least one validation fold")
+    return [validation_cutoff - j * step_days * SECONDS_PER_DAY for j in range(folds)]
+
+
 def build_dataset(
     history: History, cutoff_ts: float, horizon_days: int, params: FeatureParams
 ) -> pd.DataFrame:
@@ -143,8 +156,18 @@ def with_integer_ids(history: History) -> tuple[History, np.ndarray]:
 
 
 @dataclass(frozen=True)
+class Fold:
+    """One rolling validation: a cutoff, and the rows fitted and judged for it."""
+
+    cutoff: float
+    train: pd.DataFrame
+    validation: pd.DataFrame
+
+
+@dataclass(frozen=True)
 class Splits:
-    """Time-ordered training, validation and test sets (DATASET_COLUMNS each)."""
+    """Time-ordered training, validation and test sets (DATASET_COLUMNS each), and the
+    earlier validation cutoffs' rows for rolling-origin tuning (`folds`)."""
 
     train: pd.DataFrame
     validation: pd.DataFrame
@@ -152,9 +175,23 @@ class Splits:
     train_cutoffs: tuple[float, ...]
     validation_cutoff: float
     test_cutoff: float
+    horizon_days: int
+    # Earlier validation cutoffs, latest first, and their rows.
+    rolling_cutoffs: tuple[float, ...] = ()
+    rolling: tuple[pd.DataFrame, ...] = ()
 
     def items(self) -> list[tuple[str, pd.DataFrame]]:
         return [("train", self.train), ("validation", self.validation), ("test", self.test)]
+
+    def folds(self) -> list[Fold]:
+        """The validation cutoff, then each earlier one, latest first; each fold trains
+        on the training cutoffs at least a horizon before its validation cutoff, so none
+        of its training labels looks past it."""
+        folds = [Fold(self.validation_cutoff, self.train, self.validation)]
+        for cutoff, rows in zip(self.rolling_cutoffs, self.rolling, strict=True):
+            known = cutoff - self.horizon_days * SECONDS_PER_DAY
+            folds.append(Fold(cutoff, self.train[self.train["cutoff_ts"] <= known], rows))
+        return folds
 
 
 def build_splits(
@@ -163,19 +200,29 @@ def build_splits(
     horizon_days: int,
     params: FeatureParams,
     progress: Callable[[str], None] | None = None,
+    folds: int = 1,
+    step_days: int = 14,
 ) -> Splits:
-    """Stack the cutoffs' rows into splits: all but the last two train, then validation, test.
+    """Stack the cutoffs' rows into splits: all but the last two train, then validation, test;
+    and the rows of `folds - 1` earlier validation cutoffs, `step_days` apart.
 
     `progress` hears one line per cutoff as it is built (each is a full pass over the
-    history: about 20 s for 5M orders)."""
+    history: about 5 s for 5M orders)."""
     ordered = sorted(cutoff_list)
     if len(ordered) < 3:
         raise ValueError("need at least 3 cutoffs: training, validation and test")
     *train_cutoffs, validation_cutoff, test_cutoff = ordered
-    roles = ["train"] * len(train_cutoffs) + ["validation", "test"]
+    if folds > len(train_cutoffs):
+        raise TrainingDataError(
+            f"{folds} validation folds need at least {folds} training cutoffs (the earliest "
+            f"fold trains on the oldest one alone), not {len(train_cutoffs)}: use more "
+            "cutoffs or fewer folds"
+        )
+    earlier = rolling_cutoffs(validation_cutoff, step_days, folds)[1:]
+    roles = ["train"] * len(train_cutoffs) + ["validation", "test"] + ["rolling"] * len(earlier)
     coded, customer_ids = with_integer_ids(history)
     frames = []
-    for role, cutoff in zip(roles, ordered, strict=True):
+    for role, cutoff in zip(roles, [*ordered, *earlier], strict=True):
         start = time.perf_counter()
         frame = build_dataset(coded, cutoff, horizon_days, params)
         frames.append(frame.assign(customer_id=customer_ids[frame["customer_id"].to_numpy(int)]))
@@ -186,7 +233,8 @@ def build_splits(
                 f"{role:<10} cutoff {cutoff_date(cutoff)}: {len(rows):,} rows, "
                 f"{churned} churned ({time.perf_counter() - start:.1f}s)"
             )
-    *train_frames, validation, test = frames
+    train_frames = frames[: len(train_cutoffs)]
+    validation, test, *rolling = frames[len(train_cutoffs) :]
     filled = [frame for frame in train_frames if len(frame)]
     splits = Splits(
         train=pd.concat(filled, ignore_index=True) if filled else train_frames[0],
@@ -195,18 +243,27 @@ def build_splits(
         train_cutoffs=tuple(train_cutoffs),
         validation_cutoff=validation_cutoff,
         test_cutoff=test_cutoff,
+        horizon_days=horizon_days,
+        rolling_cutoffs=tuple(earlier),
+        rolling=tuple(rolling),
     )
     check_trainable(splits)
     return splits
 
 
 def check_trainable(splits: Splits) -> None:
-    """Every split needs both churned and retained customers to fit and score a model."""
-    for name, frame in splits.items():
+    """Every split, and every fold's training and validation rows, needs both churned
+    and retained customers to fit and score a model."""
+    sets = [(f"{name} set", frame) for name, frame in splits.items()]
+    for fold in splits.folds()[1:]:
+        day = cutoff_date(fold.cutoff)
+        sets += [(f"training set of the fold validated at {day}", fold.train)]
+        sets += [(f"validation set at {day}", fold.validation)]
+    for name, frame in sets:
         labels = frame["label"].to_numpy()
         churned = int(labels.sum())
         if churned == 0 or churned == len(labels):
             raise TrainingDataError(
-                f"the {name} set has {len(labels)} rows and {churned} churned: too little data "
-                "(it needs both churned and retained customers)"
+                f"the {name} has {len(labels)} rows and {churned} churned: too little data "
+                "(it needs both churned and retained customers; fewer folds need less)"
             )

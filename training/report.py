@@ -2,8 +2,11 @@
 
 Everything is drawn on the test cutoff's rows, which no model saw: the model
 comparison, ROC and precision-recall curves, calibration, confusion matrices at the
-risk cut-offs, feature importance and a SHAP summary from LightGBM's own
-`pred_contrib` (the contributions the worker's per-event reasons come from).
+risk cut-offs, feature importance and a summary of the served model's exact
+per-feature contributions (TreeSHAP for the boosted families, coefficient x
+standardised value for the linear one: the contributions the worker's per-event
+reasons come from). Then which family was served and why, and the tuning on the
+rolling validation cutoffs with the chosen configurations' stability across them.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from feature_store.definitions import FEATURE_NAMES
 from training import page
 from training.metrics import TARGET_RECALL, confusion
-from training.models import features, labels
-from training.train import SERVED, TUNING_TIE_AUC, Evidence, TrainedModel
+from training.models import features, labels, patience
+from training.train import SERVED, TIE_AUC, Evidence, TrainedModel, describe
 
 REPORT_FILE = "report.html"
 SHAP_ROWS = 2000
@@ -38,28 +41,32 @@ TABLE_COLUMNS: dict[str, tuple[str, str, bool]] = {
 }
 
 
+def served_label(metadata: dict[str, Any]) -> str:
+    return f"{SERVED} ({metadata['model_family']})"
+
+
 def comparison_rows(metadata: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per compared model, then the served one: name, validation AUC (raw
-    score, the selection criterion), test metrics and fit time."""
-    metrics = metadata["metrics"]
+    """One row per compared family at its chosen configuration, then the served model:
+    name, mean validation AUC over the rolling cutoffs (raw score, the selection
+    criterion), test metrics and the time its tuning (and refit) took."""
+    metrics, timings = metadata["metrics"], metadata["timings_seconds"]
+    validation = metrics["selection"]["validation_auc"]
     rows = [
         {
             "model": name,
-            "validation_auc": values["validation"]["auc_roc_raw"],
+            "validation_auc": validation[name],
             "test": values["test"],
-            "seconds": metadata["timings_seconds"].get(f"fit {name}"),
+            "seconds": timings.get(f"tune {name}"),
         }
         for name, values in metrics["candidates"].items()
     ]
-    served_seconds = sum(
-        metadata["timings_seconds"].get(step, 0.0) for step in ("tune lightgbm", "fit served model")
-    )
+    family = metadata["model_family"]
     rows.append(
         {
-            "model": SERVED,
-            "validation_auc": metrics["validation"]["auc_roc_raw"],
+            "model": served_label(metadata),
+            "validation_auc": validation[family],
             "test": metrics["test"],
-            "seconds": served_seconds,
+            "seconds": timings.get(f"tune {family}", 0.0) + timings.get("fit served model", 0.0),
         }
     )
     return rows
@@ -69,7 +76,7 @@ def comparison_table_text(metadata: dict[str, Any]) -> str:
     """The comparison as fixed-width text (the CLI prints it)."""
     headers = ["val AUC", *(header for header, _, _ in TABLE_COLUMNS.values()), "fit s"]
     lines = [f"  {'model':<24}" + "".join(f"{h:>10}" for h in headers)]
-    lines.append(f"  {'':<24}{'':>10}" + f"{'-- test, calibrated on validation --':>50}")
+    lines.append(f"  {'':<24}{'(mean)':>10}" + f"{'-- test, calibrated on validation --':>50}")
     for row in comparison_rows(metadata):
         cells = [f"{row['validation_auc']:.4f}"]
         cells += [fmt.format(row["test"][key]) for key, (_, fmt, _) in TABLE_COLUMNS.items()]
@@ -102,10 +109,11 @@ def roc_and_pr_figure(evidence: Evidence, metadata: dict[str, Any]) -> str:
     }
     for name, probability in evidence.probabilities.items():
         scores = test_metrics[name]["test"]
+        label = served_label(metadata) if name == SERVED else name
         fpr, tpr, _ = roc_curve(y, probability)
-        roc_ax.plot(fpr, tpr, label=f"{name}  {scores['auc_roc']:.3f}", **styles[name])
+        roc_ax.plot(fpr, tpr, label=f"{label}  {scores['auc_roc']:.3f}", **styles[name])
         precision, recall, _ = precision_recall_curve(y, probability)
-        pr_ax.plot(recall, precision, label=f"{name}  {scores['pr_auc']:.3f}", **styles[name])
+        pr_ax.plot(recall, precision, label=f"{label}  {scores['pr_auc']:.3f}", **styles[name])
     roc_ax.plot([0, 1], [0, 1], color="#bbbbbb", linestyle=":", linewidth=1)
     oracle = metadata["metrics"]["diagnostics"].get("oracle")
     title = "ROC on the test cutoff (AUC)"
@@ -132,7 +140,11 @@ def calibration_figure(evidence: Evidence, metadata: dict[str, Any]) -> str:
     calibrated = evidence.probabilities[SERVED]
     figure, (ax, hist_ax) = plt.subplots(1, 2, figsize=(12, 4.6))
     for name, scores, style in (
-        ("raw LightGBM score", evidence.served_test_raw, {"color": "#999999", "marker": "s"}),
+        (
+            f"raw {metadata['model_family']} score",
+            evidence.served_test_raw,
+            {"color": "#999999", "marker": "s"},
+        ),
         ("calibrated (isotonic)", calibrated, {"color": SERVED_COLOUR, "marker": "o"}),
     ):
         predicted, observed = _reliability(y, scores)
@@ -212,23 +224,42 @@ def confusion_figure(evidence: Evidence, metadata: dict[str, Any]) -> str:
     return page.png(figure)
 
 
-def importance_figure(model: TrainedModel) -> str:
-    gain = model.booster.feature_importance(importance_type="gain")
-    share = gain / max(gain.sum(), 1e-12)
+def _contribution_sample(
+    model: TrainedModel, evidence: Evidence, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test rows (at most SHAP_ROWS) and the served model's contributions on them."""
+    test = evidence.test
+    rows = test if len(test) <= SHAP_ROWS else test.sample(SHAP_ROWS, random_state=seed)
+    x = features(rows)
+    return x, model.estimator.contributions(x)
+
+
+def importance_figure(model: TrainedModel, evidence: Evidence, seed: int) -> str:
+    """Mean |contribution| per feature: the same measure for every family."""
+    _, contributions = _contribution_sample(model, evidence, seed)
+    weight = np.abs(contributions).mean(axis=0)
+    share = weight / max(weight.sum(), 1e-12)
     order = np.argsort(share)
     figure, ax = plt.subplots(figsize=(7, 6.5))
     ax.barh(np.array(FEATURE_NAMES)[order], share[order], color=SERVED_COLOUR)
-    ax.set(xlabel="share of total split gain", title="LightGBM feature importance (gain)")
+    ax.set(
+        xlabel="share of the mean |contribution| to the log-odds (test customers)",
+        title=f"Feature importance, {model.estimator.family}",
+    )
     ax.grid(axis="x", alpha=0.3)
     return page.png(figure)
 
 
+CONTRIBUTIONS = {
+    "linear": "coefficient x standardised value",
+    "lightgbm": "TreeSHAP, LightGBM pred_contrib",
+    "xgboost": "TreeSHAP, XGBoost pred_contribs",
+}
+
+
 def shap_figure(model: TrainedModel, evidence: Evidence, seed: int) -> str:
-    """Beeswarm of per-row TreeSHAP contributions (log-odds), top features first."""
-    test = evidence.test
-    rows = test if len(test) <= SHAP_ROWS else test.sample(SHAP_ROWS, random_state=seed)
-    x = features(rows)
-    contributions = np.asarray(model.booster.predict(x, pred_contrib=True, num_threads=1))[:, :-1]
+    """Beeswarm of per-row contributions (log-odds), top features first."""
+    x, contributions = _contribution_sample(model, evidence, seed)
     top = np.argsort(-np.abs(contributions).mean(axis=0))[:SHAP_FEATURES][::-1]
     rng = np.random.default_rng(seed)
     figure, ax = plt.subplots(figsize=(9, 0.42 * len(top) + 1.5))
@@ -255,8 +286,8 @@ def shap_figure(model: TrainedModel, evidence: Evidence, seed: int) -> str:
     ax.set(
         yticks=range(len(top)),
         yticklabels=[FEATURE_NAMES[c] for c in top],
-        xlabel="contribution to churn log-odds (TreeSHAP, LightGBM pred_contrib)",
-        title=f"SHAP summary: {len(rows):,} test customers (grey: value missing)",
+        xlabel=f"contribution to churn log-odds ({CONTRIBUTIONS[model.estimator.family]})",
+        title=f"Contributions: {len(x):,} test customers (grey: value missing)",
     )
     if scatter is not None:
         bar = figure.colorbar(scatter, ax=ax, pad=0.01)
@@ -286,10 +317,10 @@ def _comparison_html(metadata: dict[str, Any]) -> str:
             line.append(f"<td{mark}>{fmt.format(value)}</td>")
         line.append(f"<td>{row['seconds']:.1f}</td>" if row["seconds"] is not None else "<td></td>")
         cells.append(line)
-        classes.append("served" if row["model"] == SERVED else "")
+        classes.append("served" if row["model"] == served_label(metadata) else "")
     headers = [
         "model",
-        "validation AUC",
+        "validation AUC (mean)",
         *(f"test {header}" for header, _, _ in TABLE_COLUMNS.values()),
         "fit s",
     ]
@@ -298,38 +329,31 @@ def _comparison_html(metadata: dict[str, Any]) -> str:
 
 def _selection_html(metadata: dict[str, Any], evidence: Evidence) -> str:
     selection = metadata["metrics"]["selection"]
-    best = selection["best_on_validation"]
-    gap = selection["served_minus_best_validation_auc"]
-    if gap >= 0:
-        verdict = (
-            f"Best family on validation: <b>{html.escape(best)}</b>. The tuned LightGBM "
-            f"matches or beats it on validation ({gap:+.4f} AUC) and is served."
-        )
-    else:
-        verdict = (
-            f"Best family on validation: <b>{html.escape(best)}</b>; the tuned LightGBM "
-            f"trails it by {-gap:.4f} validation AUC "
-            f"({selection['served_minus_best_test_auc']:+.4f} on test). "
-            f"{html.escape(selection['why_lightgbm'])}"
-        )
+    folds = metadata["metrics"]["tuning"]["folds"]
     sampled = ""
     if evidence.candidate_rows < evidence.training_rows:
         sampled = (
-            f" To keep training within minutes, every family was compared (and LightGBM "
-            f"tuned) on the same random {evidence.candidate_rows:,} of the "
-            f"{evidence.training_rows:,} training rows; the served model was then refitted "
-            "on all of them."
+            f" To keep training within minutes, every family was tuned on a random "
+            f"{evidence.candidate_rows:,} of each fold's training rows; the served model was "
+            f"then refitted on all {evidence.training_rows:,}."
         )
     families = "".join(
-        f"<li><b>{html.escape(name)}</b>: {html.escape(description)}</li>"
+        f"<li><b>{html.escape(name)}</b>{'' if name in selection['servable'] else ' (yardstick)'}"
+        f": {html.escape(description)}</li>"
         for name, description in selection["families"].items()
     )
+    cutoffs = ", ".join(fold["validation_cutoff"] for fold in folds)
     return (
+        f'<p class="note"><b>{html.escape(selection["why"])}</b></p>'
         f'<ul class="note">{families}</ul>'
-        f'<p class="note">{verdict} Families are picked on validation AUC of their raw '
-        "score; every test metric is after an isotonic calibration fitted on the "
-        "validation cutoff, the same treatment for every family. The served model's fit "
-        f"time is the whole tuning grid plus its refit.{sampled}</p>"
+        f'<p class="note">Each family is tuned over its search space and judged by the mean '
+        f"validation AUC of its raw score over {len(folds)} validation cutoffs ({cutoffs}), "
+        f"each fitted on the training cutoffs at least a horizon before it. Families within "
+        f"{selection['tie_auc']} of the best servable one are tied, and the simplest of those "
+        f"is served ({' &lt; '.join(selection['simplest_first'])}); yardsticks are compared "
+        "but have no artifact format to be served in. Every test metric is after an "
+        "isotonic calibration fitted on the latest validation cutoff, the same treatment "
+        f"for every family.{sampled}</p>"
     )
 
 
@@ -376,22 +400,65 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 def _tuning_html(metadata: dict[str, Any]) -> str:
-    rows = [
-        [
-            f"<td>{html.escape(_params_text(t['params']))}</td>",
-            f"<td>{t['validation_auc']:.4f}</td>",
-            f"<td>{t['trees']}</td>",
-            f"<td>{'served' if t['chosen'] else ''}</td>",
-        ]
-        for t in metadata["metrics"]["tuning"]
+    tuning = metadata["metrics"]["tuning"]
+    dates = [fold["validation_cutoff"] for fold in tuning["folds"]]
+    parts = [
+        page.table(
+            ["validation cutoff", "training cutoffs", "training rows", "validation rows"],
+            [
+                [
+                    f"<td>{fold['validation_cutoff']}</td>",
+                    f"<td>{', '.join(fold['train_cutoffs'])}</td>",
+                    f"<td>{fold['train_rows']:,}</td>",
+                    f"<td>{fold['validation_rows']:,}</td>",
+                ]
+                for fold in tuning["folds"]
+            ],
+        )
     ]
-    classes = ["served" if t["chosen"] else "" for t in metadata["metrics"]["tuning"]]
-    headers = ["LightGBM configuration (best first)", "validation AUC", "trees", ""]
-    return page.table(headers, rows, classes) + (
-        f'<p class="note">Configurations within {TUNING_TIE_AUC} validation AUC of the best '
-        "count as tied (smaller gaps are noise); of those the smallest model (trees x leaves) is "
-        "served, refitted on all training rows.</p>"
+    for family, trials in tuning["families"].items():
+        rows = [
+            [
+                f"<td>{html.escape(describe(t['params']))}</td>",
+                f"<td>{t['validation_auc']:.4f}</td>",
+                *(f"<td>{auc:.4f}</td>" for auc in t["fold_auc"]),
+                f"<td>{'' if t['trees'] is None else t['trees']}</td>",
+                f"<td>{'chosen' if t['chosen'] else ''}</td>",
+            ]
+            for t in trials
+        ]
+        classes = ["served" if t["chosen"] else "" for t in trials]
+        headers = [f"{family} configuration", "mean", *dates, "trees", ""]
+        parts.append(page.table(headers, rows, classes))
+        parts.append(f'<p class="note">{html.escape(stability_text(family, metadata))}</p>')
+    parts.append(
+        f'<p class="note">Configurations within {TIE_AUC} mean validation AUC of the best '
+        "count as tied (smaller gaps are noise); of those the smallest model (trees x leaves, "
+        "or the strongest regularisation) is chosen. Boosting grows every cutoff's model a "
+        "tree at a time and stops once their mean validation AUC has not improved for "
+        f"{html.escape(tuning['patience'])} ({patience(0.1)} at 0.1): a patience of 50 "
+        "trees at 0.1 stopped models on small, sparse data after a handful of trees, at "
+        "the first wobble of a noisy validation AUC.</p>"
     )
+    return "".join(parts)
+
+
+def stability_text(family: str, metadata: dict[str, Any]) -> str:
+    """The chosen configuration and how it held across the validation cutoffs."""
+    s = metadata["metrics"]["tuning"]["stability"][family]
+    dates = [fold["validation_cutoff"] for fold in metadata["metrics"]["tuning"]["folds"]]
+    by_cutoff = ", ".join(f"{d} {auc:.4f}" for d, auc in zip(dates, s["fold_auc"], strict=True))
+    ranks = ", ".join(str(rank) for rank in s["rank_by_fold"])
+    text = (
+        f"{family}: chosen {describe(s['params'])}; validation AUC by cutoff {by_cutoff} "
+        f"(mean {s['mean_auc']:.4f}, sd {s['std_auc']:.4f}, range "
+        f"{s['max_auc'] - s['min_auc']:.4f}); its rank among the {s['configurations']} "
+        f"configurations on each cutoff: {ranks}."
+    )
+    if s["trees"] is not None:
+        alone = ", ".join(str(trees) for trees in s["fold_trees"])
+        text += f" {s['trees']} trees on the mean; each cutoff alone would have stopped at {alone}."
+    return text
 
 
 def _diagnostics_html(metadata: dict[str, Any]) -> str:
@@ -439,8 +506,8 @@ def render(model: TrainedModel, version: str) -> str:
         ("ROC and precision-recall", roc_and_pr_figure(evidence, metadata)),
         ("Calibration", calibration_figure(evidence, metadata)),
         ("Confusion at the risk cut-offs", confusion_figure(evidence, metadata)),
-        ("Feature importance", importance_figure(model)),
-        ("SHAP summary", shap_figure(model, evidence, metadata["seed"])),
+        ("Feature importance", importance_figure(model, evidence, metadata["seed"])),
+        ("Contributions summary", shap_figure(model, evidence, metadata["seed"])),
     ]
     window = metadata["training_window"]
     parts = [
@@ -461,9 +528,10 @@ def render(model: TrainedModel, version: str) -> str:
         _data_html(metadata),
         '<p class="note">Each row is a customer with an order at or before the cutoff; '
         "features use only events up to the cutoff, the label only the horizon after it. "
-        "Earlier cutoffs train, a later one validates (early stopping, tuning, "
-        "calibration, cut-offs), the latest one tests.</p>",
-        "<h2>LightGBM tuning on the validation cutoff</h2>",
+        "Earlier cutoffs train, later ones validate (tuning, the choice of family and "
+        "of when to stop boosting; the latest also calibration and cut-offs), the latest "
+        "one tests.</p>",
+        "<h2>Tuning on rolling validation cutoffs</h2>",
         _tuning_html(metadata),
         "<h2>Timings</h2>",
         page.table(

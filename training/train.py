@@ -1,42 +1,45 @@
-"""Compare, tune, calibrate and evaluate churn models, and describe the served one.
+"""Compare, tune, calibrate and evaluate churn models, and serve the best.
 
 Steps: purchase-rhythm prior fitted on the last training cutoff's order gaps ->
-point-in-time splits -> engagement scale fixed on the training rows ->
-every model family fitted on the same training rows and judged on validation ->
-LightGBM tuned over a small grid on validation and refitted on all training rows ->
-isotonic calibration and risk cut-offs on validation -> metrics on validation and
-test -> diagnostics (oracle, leaky label) -> reference distributions for drift.
+point-in-time splits, with earlier validation cutoffs -> engagement scale fixed on
+the training rows -> every family tuned over its search space on the rolling folds
+(each configuration fitted for each validation cutoff and judged by its mean
+validation AUC: training.models) -> the servable family with the best mean validation
+AUC is served (families within TIE_AUC of it are tied, and the simplest of those is
+served: linear, then LightGBM, then XGBoost), refitted on all training rows ->
+isotonic calibration and risk cut-offs on the validation cutoff -> metrics on
+validation and test -> diagnostics (oracle, leaky label) -> reference distributions
+for drift.
 
-Nothing computed from validation or test rows feeds the fitted trees, and nothing
-from test rows feeds the served model at all: test rows are only ever scored.
-
-LightGBM is served whichever family wins on validation: its text model loads without
-running code, the worker's reasons are its exact TreeSHAP contributions, and it
-scores a batch in microseconds per row. The metadata says by how much it trails.
+Validation rows choose the family and its configuration, stop the boosting, and
+calibrate; nothing from test rows feeds the served model at all: test rows are only
+ever scored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import sklearn
 from sklearn.isotonic import IsotonicRegression
 from threadpoolctl import threadpool_limits
 
-from feature_store.definitions import FEATURE_NAMES, FeatureParams
+from feature_store.definitions import FEATURE_NAMES, SECONDS_PER_DAY, FeatureParams
 from feature_store.offline import History
 from scoring.artifact import Calibration, Thresholds, write_artifact
-from scoring.families import LightGBMModel
+from scoring.families import SIMPLICITY, XGBOOST, FamilyModel
 from training.dataset import (
+    Fold,
     Splits,
     TrainingDataError,
     build_splits,
@@ -47,31 +50,28 @@ from training.dataset import (
 from training.diagnostics import leaky_label_auc, oracle_auc
 from training.metrics import cutoff_for_precision, cutoff_for_recall, evaluate
 from training.models import (
-    LIGHTGBM,
-    TUNING_GRID,
+    PATIENCE,
     Family,
+    FitSettings,
+    Trial,
     available_families,
-    booster_params,
     features,
-    fit_lightgbm,
     labels,
     threads_for,
 )
 from training.rhythm import fit_gap_prior
 
-MODEL_FAMILY = LIGHTGBM
-SERVED = "lightgbm_tuned"
-WHY_LIGHTGBM = (
-    "LightGBM is served: its text model loads without running code (no pickle), the "
-    "worker's per-event reasons are its exact TreeSHAP contributions (pred_contrib), "
-    "and it scores a batch in microseconds per row."
-)
+# The served model's row in the comparison, and its curves in the report.
+SERVED = "served"
 ENGAGEMENT_QUANTILE = 0.99
 # Isotonic end blocks are small samples and come out as exactly 0 or 1; a served
 # probability should never claim certainty, and log loss punishes it without bound.
 PROBABILITY_FLOOR = 1e-3
-# Tuning: configurations this close to the best validation AUC count as tied.
-TUNING_TIE_AUC = 0.001
+# Configurations of a family, and families, this close in mean validation AUC are
+# tied: the smaller configuration, and the simpler family, is served. Smaller gaps are
+# noise (the AUC's standard error on 400k validation rows is about 0.0007), and a
+# simpler model explains itself better, refits and scores faster.
+TIE_AUC = 0.001
 REFERENCE_QUANTILES = tuple(round(q, 1) for q in np.linspace(0.0, 1.0, 11))
 
 # step name, seconds taken, a short note on what it produced
@@ -91,23 +91,41 @@ class TrainingConfig:
     high_precision: float | None = None  # at least this share of HIGH customers churn
     num_threads: int = 1
     max_rounds: int = 2000
-    early_stopping_rounds: int = 50
-    # The families are compared, and LightGBM tuned, on at most this many training
-    # rows (a seeded random sample); the served model is refitted on all of them.
+    # Validation cutoffs tuning is judged on: the validation cutoff and earlier ones,
+    # step_days apart (at most the number of training cutoffs).
+    folds: int = 3
+    # The families are compared and tuned on at most this many training (and
+    # validation) rows per fold, a seeded random sample; the served one is refitted on
+    # all training rows.
     candidate_rows: int = 200_000
+    # The families to compare (default: all of training.models.available_families()).
+    families: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One fitted model: its raw scores, its own calibration and its metrics."""
+    """One family at its chosen configuration: its raw scores on the validation cutoff
+    and test, its own calibration and its metrics; and every configuration tried."""
 
-    name: str
-    description: str
+    family: Family
+    trials: tuple[Trial, ...]  # in search-space order
+    chosen: Trial
     validation_raw: np.ndarray
     test_raw: np.ndarray
     calibration: Calibration
     metrics: dict[str, dict[str, float]]
-    seconds: float
+
+    @property
+    def name(self) -> str:
+        return self.family.name
+
+    @property
+    def servable(self) -> bool:
+        return self.family.refit is not None
+
+    @property
+    def seconds(self) -> float:
+        return sum(trial.seconds for trial in self.trials)
 
     @property
     def test_probability(self) -> np.ndarray:
@@ -131,7 +149,7 @@ class TrainedModel:
     """Everything the artifact holds; `version` is a proposal (see `save`)."""
 
     version: str
-    booster: lgb.Booster
+    estimator: FamilyModel
     calibration: Calibration
     feature_params: FeatureParams
     metadata: dict[str, Any]
@@ -180,6 +198,7 @@ def rescale_engagement(splits: Splits, scale: float) -> Splits:
         train=rescaled(splits.train),
         validation=rescaled(splits.validation),
         test=rescaled(splits.test),
+        rolling=tuple(rescaled(frame) for frame in splits.rolling),
     )
 
 
@@ -228,90 +247,142 @@ def assess(
     return calibration, metrics
 
 
+def tuning_folds(splits: Splits, max_rows: int, seed: int) -> list[Fold]:
+    """The rolling folds, each fold's training and validation rows sampled to at most
+    `max_rows` (seeded; the latest fold's training sample is the comparison's)."""
+    return [
+        Fold(
+            fold.cutoff,
+            training_sample(fold.train, max_rows, seed),
+            training_sample(fold.validation, max_rows, seed),
+        )
+        for fold in splits.folds()
+    ]
+
+
+def tune(family: Family, folds: Sequence[Fold], fit: FitSettings, timer: StepTimer) -> list[Trial]:
+    """Every configuration of the family fitted on every fold, in search-space order."""
+    trials = []
+    for params in family.space:
+        with threadpool_limits(limits=fit.threads):
+            trial = family.trial(params, folds, fit)
+        trials.append(trial)
+        trees = "" if trial.trees is None else f"{trial.trees:>5} trees"
+        timer.detail(
+            f"{family.name:<22} validation AUC {trial.auc:.4f} "
+            f"({' '.join(f'{v:.4f}' for v in trial.fold_auc)}) {trees:<11} "
+            f"{trial.seconds:6.1f}s  {describe(params)}"
+        )
+    return trials
+
+
+def choose(trials: Sequence[Trial]) -> Trial:
+    """The smallest model among the configurations within TIE_AUC of the best mean
+    validation AUC; of equal size, the earlier in the search space."""
+    best = max(trial.auc for trial in trials)
+    return min((t for t in trials if t.auc >= best - TIE_AUC), key=lambda t: t.size)
+
+
+def select(candidates: Sequence[Candidate]) -> tuple[Candidate, str]:
+    """The servable family to serve, and why, in words with the numbers."""
+    servable = [c for c in candidates if c.servable]
+    if not servable:
+        raise ValueError("no servable family was compared")
+    best = max(servable, key=lambda c: c.chosen.auc)
+    tied = [c for c in servable if c.chosen.auc >= best.chosen.auc - TIE_AUC]
+    served = min(tied, key=lambda c: SIMPLICITY.index(c.name))
+    others = (
+        ", ".join(f"{c.name} {c.chosen.auc:.4f}" for c in servable if c is not served)
+        or "no other servable family"
+    )
+    folds = len(served.chosen.fold_auc)
+    if served is best:
+        why = (
+            f"{served.name} is served: the best mean validation AUC over {folds} rolling "
+            f"cutoffs of the servable families, {served.chosen.auc:.4f} ({others})."
+        )
+    else:
+        why = (
+            f"{served.name} is served: {best.name} scored {best.chosen.auc:.4f}, within "
+            f"{TIE_AUC} of its {served.chosen.auc:.4f} (mean validation AUC over {folds} "
+            f"rolling cutoffs), and of tied families the simpler is served "
+            f"({' < '.join(SIMPLICITY)}); {others}."
+        )
+    better = [c for c in candidates if not c.servable and c.chosen.auc > served.chosen.auc]
+    if better:
+        why += (
+            " Yardsticks that cannot be served scored higher: "
+            + ", ".join(f"{c.name} {c.chosen.auc:.4f}" for c in better)
+            + "."
+        )
+    return served, why
+
+
+def stability(candidate: Candidate) -> dict[str, Any]:
+    """How the chosen configuration held across the validation cutoffs: its AUC on
+    each, its rank among the family's configurations on each, and (boosting) the trees
+    each cutoff alone would have stopped at."""
+    chosen, trials = candidate.chosen, candidate.trials
+    aucs = np.array(chosen.fold_auc)
+    ranks = [
+        1 + sum(trial.fold_auc[i] > chosen.fold_auc[i] for trial in trials)
+        for i in range(len(aucs))
+    ]
+    return {
+        "params": chosen.params,
+        "fold_auc": aucs.tolist(),
+        "mean_auc": float(aucs.mean()),
+        "std_auc": float(aucs.std()),
+        "min_auc": float(aucs.min()),
+        "max_auc": float(aucs.max()),
+        "rank_by_fold": ranks,
+        "configurations": len(trials),
+        "trees": chosen.trees,
+        "fold_trees": list(chosen.fold_trees),
+    }
+
+
+def describe(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(params.items())) or "defaults"
+
+
 def compare(
-    families: tuple[Family, ...],
-    sample: pd.DataFrame,
+    families: Sequence[Family],
+    folds: Sequence[Fold],
     splits: Splits,
-    config: TrainingConfig,
+    fit: FitSettings,
     timer: StepTimer,
 ) -> list[Candidate]:
-    """Fit every family on the same training rows; score validation and test."""
-    threads = threads_for(len(sample), config.num_threads)
-    results = []
+    """Every family tuned on the folds; its chosen configuration's model (fitted on the
+    latest fold's rows) scores the validation cutoff and test, and is calibrated."""
+    candidates = []
     for family in families:
-        start = time.perf_counter()
-        with threadpool_limits(limits=threads):
-            scorer = family.fit(sample, splits.validation, config.seed, threads)
-            validation_raw, test_raw = scorer(splits.validation), scorer(splits.test)
+        trials = tune(family, folds, fit, timer)
+        chosen = choose(trials)
+        validation_raw = chosen.model.probability(features(splits.validation))
+        test_raw = chosen.model.probability(features(splits.test))
         calibration, metrics = assess(validation_raw, test_raw, splits)
-        seconds = time.perf_counter() - start
-        results.append(
+        candidates.append(
             Candidate(
-                family.name,
-                family.description,
+                family,
+                tuple(trials),
+                chosen,
                 validation_raw,
                 test_raw,
                 calibration,
                 metrics,
-                seconds,
             )
         )
-        timer.detail(
-            f"{family.name:<24} validation AUC {metrics['validation']['auc_roc_raw']:.4f} "
-            f"({seconds:.1f}s)"
-        )
-    return results
+    return candidates
 
 
-def tune(
-    sample: pd.DataFrame, splits: Splits, config: TrainingConfig, timer: StepTimer
-) -> list[tuple[dict[str, Any], lgb.Booster]]:
-    """Every grid configuration fitted on the training rows, judged on validation;
-    best first (ties keep grid order)."""
-    threads = threads_for(len(sample), config.num_threads)
-    fitted = []
-    for overrides in TUNING_GRID:
-        start = time.perf_counter()
-        params = booster_params(config.seed, threads, **overrides)
-        booster = fit_lightgbm(
-            sample, splits.validation, params, config.max_rounds, config.early_stopping_rounds
-        )
-        fitted.append((overrides, booster))
-        timer.detail(
-            f"{_describe(overrides):<75} validation AUC {validation_auc(booster):.4f}, "
-            f"{booster.best_iteration} trees ({time.perf_counter() - start:.1f}s)"
-        )
-    return sorted(fitted, key=lambda pair: -validation_auc(pair[1]))
+def library_versions(family: str) -> dict[str, str]:
+    versions = {"lightgbm": lgb.__version__, "scikit-learn": sklearn.__version__}
+    if family == XGBOOST:
+        import xgboost
 
-
-def validation_auc(booster: lgb.Booster) -> float:
-    return float(booster.best_score["validation"]["auc"])
-
-
-def model_size(overrides: dict[str, Any], booster: lgb.Booster) -> int:
-    """Leaves in the model: what refitting and scoring it cost."""
-    leaves = overrides.get("num_leaves", booster_params(0, 1)["num_leaves"])
-    return int(leaves) * max(1, booster.best_iteration)
-
-
-def choose_config(
-    tuned: list[tuple[dict[str, Any], lgb.Booster]],
-) -> tuple[dict[str, Any], lgb.Booster]:
-    """The smallest model among those within TUNING_TIE_AUC of the best validation AUC.
-
-    Smaller gaps are noise (the AUC's standard error on 400k validation rows is about
-    0.0007), and a smaller model refits and scores faster."""
-    best = validation_auc(tuned[0][1])
-    close = [pair for pair in tuned if validation_auc(pair[1]) >= best - TUNING_TIE_AUC]
-    return min(close, key=lambda pair: model_size(*pair))
-
-
-def _describe(overrides: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
-
-
-def predict_raw(booster: lgb.Booster, frame: pd.DataFrame, num_threads: int) -> np.ndarray:
-    return np.asarray(booster.predict(features(frame), num_threads=num_threads), dtype=float)
+        versions["xgboost"] = xgboost.__version__
+    return versions
 
 
 def choose_thresholds(
@@ -361,9 +432,9 @@ def reference_profile(rows: pd.DataFrame, scores: np.ndarray) -> dict[str, Any]:
 
 
 def data_hash(splits: Splits) -> str:
-    """SHA-256 over every row (ids, cutoff, features, label) of every split."""
+    """SHA-256 over every row (ids, cutoff, features, label) of every split and fold."""
     digest = hashlib.sha256()
-    for name, frame in splits.items():
+    for name, frame in [*splits.items(), *(("rolling", f) for f in splits.rolling)]:
         digest.update(name.encode())
         digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()
@@ -371,6 +442,19 @@ def data_hash(splits: Splits) -> str:
 
 def _day(ts: float) -> str:
     return cutoff_date(ts).isoformat()
+
+
+def families_for(config: TrainingConfig) -> tuple[Family, ...]:
+    available = available_families()
+    if config.families is None:
+        return available
+    unknown = set(config.families) - {f.name for f in available}
+    if unknown:
+        raise TrainingDataError(
+            f"unknown or unavailable families {sorted(unknown)}: choose from "
+            f"{[f.name for f in available]}"
+        )
+    return tuple(f for f in available if f.name in config.families)
 
 
 def train(
@@ -384,8 +468,6 @@ def train(
     `truth` (the simulator's churn propensity per customer) only feeds the oracle AUC."""
     config = config or TrainingConfig()
     timer = StepTimer(progress)
-    trained_at = datetime.now(UTC)
-
     with timer.step("build datasets") as notes:
         # Engagement at scale 1 first: its scale is itself learned from training rows.
         cutoff_list = cutoffs(
@@ -400,44 +482,57 @@ def train(
             config.horizon_days,
             params,
             progress=timer.detail,
+            folds=config.folds,
+            step_days=config.step_days,
         )
         notes += [f"{name} {len(frame):,} rows" for name, frame in splits.items()]
         notes.append(f"prior gap {params.prior_gap_days:.4g} days, weight {params.prior_gaps:.4g}")
+    return train_on_splits(splits, config, timer, truth, event_span(history), params)
 
+
+def train_on_splits(
+    splits: Splits,
+    config: TrainingConfig,
+    timer: StepTimer | None = None,
+    truth: pd.Series | None = None,
+    data_span: tuple[float, float] | None = None,
+    built_with: FeatureParams | None = None,
+) -> TrainedModel:
+    """Everything after the data sets: see the module doc. `data_span`: the first and last
+    event time of the history (default: the cutoffs); `built_with`: the constants the
+    splits' features were computed with, at engagement scale 1 (default: FeatureParams's)."""
+    timer = timer or StepTimer()
+    trained_at = datetime.now(UTC)
     with timer.step("scale engagement") as notes:
+        params = built_with or FeatureParams(engagement_scale=1.0)
         params = replace(params, engagement_scale=engagement_scale(splits.train))
         splits = rescale_engagement(splits, params.engagement_scale)
-        sample = training_sample(splits.train, config.candidate_rows, config.seed)
+        folds = tuning_folds(splits, config.candidate_rows, config.seed)
+        sample = folds[0].train
         notes.append(f"engagement_scale {params.engagement_scale:.4g}")
 
-    with timer.step("compare models") as notes:
-        candidates = compare(available_families(), sample, splits, config, timer)
-        best = max(candidates, key=lambda c: c.metrics["validation"]["auc_roc_raw"])
-        notes.append(f"{len(sample):,} training rows each; best on validation: {best.name}")
+    fit = FitSettings(config.seed, threads_for(len(sample), config.num_threads), config.max_rounds)
+    with timer.step("tune and compare") as notes:
+        candidates = compare(families_for(config), folds, splits, fit, timer)
+        served, why = select(candidates)
+        notes.append(why)
 
-    with timer.step("tune lightgbm") as notes:
-        tuned = tune(sample, splits, config, timer)
-        best_overrides, chosen = choose_config(tuned)
-        booster = chosen
-        notes.append(f"chosen: {_describe(best_overrides)}")
-
-    threads = threads_for(len(splits.train), config.num_threads)
-    served_params = booster_params(config.seed, threads, **best_overrides)
-    if len(sample) < len(splits.train):
+    refit = len(sample) < len(splits.train)
+    # A servable family's trials hold its FamilyModel.
+    estimator = cast(FamilyModel, served.chosen.model)
+    if refit and served.family.refit is not None:
         with timer.step("fit served model") as notes:
-            booster = fit_lightgbm(
-                splits.train,
-                splits.validation,
-                served_params,
-                config.max_rounds,
-                config.early_stopping_rounds,
-                progress=timer.detail,
-            )
-            notes.append(f"{len(splits.train):,} rows, {booster.best_iteration} trees")
+            threads = threads_for(len(splits.train), config.num_threads)
+            all_rows = replace(fit, threads=threads)
+            with threadpool_limits(limits=threads):
+                estimator = served.family.refit(
+                    served.chosen, splits.train, splits.validation, all_rows
+                )
+            notes.append(f"{len(splits.train):,} rows")
 
     with timer.step("calibrate") as notes:
         raw = {
-            name: predict_raw(booster, frame, threads)
+            name: estimator.probability(features(frame))
             for name, frame in (("validation", splits.validation), ("test", splits.test))
         }
         calibration, metrics = assess(raw["validation"], raw["test"], splits)
@@ -460,15 +555,17 @@ def train(
 
     with timer.step("reference"):
         # Quantiles of the sampled training rows: as exact as the monitor needs.
-        reference = reference_profile(
-            sample, calibration(predict_raw(booster, sample, threads_for(len(sample), threads)))
-        )
+        reference = reference_profile(sample, calibration(estimator.probability(features(sample))))
         digest = data_hash(splits)
 
-    served_validation_auc = metrics["validation"]["auc_roc_raw"]
-    first_ts, last_ts = event_span(history)
+    first_ts, last_ts = data_span or (
+        min(splits.train_cutoffs),
+        splits.test_cutoff + splits.horizon_days * SECONDS_PER_DAY,
+    )
+    best = max(candidates, key=lambda c: c.chosen.auc)
+    tuned = {c.name: c for c in candidates}
     metadata = {
-        "model_family": MODEL_FAMILY,
+        "model_family": served.name,
         "trained_at": trained_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "data_hash": digest,
         "horizon_days": config.horizon_days,
@@ -486,6 +583,7 @@ def train(
             "time_of_day": "23:59:59Z",
             "train": [_day(t) for t in splits.train_cutoffs],
             "validation": _day(splits.validation_cutoff),
+            "rolling_validation": [_day(fold.cutoff) for fold in folds],
             "test": _day(splits.test_cutoff),
         },
         "rows": {name: len(frame) for name, frame in splits.items()},
@@ -494,41 +592,60 @@ def train(
             **metrics,
             "candidates": {c.name: c.metrics for c in candidates},
             "selection": {
-                "criterion": "validation auc_roc_raw",
-                "candidate_training_rows": len(sample),
+                "criterion": "mean validation AUC (raw score) over the rolling validation cutoffs",
+                "tie_auc": TIE_AUC,
+                "simplest_first": list(SIMPLICITY),
+                "validation_auc": {c.name: c.chosen.auc for c in candidates},
+                "servable": [c.name for c in candidates if c.servable],
                 "best_on_validation": best.name,
-                "served": SERVED,
-                "served_minus_best_validation_auc": served_validation_auc
-                - best.metrics["validation"]["auc_roc_raw"],
-                "served_minus_best_test_auc": metrics["test"]["auc_roc_raw"]
-                - best.metrics["test"]["auc_roc_raw"],
-                "why_lightgbm": WHY_LIGHTGBM,
-                "families": {c.name: c.description for c in candidates},
+                "served": served.name,
+                "why": why,
+                "candidate_training_rows": len(sample),
+                "refitted_on_all_training_rows": refit,
+                "families": {c.name: c.family.description for c in candidates},
             },
-            "tuning": [
-                {
-                    "params": overrides,
-                    "validation_auc": validation_auc(fitted),
-                    "trees": fitted.best_iteration,
-                    "chosen": fitted is chosen,
-                }
-                for overrides, fitted in tuned
-            ],
+            "tuning": {
+                "folds": [
+                    {
+                        "validation_cutoff": _day(fold.cutoff),
+                        "train_cutoffs": sorted({_day(t) for t in fold.train["cutoff_ts"]}),
+                        "train_rows": len(fold.train),
+                        "validation_rows": len(fold.validation),
+                    }
+                    for fold in folds
+                ],
+                "patience": f"{PATIENCE:g} / learning rate trees",
+                "families": {
+                    c.name: [
+                        {
+                            "params": trial.params,
+                            "validation_auc": trial.auc,
+                            "fold_auc": list(trial.fold_auc),
+                            "trees": trial.trees,
+                            "chosen": trial is c.chosen,
+                        }
+                        for trial in c.trials
+                    ]
+                    for c in candidates
+                },
+                "stability": {name: stability(c) for name, c in tuned.items()},
+            },
             "diagnostics": diagnostics,
         },
         "calibration": calibration.to_json(),
         "thresholds": {"medium": thresholds.medium, "high": thresholds.high},
         "threshold_source": threshold_source,
         "feature_params": asdict(params),
-        "lightgbm": {
-            "params": served_params,
-            "best_iteration": booster.best_iteration,
-            "version": lgb.__version__,
+        "served_model": {
+            "family": served.name,
+            "params": served.chosen.params,
+            "tuned_trees": served.chosen.trees,
+            "libraries": library_versions(served.name),
         },
         "reference": reference,
         "timings_seconds": {
             **timer.seconds,
-            **{f"fit {c.name}": round(c.seconds, 3) for c in candidates},
+            **{f"tune {c.name}": round(c.seconds, 3) for c in candidates},
         },
     }
     evidence = Evidence(
@@ -542,7 +659,7 @@ def train(
         candidate_rows=len(sample),
     )
     version = f"{trained_at:%Y%m%dT%H%M%SZ}-{digest[:8]}"
-    return TrainedModel(version, booster, calibration, params, metadata, evidence)
+    return TrainedModel(version, estimator, calibration, params, metadata, evidence)
 
 
 def save(model: TrainedModel, models_dir: Path) -> Path:
@@ -556,7 +673,7 @@ def save(model: TrainedModel, models_dir: Path) -> Path:
     version, attempt = model.version, 1
     while True:
         try:
-            return write_artifact(models_dir, version, LightGBMModel(model.booster), model.metadata)
+            return write_artifact(models_dir, version, model.estimator, model.metadata)
         except FileExistsError:
             attempt += 1
             version = f"{model.version}-{attempt}"
