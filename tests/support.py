@@ -38,7 +38,7 @@ from scoring.artifact import (
     point_current,
     write_artifact,
 )
-from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES, FamilyModel, LightGBMModel
+from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES, XGBOOST, FamilyModel, LightGBMModel
 from training.dataset import Splits
 from training.models import fit_linear
 
@@ -114,8 +114,8 @@ def optional_module(name: str, extra: str) -> ModuleType:
 def train_recency_model(
     models_dir: Path, version: str = "recency-v1", family: str = LIGHTGBM
 ) -> Path:
-    """A real model (LightGBM, or the linear family) that learned one rule: no order for
-    over 30 days means churn.
+    """A real model (of any family) that learned one rule: no order for over 30 days
+    means churn.
 
     Its probabilities sit near 0 or 1, so tests can tell the expected category of
     any customer from the recency alone."""
@@ -129,6 +129,8 @@ def train_recency_model(
     labels = (features[:, RECENCY] > 30).astype(int)
     if family == LINEAR:
         return _write_linear(models_dir, version, RECENCY, features[:, RECENCY], labels)
+    if family == XGBOOST:
+        return _write_xgboost(models_dir, version, features, labels, 30)
     return _write_lightgbm(models_dir, version, {"objective": "binary"}, features, labels, 30)
 
 
@@ -137,8 +139,8 @@ def train_soft_model(
 ) -> Path:
     """A real model whose probability rises smoothly from 0 to 1 as `feature` goes from
     `low` to `high`, for tests that need a score that moves gradually: inactivity,
-    hysteresis. LightGBM: cross-entropy on the soft labels; the linear family: a
-    logistic regression on labels drawn from them (it crosses 0.5 at the midpoint)."""
+    hysteresis. LightGBM and XGBoost: cross-entropy on the soft labels; the linear
+    family: a logistic regression on labels drawn from them (0.5 at the midpoint)."""
     rng = np.random.default_rng(7)
     column = FEATURE_NAMES.index(feature)
     features = rng.normal(size=(6000, len(FEATURE_NAMES)))
@@ -147,6 +149,8 @@ def train_soft_model(
     if family == LINEAR:
         drawn = (rng.random(len(labels)) < labels).astype(int)
         return _write_linear(models_dir, version, column, features[:, column], drawn)
+    if family == XGBOOST:
+        return _write_xgboost(models_dir, version, features, labels, 100)
     params = {
         "objective": "cross_entropy",
         "num_leaves": 15,
@@ -166,6 +170,19 @@ def _write_linear(
     frame[FEATURE_NAMES[column]] = values
     frame["label"] = labels
     return write_model(models_dir, version, fit_linear(frame, seed=7))
+
+
+def _write_xgboost(
+    models_dir: Path, version: str, features: np.ndarray, labels: np.ndarray, rounds: int
+) -> Path:
+    """XGBoost (the optional extra: imported only here) trained deterministically."""
+    import xgboost as xgb
+
+    from scoring.xgboost_model import XGBoostModel
+
+    params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 7}
+    booster = xgb.train(params, xgb.DMatrix(features, labels), rounds)
+    return write_model(models_dir, version, XGBoostModel(booster))
 
 
 def _write_lightgbm(

@@ -14,11 +14,11 @@ import pytest
 
 from feature_store.definitions import FEATURE_NAMES, SECONDS_PER_DAY
 from scoring.artifact import load_model
-from scoring.families import LIGHTGBM, LINEAR
+from scoring.families import LIGHTGBM, LINEAR, XGBOOST
 from tests.support import HORIZON, VALIDATION, synthetic_splits
 from training import TrainingConfig, save
 from training.dataset import Splits
-from training.models import FAMILIES, Trial, best_trees, boost, patience
+from training.models import FAMILIES, XGBOOST_FAMILY, Trial, best_trees, boost, patience
 from training.train import TIE_AUC, Candidate, select, train_on_splits
 
 DAY = SECONDS_PER_DAY
@@ -54,7 +54,7 @@ def test_an_interaction_serves_lightgbm(tmp_path: Path) -> None:
 
 
 def candidate(name: str, auc: float) -> Candidate:
-    family = next(f for f in FAMILIES if f.name == name)
+    family = next(f for f in (*FAMILIES, XGBOOST_FAMILY) if f.name == name)
     trial = Trial(name, {}, (auc,), model=None, size=1.0, seconds=0.0)  # type: ignore[arg-type]
     empty = np.zeros(0)
     return Candidate(family, (trial,), trial, empty, empty, None, {})  # type: ignore[arg-type]
@@ -130,3 +130,11 @@ def test_fewer_or_more_folds_validate_on_that_many_cutoffs(folds: int) -> None:
     tuning = model.metadata["metrics"]["tuning"]
     assert len(tuning["folds"]) == folds
     assert all(len(t["fold_auc"]) == folds for t in tuning["families"][LINEAR])
+
+
+def test_the_reason_names_every_servable_familys_score() -> None:
+    _, why = select([candidate(LINEAR, 0.70), candidate(LIGHTGBM, 0.75), candidate(XGBOOST, 0.72)])
+    assert why == (
+        "lightgbm is served: the best mean validation AUC over 1 rolling cutoffs of the "
+        "servable families, 0.7500 (linear 0.7000, xgboost 0.7200)."
+    )

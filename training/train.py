@@ -102,7 +102,7 @@ class TrainingConfig:
     families: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: it holds arrays
 class Candidate:
     """One family at its chosen configuration: its raw scores on the validation cutoff
     and test, its own calibration and its metrics; and every configuration tried."""
@@ -292,7 +292,7 @@ def select(candidates: Sequence[Candidate]) -> tuple[Candidate, str]:
     tied = [c for c in servable if c.chosen.auc >= best.chosen.auc - TIE_AUC]
     served = min(tied, key=lambda c: SIMPLICITY.index(c.name))
     others = (
-        ", ".join(f"{c.name} {c.chosen.auc:.4f}" for c in servable if c is not served)
+        ", ".join(f"{c.name} {c.chosen.auc:.4f}" for c in servable if c not in (served, best))
         or "no other servable family"
     )
     folds = len(served.chosen.fold_auc)

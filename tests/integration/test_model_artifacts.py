@@ -1,9 +1,10 @@
-"""A broken model version published to a running worker (real process, Kafka and
-Redis): the worker survives it, serves the old model, counts one refusal, and loads
-the version once its files are fixed."""
+"""Model versions published to a running worker (real process, Kafka and Redis): a
+broken one is survived (the old model serves, one refusal is counted, and the version
+loads once its files are fixed), and a model of another family is loaded like any."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import time
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from scoring.artifact import CHECKSUM_FILE, METADATA_FILE, MODEL_FILE, point_current
-from tests.support import Worker, served_version, train_recency_model, wait_until
+from scoring.families import LINEAR, XGBOOST
+from tests.support import Worker, optional_module, served_version, train_recency_model, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -20,16 +22,19 @@ REFUSED = 'churn_model_reloads_total{outcome="refused"}'
 LOADED = 'churn_model_reloads_total{outcome="loaded"}'
 
 
+def polling_worker(env: dict[str, str], served: Path, models: Path, log: Path) -> Worker:
+    """A started worker serving a copy of `served` in `models`, polling it every second."""
+    shutil.copytree(served, models)
+    worker = Worker({**env, "CHURN_MODELS_DIR": str(models), "CHURN_MODEL_POLL_SECONDS": "1"}, log)
+    worker.start()
+    return worker
+
+
 def test_a_broken_version_is_refused_while_the_old_model_serves_then_loaded_once_fixed(
     worker_env: dict[str, str], recency_models_dir: Path, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
-    shutil.copytree(recency_models_dir, models)
-    worker = Worker(
-        {**worker_env, "CHURN_MODELS_DIR": str(models), "CHURN_MODEL_POLL_SECONDS": "1"},
-        tmp_path / "worker.log",
-    )
-    worker.start()
+    worker = polling_worker(worker_env, recency_models_dir, models, tmp_path / "worker.log")
     try:
         assert served_version(worker) == "recency-v1"
         # A real artifact with its model file cut in half and checksums that match
@@ -60,5 +65,27 @@ def test_a_broken_version_is_refused_while_the_old_model_serves_then_loaded_once
         assert worker.metric(LOADED) == 1
         assert worker.metric(REFUSED) == 1
         assert "now serving model broken-v2 (was recency-v1)" in worker.log()
+    finally:
+        worker.stop()
+
+
+def test_a_running_worker_moves_to_a_model_of_another_family(
+    worker_env: dict[str, str], recency_models_dir: Path, tmp_path: Path
+) -> None:
+    optional_module("xgboost", "xgboost")
+    models = tmp_path / "models"
+    worker = polling_worker(worker_env, recency_models_dir, models, tmp_path / "worker.log")
+    try:
+        assert served_version(worker) == "recency-v1"  # LightGBM
+        for family in (LINEAR, XGBOOST):
+            version = f"recency-{family}"
+            staged = train_recency_model(tmp_path / f"staging-{family}", version, family)
+            shutil.copytree(staged / version, models / version)
+            point_current(models, version)
+            serving = functools.partial(lambda v: served_version(worker) == v, version)
+            wait_until(serving, worker, f"loading {version}")
+        assert worker.metric(LOADED) == 2
+        assert worker.metric(REFUSED) == 0
+        assert "now serving model recency-xgboost (was recency-linear)" in worker.log()
     finally:
         worker.stop()

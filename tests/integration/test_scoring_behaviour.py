@@ -20,10 +20,19 @@ from aiokafka.partitioner import DefaultPartitioner
 from feature_store.offline import History, features_as_of
 from schemas import Order, topics
 from scoring.artifact import MODEL_FILE, load_model
+from scoring.families import LIGHTGBM, LINEAR, XGBOOST
 from scoring.risk import RiskPolicy
 from simulator.history import generate_history
 from stream_app.kafka_admin import ensure_topics
-from tests.support import ROOT, Worker, consume, encode, produce, train_soft_model
+from tests.support import (
+    ROOT,
+    Worker,
+    consume,
+    encode,
+    optional_module,
+    produce,
+    train_soft_model,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +58,21 @@ def soft_recency_models(tmp_path: Path) -> Path:
     return train_soft_model(tmp_path / "models", "recency_days", 5, 55, "soft-recency")
 
 
+@pytest.mark.parametrize("family", [LIGHTGBM, LINEAR, XGBOOST])
 def test_a_customer_who_goes_quiet_moves_to_medium_then_high_by_inactivity(
-    worker_env: dict[str, str], kafka_bootstrap: str, soft_recency_models: Path, tmp_path: Path
+    worker_env: dict[str, str], kafka_bootstrap: str, tmp_path: Path, family: str
 ) -> None:
+    # Each family the artifact can hold, served by a real worker: the same changes, and
+    # reasons from its own exact contributions.
+    if family == XGBOOST:
+        optional_module("xgboost", "xgboost")
+    version = f"soft-recency-{family}"
+    models = train_soft_model(tmp_path / "models", "recency_days", 5, 55, version, family)
     quiet = "QUIET"
     # A regular customer on the same partition moves that partition's event time on.
     pacer = next(f"P{i}" for i in range(1000) if partition_of(f"P{i}") == partition_of(quiet))
     prefix = worker_env["CHURN_TOPIC_PREFIX"]
-    worker = Worker({**worker_env, "CHURN_MODELS_DIR": str(soft_recency_models)}, tmp_path / "w")
+    worker = Worker({**worker_env, "CHURN_MODELS_DIR": str(models)}, tmp_path / "w")
     worker.start()
     try:
         # Event time only moves with events: the pacer's last order, in a batch after
@@ -77,6 +93,7 @@ def test_a_customer_who_goes_quiet_moves_to_medium_then_high_by_inactivity(
         (quiet, "LOW", "MEDIUM"),
         (quiet, "MEDIUM", "HIGH"),
     ]
+    assert {c["model_version"] for c in changes} == {version}
     assert all(
         c["trigger"]
         == {
