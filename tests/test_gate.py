@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scoring.artifact import MODEL_FILE, load_model
+from scoring.artifact import load_model
 from simulator import generate_history, write_sqlite
+from tests.support import model_name
 from training import TrainingConfig, load_history, save, train
 from training.gate import Criteria, Scores, decide, judge
 from training.metrics import calibration_error
@@ -135,7 +136,8 @@ def test_a_champion_that_cannot_be_loaded_is_no_champion_and_the_reason_says_so(
     trained: tuple[Path, str, Path], models: Path
 ) -> None:
     db, version, _ = trained
-    (models / "champion" / MODEL_FILE).write_text("tree\n")
+    champion = models / "champion"
+    (champion / model_name(champion)).write_text("tree\n")  # whichever family it is
     decision = judge(models, version, "champion", load_history(db), CRITERIA)
     assert decision.promoted and decision.champion_scores is None
     assert decision.reasons[0].startswith("champion champion cannot be loaded (")

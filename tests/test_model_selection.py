@@ -30,7 +30,8 @@ CONFIG = TrainingConfig(num_threads=1, families=(LINEAR, LIGHTGBM), folds=3, max
 def served_and_scores(splits: Splits, tmp_path: Path) -> tuple[str, dict[str, float]]:
     model = train_on_splits(splits, CONFIG)
     selection = model.metadata["metrics"]["selection"]
-    loaded = load_model(save(model, tmp_path).parent)  # what the worker would serve
+    written = save(model, tmp_path)
+    loaded = load_model(written.parent, written.name)  # what the worker would serve
     assert loaded.family == model.metadata["model_family"] == selection["served"]
     x = splits.test[list(FEATURE_NAMES)].to_numpy()
     np.testing.assert_allclose(loaded.predict(x), model.calibration(model.estimator.probability(x)))

@@ -140,7 +140,8 @@ def test_an_xgboost_winner_is_served_through_its_json_model(tmp_path: Path) -> N
     assert metadata["served_model"]["libraries"]["xgboost"] == xgb.__version__
     stability = metadata["metrics"]["tuning"]["stability"][XGBOOST]
     assert stability["trees"] == metadata["served_model"]["tuned_trees"] > 1
-    model = load_model(save(trained, tmp_path).parent)
+    written = save(trained, tmp_path)
+    model = load_model(written.parent, written.name)
     assert model.family == XGBOOST and isinstance(model.estimator, XGBoostModel)
     x = features(splits.test)
     np.testing.assert_allclose(

@@ -143,7 +143,8 @@ def parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
         type=positive_int,
         default=TrainingConfig.folds,
         help="validation cutoffs tuning is judged on (the validation cutoff and earlier "
-        "ones, --step-days apart); at most --cutoffs - 2",
+        "ones, --step-days apart); at most --cutoffs - 2 are used (each fold needs a "
+        "training cutoff)",
     )
     parser.add_argument(
         "--families",
@@ -168,8 +169,6 @@ def parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     args = parser.parse_args(argv)
     if args.cutoffs < 3:
         parser.error("--cutoffs must be at least 3 (training, validation and test)")
-    if args.folds > args.cutoffs - 2:
-        parser.error("--folds must be at most --cutoffs - 2 (each fold needs a training cutoff)")
     if args.medium >= args.high:
         parser.error("--medium must be below --high")
     return args

@@ -92,7 +92,7 @@ class TrainingConfig:
     num_threads: int = 1
     max_rounds: int = 2000
     # Validation cutoffs tuning is judged on: the validation cutoff and earlier ones,
-    # step_days apart (at most the number of training cutoffs).
+    # step_days apart; at most n_cutoffs - 2 (each fold needs a training cutoff).
     folds: int = 3
     # The families are compared and tuned on at most this many training (and
     # validation) rows per fold, a seeded random sample; the served one is refitted on
@@ -482,7 +482,7 @@ def train(
             config.horizon_days,
             params,
             progress=timer.detail,
-            folds=config.folds,
+            folds=min(config.folds, config.n_cutoffs - 2),
             step_days=config.step_days,
         )
         notes += [f"{name} {len(frame):,} rows" for name, frame in splits.items()]
