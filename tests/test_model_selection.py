@@ -56,7 +56,7 @@ def test_an_interaction_serves_lightgbm(tmp_path: Path) -> None:
 
 def candidate(name: str, auc: float) -> Candidate:
     family = next(f for f in (*FAMILIES, XGBOOST_FAMILY) if f.name == name)
-    trial = Trial(name, {}, (auc,), model=None, size=1.0, seconds=0.0)  # type: ignore[arg-type]
+    trial = Trial(name, {}, (auc,), model=None, seconds=0.0)  # type: ignore[arg-type]
     empty = np.zeros(0)
     return Candidate(family, (trial,), trial, empty, empty, None, {})  # type: ignore[arg-type]
 

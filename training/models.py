@@ -98,7 +98,6 @@ class Trial:
     params: dict[str, Any]
     fold_auc: tuple[float, ...]  # validation AUC per fold, latest cutoff first
     model: Scores  # fitted on the latest fold (the served one's rows, or a sample)
-    size: float  # what ties are broken by: the smaller, the simpler
     seconds: float
     trees: int | None = None  # boosting: trees at the best mean validation AUC
     fold_trees: tuple[int, ...] = ()  # the trees each fold alone would have chosen
@@ -167,7 +166,6 @@ class Boosting:
     learning_rate: str  # its parameter's name
     growth: Callable[[dict[str, Any], pd.DataFrame, pd.DataFrame], Growth]
     truncated: Callable[[Any, int], FamilyModel]  # the model of its first n trees
-    size_per_tree: Callable[[dict[str, Any]], float]  # leaves a tree can have
 
     def trial(self, params: dict[str, Any], folds: Sequence[Fold], fit: FitSettings) -> Trial:
         start = time.perf_counter()
@@ -180,7 +178,6 @@ class Boosting:
             params,
             tuple(float(v) for v in curve[trees - 1]),
             self.truncated(steps[0].booster, trees),
-            self.size_per_tree(full) * trees,
             time.perf_counter() - start,
             trees,
             tuple(int(v) + 1 for v in curve.argmax(axis=0)),
@@ -322,7 +319,6 @@ LIGHTGBM_BOOSTING = Boosting(
     "learning_rate",
     _LightGBMGrowth,
     _lightgbm_truncated,
-    lambda params: float(params["num_leaves"]),
 )
 XGBOOST_BOOSTING = Boosting(
     XGBOOST,
@@ -330,7 +326,6 @@ XGBOOST_BOOSTING = Boosting(
     "eta",
     _XGBoostGrowth,
     _xgboost_truncated,
-    lambda params: 2.0 ** params["max_depth"],
 )
 
 
@@ -381,8 +376,7 @@ def _linear_trial(params: dict[str, Any], folds: Sequence[Fold], fit: FitSetting
         auc(fold.validation, model.probability(features(fold.validation)))
         for fold, model in zip(folds, models, strict=True)
     )
-    # Stronger regularisation (smaller c) is the simpler model.
-    return Trial(LINEAR, params, fold_auc, models[0], params["c"], time.perf_counter() - start)
+    return Trial(LINEAR, params, fold_auc, models[0], time.perf_counter() - start)
 
 
 def _linear_refit(
@@ -417,7 +411,7 @@ def _yardstick_trial(
             auc(fold.validation, model.probability(features(fold.validation)))
             for fold, model in zip(folds, fitted, strict=True)
         )
-        return Trial(family, params, fold_auc, fitted[0], 0.0, time.perf_counter() - start)
+        return Trial(family, params, fold_auc, fitted[0], time.perf_counter() - start)
 
     return trial
 
@@ -476,14 +470,13 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "random_forest",
-        "yardstick: 60 trees, depth <= 12, leaves >= 20, half the rows per tree, "
-        "balanced_subsample",
+        "60 trees, depth <= 12, leaves >= 20, half the rows per tree, balanced_subsample",
         ({},),
         _yardstick_trial("random_forest", _random_forest, np.asarray),
     ),
     Family(
         "hist_gradient_boosting",
-        "yardstick: scikit-learn HistGradientBoosting, 31 leaves, lr 0.1, its own early "
+        "scikit-learn HistGradientBoosting, 31 leaves, lr 0.1, its own early "
         "stopping on 10% of the rows, balanced",
         ({},),
         _yardstick_trial("hist_gradient_boosting", _hist_gradient_boosting, _nan_to_zero),

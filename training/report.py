@@ -23,7 +23,7 @@ from feature_store.definitions import FEATURE_NAMES
 from training import page
 from training.metrics import TARGET_RECALL, confusion
 from training.models import features, labels, patience
-from training.train import SERVED, TIE_AUC, Evidence, TrainedModel, describe
+from training.train import SERVED, Evidence, TrainedModel, describe
 
 REPORT_FILE = "report.html"
 SHAP_ROWS = 2000
@@ -432,9 +432,8 @@ def _tuning_html(metadata: dict[str, Any]) -> str:
         parts.append(page.table(headers, rows, classes))
         parts.append(f'<p class="note">{html.escape(stability_text(family, metadata))}</p>')
     parts.append(
-        f'<p class="note">Configurations within {TIE_AUC} mean validation AUC of the best '
-        "count as tied (smaller gaps are noise); of those the smallest model (trees x leaves, "
-        "or the strongest regularisation) is chosen. Boosting grows every cutoff's model a "
+        '<p class="note">Of each family, the configuration with the best mean validation '
+        "AUC over the cutoffs is chosen. Boosting grows every cutoff's model a "
         "tree at a time and stops once their mean validation AUC has not improved for "
         f"{html.escape(tuning['patience'])} ({patience(0.1)} at 0.1): a patience of 50 "
         "trees at 0.1 stopped models on small, sparse data after a handful of trees, at "
@@ -448,13 +447,14 @@ def stability_text(family: str, metadata: dict[str, Any]) -> str:
     s = metadata["metrics"]["tuning"]["stability"][family]
     dates = [fold["validation_cutoff"] for fold in metadata["metrics"]["tuning"]["folds"]]
     by_cutoff = ", ".join(f"{d} {auc:.4f}" for d, auc in zip(dates, s["fold_auc"], strict=True))
-    ranks = ", ".join(str(rank) for rank in s["rank_by_fold"])
     text = (
         f"{family}: chosen {describe(s['params'])}; validation AUC by cutoff {by_cutoff} "
         f"(mean {s['mean_auc']:.4f}, sd {s['std_auc']:.4f}, range "
-        f"{s['max_auc'] - s['min_auc']:.4f}); its rank among the {s['configurations']} "
-        f"configurations on each cutoff: {ranks}."
+        f"{s['max_auc'] - s['min_auc']:.4f})."
     )
+    if s["configurations"] > 1:
+        ranks = ", ".join(str(rank) for rank in s["rank_by_fold"])
+        text += f" Its rank among the {s['configurations']} configurations by cutoff: {ranks}."
     if s["trees"] is not None:
         alone = ", ".join(str(trees) for trees in s["fold_trees"])
         text += f" {s['trees']} trees on the mean; each cutoff alone would have stopped at {alone}."
