@@ -31,8 +31,8 @@ from sklearn.metrics import roc_auc_score
 from bench.common import ROOT, write_results
 from feature_store.definitions import FeatureParams
 from training.database import load_history
-from training.dataset import Splits, build_splits, cutoffs
-from training.models import FAMILIES, labels
+from training.dataset import Fold, Splits, build_splits, cutoffs
+from training.models import FAMILIES, FitSettings, features, labels
 from training.rhythm import fit_gap_prior
 from training.train import (
     TrainingConfig,
@@ -43,7 +43,7 @@ from training.train import (
 )
 
 RHYTHM = ("order_gap_days", "overdue_ratio")
-COMPARED = ("logistic_regression", "lightgbm")
+COMPARED = ("linear", "lightgbm")
 BOOTSTRAP = 100
 
 
@@ -94,9 +94,13 @@ def measure(db: Path, config: TrainingConfig) -> dict[str, Any]:
                 validation=blanked(splits.validation, kept),
                 test=blanked(splits.test, kept),
             )
-            scorer = family.fit(blanked(sample, kept), variant.validation, config.seed, 1)
-            raw = scorer(variant.test)
-            _, metrics = assess(scorer(variant.validation), raw, variant)
+            # The family's default configuration, on the training sample, stopped (boosting)
+            # on validation.
+            fold = Fold(splits.validation_cutoff, blanked(sample, kept), variant.validation)
+            fit = FitSettings(config.seed, 1, config.max_rounds)
+            model = family.trial(family.space[0], [fold], fit).model
+            raw = model.probability(features(variant.test))
+            _, metrics = assess(model.probability(features(variant.validation)), raw, variant)
             scores[set_name] = raw
             baseline = scores["without rhythm"]
             results.setdefault(family_name, {})[set_name] = {
