@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from feature_store.definitions import FEATURE_NAMES
+from scoring.families import LIGHTGBM, LINEAR, XGBOOST
 from training import page
 from training.metrics import TARGET_RECALL, confusion
 from training.models import features, labels, patience
@@ -250,10 +251,11 @@ def importance_figure(model: TrainedModel, evidence: Evidence, seed: int) -> str
     return page.png(figure)
 
 
+# How each family's contributions are computed, for the figure's axis.
 CONTRIBUTIONS = {
-    "linear": "coefficient x standardised value",
-    "lightgbm": "TreeSHAP, LightGBM pred_contrib",
-    "xgboost": "TreeSHAP, XGBoost pred_contribs",
+    LINEAR: "coefficient x standardised value",
+    LIGHTGBM: "TreeSHAP, LightGBM pred_contrib",
+    XGBOOST: "TreeSHAP, XGBoost pred_contribs",
 }
 
 
