@@ -412,6 +412,17 @@ def test_families_compare_on_a_sample_and_the_served_model_refits_on_all_rows(
     assert metadata["rows"]["train"] > 500
     assert "fit served model" in metadata["timings_seconds"]
     assert model.evidence is not None and model.evidence.candidate_rows == 500
+    assert metadata["metrics"]["selection"]["refitted_on_all_training_rows"]
+
+
+def test_a_boosted_model_refitted_on_all_rows_keeps_at_least_its_tuned_trees(
+    history: History,
+) -> None:
+    model = train(history, replace(FAST, candidate_rows=500, families=(LIGHTGBM,)))
+    served = model.metadata["served_model"]
+    assert served["family"] == LIGHTGBM and served["tuned_trees"] >= 1
+    assert served["trees"] >= served["tuned_trees"]
+    assert served["trees"] == model.estimator.booster.num_trees()  # type: ignore[attr-defined]
 
 
 def test_cut_offs_can_come_from_precision_and_recall_targets(history: History) -> None:

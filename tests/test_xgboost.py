@@ -140,6 +140,7 @@ def test_an_xgboost_winner_is_served_through_its_json_model(tmp_path: Path) -> N
     assert metadata["served_model"]["libraries"]["xgboost"] == xgb.__version__
     stability = metadata["metrics"]["tuning"]["stability"][XGBOOST]
     assert stability["trees"] == metadata["served_model"]["tuned_trees"] > 1
+    assert metadata["served_model"]["trees"] == stability["trees"]  # all rows tuned: no refit
     written = save(trained, tmp_path)
     model = load_model(written.parent, written.name)
     assert model.family == XGBOOST and isinstance(model.estimator, XGBoostModel)

@@ -329,6 +329,15 @@ XGBOOST_BOOSTING = Boosting(
 )
 
 
+def tree_count(model: FamilyModel) -> int | None:
+    """The trees of a boosted model (None for the linear one)."""
+    if isinstance(model, LightGBMModel):
+        return int(model.booster.num_trees())
+    if model.family == XGBOOST:
+        return int(model.booster.num_boosted_rounds())  # type: ignore[attr-defined]
+    return None
+
+
 # --- the linear model ---------------------------------------------------------------
 
 

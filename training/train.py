@@ -58,6 +58,7 @@ from training.models import (
     features,
     labels,
     threads_for,
+    tree_count,
 )
 from training.rhythm import fit_gap_prior
 
@@ -531,7 +532,7 @@ def train_on_splits(
                 estimator = served.family.refit(
                     served.chosen, splits.train, splits.validation, all_rows
                 )
-            notes.append(f"{len(splits.train):,} rows")
+            notes.append(f"{len(splits.train):,} rows, {tree_count(estimator)} trees")
 
     with timer.step("calibrate") as notes:
         raw = {
@@ -643,6 +644,7 @@ def train_on_splits(
             "family": served.name,
             "params": served.chosen.params,
             "tuned_trees": served.chosen.trees,
+            "trees": tree_count(estimator),
             "libraries": library_versions(served.name),
         },
         "reference": reference,
