@@ -36,7 +36,7 @@ from training import (
 )
 from training.__main__ import main
 from training.database import load_truth
-from training.metrics import cutoff_for_precision, cutoff_for_recall
+from training.metrics import Criterion, cutoff_for_precision, cutoff_for_recall
 from training.models import available_families
 from training.report import REPORT_FILE, stability_text
 from training.train import SERVED, TIE_AUC
@@ -454,3 +454,29 @@ def test_the_same_seed_gives_the_same_model_and_metrics(history: History) -> Non
     assert first.estimator.serialise() == second.estimator.serialise()
     assert first.metadata["metrics"] == second.metadata["metrics"]
     assert first.metadata["reference"] == second.metadata["reference"]
+
+
+def test_the_guides_success_criteria_are_judged_on_the_test_split_and_printed(
+    cli_run: dict[str, Any],
+) -> None:
+    metadata = cli_run["metadata"]
+    test = metadata["metrics"]["test"]
+    judged = {c["metric"]: c for c in metadata["success_criteria"]}
+    assert set(judged) == {"auc_roc", "precision_at_80_recall", "calibration_error"}
+    for metric, criterion in judged.items():
+        assert criterion["value"] == test[metric]
+        value, bound = criterion["value"], criterion["bound"]
+        assert criterion["passed"] == (value >= bound if criterion["at_least"] else value <= bound)
+    assert judged["precision_at_80_recall"]["bound"] == 0.75
+    printed = cli_run["printed"]
+    assert "the guide's success criteria (test split):" in printed
+    assert len(re.findall(r"^\s+(PASS|FAIL) ", printed, re.MULTILINE)) == 3
+    report = (cli_run["directory"] / REPORT_FILE).read_text()
+    assert "<h2>Success criteria</h2>" in report
+
+
+def test_a_criterion_passes_at_its_bound_and_fails_past_it() -> None:
+    at_least = Criterion("precision", "p", 0.75, True, "")
+    at_most = Criterion("calibration", "c", 0.05, False, "")
+    assert at_least.passes(0.75) and not at_least.passes(0.7499)
+    assert at_most.passes(0.05) and not at_most.passes(0.0501)

@@ -50,7 +50,7 @@ from training.registry import (
     served,
     versions,
 )
-from training.report import comparison_table_text, stability_text, write_report
+from training.report import comparison_table_text, criterion_text, stability_text, write_report
 from training.train import StepTimer, TrainingConfig, save, train
 
 
@@ -215,6 +215,8 @@ def diagnostics_text(metadata: dict[str, Any]) -> str:
         if honest is not None:
             lines.append(f"    the same model vs what customers did next   {honest:.4f}")
     lines.append(f"  {metadata['metrics']['selection']['why']}")
+    lines.append("  the guide's success criteria (test split):")
+    lines += [f"    {criterion_text(c)}" for c in metadata.get("success_criteria", [])]
     family = metadata["model_family"]
     lines.append(f"  {stability_text(family, metadata)}")
     return "\n".join(lines)

@@ -378,6 +378,30 @@ def _cards(metadata: dict[str, Any]) -> str:
     return page.cards(cards)
 
 
+def criterion_text(criterion: dict[str, Any]) -> str:
+    """One success criterion, judged: 'PASS precision at 80% recall 0.7495 >= 0.75'."""
+    verdict = "PASS" if criterion["passed"] else "FAIL"
+    sign = ">=" if criterion["at_least"] else "<="
+    return (
+        f"{verdict} {criterion['criterion']} {criterion['value']:.4f} "
+        f"(needs {sign} {criterion['bound']:g})"
+    )
+
+
+def _success_html(metadata: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"<td>{html.escape(c['criterion'])}</td>",
+            f"<td>{'&ge;' if c['at_least'] else '&le;'} {c['bound']:g}</td>",
+            f"<td>{c['value']:.4f}</td>",
+            f"<td>{'pass' if c['passed'] else '<b>fail</b>'}</td>",
+            f"<td>{html.escape(c['source'])}</td>",
+        ]
+        for c in metadata.get("success_criteria", [])
+    ]
+    return page.table(["criterion", "needs", "test", "verdict", "why this bound"], rows)
+
+
 def _data_html(metadata: dict[str, Any]) -> str:
     cutoffs = metadata["cutoffs"]
     split_cutoffs = {
@@ -519,6 +543,8 @@ def render(model: TrainedModel, version: str) -> str:
         f"after a cutoff; risk cut-offs MEDIUM >= {thresholds['medium']:.2f}, "
         f"HIGH >= {thresholds['high']:.2f} (calibrated probability)</p>",
         _cards(metadata),
+        "<h2>Success criteria</h2>",
+        _success_html(metadata),
         "<h2>Model comparison</h2>",
         _comparison_html(metadata),
         _selection_html(metadata, evidence),

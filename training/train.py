@@ -48,7 +48,7 @@ from training.dataset import (
     event_span,
 )
 from training.diagnostics import leaky_label_auc, oracle_auc
-from training.metrics import cutoff_for_precision, cutoff_for_recall, evaluate
+from training.metrics import cutoff_for_precision, cutoff_for_recall, evaluate, success
 from training.models import (
     PATIENCE,
     Family,
@@ -592,6 +592,7 @@ def train_on_splits(
         },
         "rows": {name: len(frame) for name, frame in splits.items()},
         "positive_rate": {name: float(frame["label"].mean()) for name, frame in splits.items()},
+        "success_criteria": success(metrics["test"]),
         "metrics": {
             **metrics,
             "candidates": {c.name: c.metrics for c in candidates},
