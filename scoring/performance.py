@@ -178,6 +178,18 @@ def figures(tally: Mapping[str, float]) -> list[Figures]:
     return [_figures(c, v, counters) for (c, v), counters in sorted(groups.items())]
 
 
+def auc_drop(found: Sequence[Figures], bound: float, min_samples: int) -> Figures | None:
+    """The latest cohort with at least `min_samples` samples and an AUC, if its AUC is
+    below `bound`: what triggers a retrain. Fewer samples make too noisy an AUC to act
+    on; an older cohort that was below is history once a later one is not."""
+    judged = [f for f in found if f.auc is not None and f.samples >= min_samples]
+    if not judged:
+        return None
+    latest = max(judged, key=lambda f: (f.cohort, f.samples))
+    assert latest.auc is not None
+    return latest if latest.auc < bound else None
+
+
 def performance_text(found: Sequence[Figures]) -> str:
     """The figures as a table, one line per (weekly cohort, model version)."""
 

@@ -175,9 +175,14 @@ def run_report(day: date, out: Path | None) -> None:
         print(f"\nreport: {out}")
 
 
-def run_performance() -> None:
+# `performance --retrain-below-auc`'s exit code when the realised AUC has dropped: a
+# scheduler retrains on it (README, "Retraining"); 1 stays "nothing to judge yet".
+AUC_DROPPED = 3
+
+
+def run_performance(retrain_below_auc: float | None, min_samples: int) -> None:
     from feature_store.redis_store import RedisStateStore
-    from scoring.performance import TALLY, figures, performance_text
+    from scoring.performance import TALLY, auc_drop, figures, performance_text
 
     try:
         settings = Settings.from_env()
@@ -196,6 +201,17 @@ def run_performance() -> None:
             code=1,
         )
     print(performance_text(found))
+    if retrain_below_auc is None:
+        return
+    dropped = auc_drop(found, retrain_below_auc, min_samples)
+    if dropped is not None:
+        print(
+            f"realised AUC {dropped.auc:.3f} of cohort {dropped.cohort} (model "
+            f"{dropped.model_version}, {dropped.samples} samples) is below "
+            f"{retrain_below_auc:g}: retrain",
+            file=sys.stderr,
+        )
+        sys.exit(AUC_DROPPED)
 
 
 def report_date(text: str) -> date:
@@ -220,9 +236,21 @@ def main() -> None:
     )
     report.add_argument("--date", type=report_date, required=True, help="the UTC day, YYYY-MM-DD")
     report.add_argument("--out", type=Path, help="also write the report as HTML with plots here")
-    commands.add_parser(
+    performance = commands.add_parser(
         "performance",
         help="realised AUC, HIGH precision and recall, calibration per weekly cohort and model",
+    )
+    performance.add_argument(
+        "--retrain-below-auc",
+        type=float,
+        metavar="AUC",
+        help=f"exit {AUC_DROPPED} when the latest judged cohort's realised AUC is below this",
+    )
+    performance.add_argument(
+        "--min-samples",
+        type=int,
+        default=200,
+        help="samples a cohort needs to be judged (default 200: an AUC's noise ~0.04)",
     )
     commands.add_parser("settings", help="print the configuration table")
     args = parser.parse_args()
@@ -233,7 +261,7 @@ def main() -> None:
     elif args.command == "report":
         run_report(args.date, args.out)
     elif args.command == "performance":
-        run_performance()
+        run_performance(args.retrain_below_auc, args.min_samples)
     else:
         print(Settings.describe())
 

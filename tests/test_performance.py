@@ -19,7 +19,9 @@ from scoring.merge import InputMessage
 from scoring.performance import (
     BINS,
     HIGH,
+    Figures,
     Sample,
+    auc_drop,
     figures,
     first_of_week,
     in_sample,
@@ -207,3 +209,17 @@ def test_a_customer_erased_before_the_horizon_ends_is_not_counted_even_if_back(
         report = asyncio.run(runner.step(lambda topic, partition: False))
         decided += [(s.customer_id, c) for o in report.outcomes for s, c in o.matured]
     assert decided == [(pacer, False)]
+
+
+def test_a_retrain_is_due_when_the_latest_judged_cohort_falls_below_the_bound() -> None:
+    def cohort(week: str, auc: float | None, samples: int) -> Figures:
+        return Figures(week, "v1", samples, samples // 2, auc, None, None, 0.0)
+
+    good, bad = cohort("2026-W01", 0.78, 500), cohort("2026-W02", 0.61, 500)
+    assert auc_drop([good], 0.7, 200) is None
+    assert auc_drop([good, bad], 0.7, 200) == bad
+    # A later cohort too small to judge does not hide the drop; a later good one does.
+    thin = cohort("2026-W03", 0.40, 50)
+    assert auc_drop([good, bad, thin], 0.7, 200) == bad
+    assert auc_drop([bad, cohort("2026-W03", 0.75, 300)], 0.7, 200) is None
+    assert auc_drop([cohort("2026-W01", None, 900)], 0.7, 200) is None  # one outcome only
