@@ -5,6 +5,7 @@ Examples::
     python -m simulator produce --customers 1000 --rate 500
     python -m simulator sqlite --customers 100000 --out data/shop.db
     python -m simulator jsonl --customers 1000 --out data/events.jsonl.gz
+    python -m simulator jsonl --shift order_value,2025-10-01,2025-10-04 --out shifted.jsonl
 """
 
 from __future__ import annotations
@@ -16,13 +17,27 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from simulator.history import DEFAULT_START, History, generate_history
+from simulator.history import DEFAULT_START, SHIFT_KINDS, History, Shift, generate_history
 
 
 def _start(text: str) -> datetime:
     """Parse --start; a date or a naive time is taken as UTC."""
     ts = datetime.fromisoformat(text)
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def _shift(text: str) -> Shift:
+    """Parse --shift KIND,FROM[,UNTIL[,FACTOR]] (times as --start)."""
+    kind, *rest = text.split(",")
+    if not 1 <= len(rest) <= 3:
+        raise argparse.ArgumentTypeError("expected KIND,FROM[,UNTIL[,FACTOR]]")
+    try:
+        start = _start(rest[0])
+        end = _start(rest[1]) if len(rest) > 1 and rest[1] else None
+        factor = float(rest[2]) if len(rest) > 2 else None
+        return Shift(kind, start, end, factor)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_start,
         default=DEFAULT_START,
         help="start of the period, ISO-8601 (UTC if no offset); default 2025-07-01",
+    )
+    common.add_argument(
+        "--shift",
+        type=_shift,
+        action="append",
+        default=[],
+        metavar="KIND,FROM[,UNTIL[,FACTOR]]",
+        help=f"change the shop from a day (until another, or the end): KIND is one of "
+        f"{', '.join(SHIFT_KINDS)} (order values x1.4, three times the tickets, a "
+        "promotion's cohort of new customers); repeatable",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -87,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: bad configuration: {err}", file=sys.stderr)
             return 2
     t0 = time.perf_counter()
-    history = generate_history(args.customers, seed=args.seed, start=args.start, days=args.days)
+    history = generate_history(
+        args.customers, seed=args.seed, start=args.start, days=args.days, shifts=args.shift
+    )
     generated = time.perf_counter() - t0
 
     t1 = time.perf_counter()

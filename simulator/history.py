@@ -6,6 +6,10 @@ satisfied they are. With probability equal to that propensity a customer churns 
 random time: their order rate fades over the 30-60 days before and they are silent after.
 The ground truth is kept beside the events so that models can be checked against it.
 
+A `Shift` changes the shop for a while from a given day: order values, the ticket
+rate, or the customer mix (a campaign's cohort of new customers). It draws from a
+random stream of its own, so everything it does not change comes out as without it.
+
 The heavy lifting is vectorised per event kind; only the final conversion into the
 schema's msgspec structs is a Python loop.
 """
@@ -15,10 +19,11 @@ from __future__ import annotations
 import gc
 import heapq
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -110,6 +115,65 @@ MONTHLY_INTENSITY = np.array([0.85, 0.85, 0.95, 0.95, 1.0, 0.95, 0.95, 1.0, 0.95
 WEEKDAY_INTENSITY = np.array([0.95, 0.95, 0.95, 1.0, 1.05, 1.1, 1.0])
 MAX_INTENSITY = HOURLY_INTENSITY.max() * MONTHLY_INTENSITY.max() * WEEKDAY_INTENSITY.max()
 
+ShiftKind = Literal["order_value", "ticket_rate", "customer_mix"]
+SHIFT_KINDS: tuple[ShiftKind, ...] = get_args(ShiftKind)
+# Each kind's default factor: order values +40%, three times the tickets, and a
+# cohort placing as many orders during the shift as the rest of the shop.
+DEFAULT_SHIFT_FACTORS: dict[str, float] = {
+    "order_value": 1.4,
+    "ticket_rate": 3.0,
+    "customer_mix": 1.0,
+}
+# The customer_mix cohort: bargain hunters a promotion brings in. Each buys within
+# hours of registering, sometimes once more, and is gone when the promotion ends.
+COHORT_AGE = (23.0, 3.0)  # mean, standard deviation
+COHORT_EMAIL_VERIFIED = 0.25
+COHORT_PHONE_VERIFIED = 0.05
+COHORT_SPEND = 0.7  # basket-size multiplier
+COHORT_SECOND_ORDER = 0.3
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A change in the shop from `start` until `end` (None: the end of the period).
+
+    - order_value: every item's price, hence every order's total, times `factor`;
+    - ticket_rate: customers open `factor` times as many tickets: each ticket created
+      during the shift brings `factor - 1` more on average, from the same customer,
+      about the same thing, at random times of the shift;
+    - customer_mix: a promotion's cohort of new customers, younger, seldom verified,
+      with smaller baskets, registers during the shift, buys once or twice and is
+      gone when it ends; `factor` is the cohort's orders over the rest of the shop's
+      during the shift.
+    """
+
+    kind: ShiftKind
+    start: datetime
+    end: datetime | None = None
+    factor: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SHIFT_KINDS:
+            raise ValueError(f"shift kind must be one of {', '.join(SHIFT_KINDS)}")
+        if self.start.tzinfo is None or (self.end is not None and self.end.tzinfo is None):
+            raise ValueError("shift start and end must be timezone-aware")
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("a shift must end after it starts")
+        if not (math.isfinite(self.multiplier) and self.multiplier > 0):
+            raise ValueError("a shift's factor must be a positive number")
+        if self.kind == "ticket_rate" and self.multiplier < 1:
+            raise ValueError("a ticket_rate factor must be at least 1: tickets are added")
+
+    @property
+    def multiplier(self) -> float:
+        return DEFAULT_SHIFT_FACTORS[self.kind] if self.factor is None else self.factor
+
+    def window(self, start_s: int, end_s: int) -> tuple[int, int]:
+        """The shift in epoch seconds, within the period [start_s, end_s)."""
+        lo = max(start_s, math.ceil(self.start.timestamp()))
+        hi = end_s if self.end is None else min(end_s, math.ceil(self.end.timestamp()))
+        return lo, max(lo, hi)
+
 
 @dataclass
 class History:
@@ -170,8 +234,11 @@ def generate_history(
     seed: int = 7,
     start: datetime = DEFAULT_START,
     days: int = 365,
+    shifts: Sequence[Shift] = (),
 ) -> History:
-    """Generate `n_customers` customers and their orders and tickets over `days` days.
+    """Generate `n_customers` customers and their orders and tickets over `days` days,
+    changed by each of `shifts` while it lasts (each acts on the shop without the
+    others).
 
     The same arguments always give an identical history. All event times are whole UTC
     seconds in [start, start + days); registration dates may precede `start`.
@@ -185,9 +252,14 @@ def generate_history(
     rng = np.random.default_rng(seed)
     start_s = math.ceil(start.timestamp())
     end_s = start_s + days * DAY
+    windows = [shift.window(start_s, end_s) for shift in shifts]
 
     cust = _draw_customers(rng, n_customers, start_s, end_s)
     orders = _draw_orders(rng, cust, start_s, end_s)
+    for shift, (lo, hi) in zip(shifts, windows, strict=True):
+        if shift.kind == "order_value":
+            during = (orders.ts >= lo) & (orders.ts < hi)
+            orders.scale = np.where(during, orders.scale * shift.multiplier, orders.scale)
     items = _draw_items(rng, orders)
     tickets = _draw_tickets(rng, cust, orders, end_s)
 
@@ -203,7 +275,7 @@ def generate_history(
         }
     )
     with _gc_paused():
-        return History(
+        history = History(
             customers=_build_customers(rng, cust, customer_ids),
             orders=_build_orders(orders, items, customer_ids),
             tickets=_build_tickets(tickets, customer_ids),
@@ -211,6 +283,23 @@ def generate_history(
             start=_utc(start_s),
             end=_utc(end_s),
         )
+        for number, (shift, (lo, hi)) in enumerate(zip(shifts, windows, strict=True)):
+            # Each shift's own random stream: the base history's draws stay as they were.
+            drawn = np.random.default_rng([seed, 1, number])
+            if shift.kind == "ticket_rate":
+                extra = _clone_tickets(drawn, cust, tickets, lo, hi, shift.multiplier, end_s)
+                more = _build_tickets(extra, customer_ids, first_id=len(history.tickets) + 1)
+                history.tickets = _merged(history.tickets, more, lambda t: t.created_ts)
+            elif shift.kind == "customer_mix":
+                ordered = int(np.count_nonzero((orders.ts >= lo) & (orders.ts < hi)))
+                size = round(shift.multiplier * ordered / (1 + COHORT_SECOND_ORDER))
+                _add_cohort(history, drawn, size, lo, hi)
+    return history
+
+
+def _merged(base: list[Any], more: list[Any], time: Callable[[Any], datetime]) -> list[Any]:
+    """Two lists sorted by event time as one (ties: `base` first)."""
+    return list(heapq.merge(base, more, key=time))
 
 
 @contextmanager
@@ -432,9 +521,19 @@ def _draw_tickets(
     inside = ts < cust.active_to[idx]
     idx, ts, category = idx[inside], ts[inside], category[inside]
     order = np.lexsort((idx, ts))
-    idx, ts, category = idx[order], ts[order], category[order]
-    t = len(ts)
+    return _ticket_details(rng, cust, idx[order], ts[order], category[order], end_s)
 
+
+def _ticket_details(
+    rng: np.random.Generator,
+    cust: _Customers,
+    idx: IntArray,
+    ts: IntArray,
+    category: IntArray,
+    end_s: int,
+) -> _Tickets:
+    """Resolution and satisfaction of tickets whose customer, time and category are drawn."""
+    t = len(ts)
     median = np.asarray(MEDIAN_RESOLUTION_HOURS)[category]
     hours = median * np.exp(rng.normal(0.0, 0.9, size=t))
     # Hundredths of an hour (36 s) so hours and resolved_ts agree exactly.
@@ -457,6 +556,80 @@ def _draw_tickets(
     return _Tickets(
         cust=idx, ts=ts, category=category, resolution_cs=resolution_cs, satisfaction=satisfaction
     )
+
+
+def _clone_tickets(
+    rng: np.random.Generator,
+    cust: _Customers,
+    tickets: _Tickets,
+    lo: int,
+    hi: int,
+    factor: float,
+    end_s: int,
+) -> _Tickets:
+    """`factor - 1` more tickets (on average) for each ticket created in [lo, hi): from
+    the same customer and category, at random times in [lo, hi) while they are active."""
+    parents = np.flatnonzero((tickets.ts >= lo) & (tickets.ts < hi))
+    parents = np.repeat(parents, rng.poisson(factor - 1.0, size=len(parents)))
+    idx, category = tickets.cust[parents], tickets.category[parents]
+    first = np.maximum(lo, cust.active_from[idx])
+    last = np.minimum(hi, cust.active_to[idx])
+    ts = first + (rng.random(len(idx)) * (last - first)).astype(np.int64)
+    keep = last > first
+    order = np.lexsort((idx[keep], ts[keep]))
+    return _ticket_details(
+        rng, cust, idx[keep][order], ts[keep][order], category[keep][order], end_s
+    )
+
+
+def _add_cohort(history: History, rng: np.random.Generator, n: int, lo: int, hi: int) -> None:
+    """The customer_mix shift's cohort (see `Shift`): `n` customers registering in
+    [lo, hi), each buying within hours and sometimes once more, gone at `hi`."""
+    if n <= 0 or hi <= lo:
+        return
+    reg_s = np.sort(rng.integers(lo, hi, size=n))
+    first = reg_s + rng.exponential(2.0 * HOUR, size=n).astype(np.int64)
+    second = first + (rng.random(n) * np.maximum(hi - first, 0)).astype(np.int64)
+    again = rng.random(n) < COHORT_SECOND_ORDER
+    idx = np.concatenate([np.arange(n), np.flatnonzero(again)])
+    ts = np.concatenate([first, second[again]])
+    keep = ts < hi
+    order = np.lexsort((idx[keep], ts[keep]))
+    idx, ts = idx[keep][order], ts[keep][order]
+    m = len(ts)
+    orders = _Orders(
+        cust=idx,
+        ts=ts,
+        status=np.where(rng.random(m) < 0.05, DELAYED, DELIVERED),
+        payment=rng.choice(len(PAYMENT_METHODS), size=m, p=_norm(PAYMENT_WEIGHTS)),
+        n_items=1 + rng.binomial(3, 0.2, size=m),
+        scale=COHORT_SPEND * np.exp(rng.normal(0.0, 0.35, size=m)),
+        voucher=np.zeros(m, dtype=bool),
+    )
+    items = _draw_items(rng, orders)
+    base = len(history.customers)
+    ids = [f"C{i:07d}" for i in range(base + 1, base + n + 1)]
+    ages = np.clip(np.rint(rng.normal(*COHORT_AGE, size=n)), 18, 85).astype(np.int64)
+    email = rng.random(n) < COHORT_EMAIL_VERIFIED
+    phone = rng.random(n) < COHORT_PHONE_VERIFIED
+    cohort = [
+        Customer(
+            customer_id=cid,
+            registration_date=_utc(reg),
+            age=age,
+            email_verified=e,
+            phone_verified=p,
+        )
+        for cid, reg, age, e, p in zip(
+            ids, reg_s.tolist(), ages.tolist(), email.tolist(), phone.tolist(), strict=True
+        )
+    ]
+    history.customers = _merged(history.customers, cohort, lambda c: c.registration_date)
+    more = _build_orders(orders, items, ids, first_id=len(history.orders) + 1)
+    history.orders = _merged(history.orders, more, lambda o: o.order_ts)
+    gone = pd.Series(pd.to_datetime([hi] * n, unit="s", utc=True)).dt.as_unit("s")
+    truth = pd.DataFrame({"customer_id": ids, "churn_propensity": 1.0, "churn_ts": gone})
+    history.truth = pd.concat([history.truth, truth], ignore_index=True)
 
 
 def _build_customers(rng: np.random.Generator, cust: _Customers, ids: list[str]) -> list[Customer]:
@@ -501,7 +674,9 @@ def _build_customers(rng: np.random.Generator, cust: _Customers, ids: list[str])
 # for millions of structs that is about three times faster than keywords.
 
 
-def _build_orders(orders: _Orders, items: _Items, customer_ids: list[str]) -> list[Order]:
+def _build_orders(
+    orders: _Orders, items: _Items, customer_ids: list[str], first_id: int = 1
+) -> list[Order]:
     # OrderItem(product_category, quantity, price)
     all_items = [
         OrderItem(PRODUCT_CATEGORIES[c], q, p / 100)
@@ -537,12 +712,14 @@ def _build_orders(orders: _Orders, items: _Items, customer_ids: list[str]) -> li
                 bounds[1:],
                 strict=True,
             ),
-            start=1,
+            start=first_id,
         )
     ]
 
 
-def _build_tickets(tickets: _Tickets, customer_ids: list[str]) -> list[SupportTicket]:
+def _build_tickets(
+    tickets: _Tickets, customer_ids: list[str], first_id: int = 1
+) -> list[SupportTicket]:
     out = []
     for i, (c, ts, cat, res_cs, score) in enumerate(
         zip(
@@ -553,7 +730,7 @@ def _build_tickets(tickets: _Tickets, customer_ids: list[str]) -> list[SupportTi
             tickets.satisfaction.tolist(),
             strict=True,
         ),
-        start=1,
+        start=first_id,
     ):
         resolved = res_cs >= 0
         out.append(

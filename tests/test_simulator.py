@@ -24,7 +24,9 @@ from schemas.events import (
 from schemas.topics import CUSTOMERS, ORDERS, SUPPORT_TICKETS
 from simulator import (
     DEFAULT_START,
+    SHIFT_KINDS,
     History,
+    Shift,
     TokenBucket,
     generate_history,
     read_jsonl,
@@ -420,3 +422,92 @@ def test_default_period_is_the_year_from_july_2025():
         timedelta(0),
     )
     assert h.end - h.start == timedelta(days=365)
+
+
+# --- shifts ------------------------------------------------------------------------------
+
+SHIFT_FROM = DEFAULT_START + timedelta(days=100)
+SHIFT_UNTIL = DEFAULT_START + timedelta(days=110)
+
+
+def shifted(kind: str) -> History:
+    return generate_history(N, seed=11, shifts=[Shift(kind, SHIFT_FROM, SHIFT_UNTIL)])  # type: ignore[arg-type]
+
+
+def during(t: datetime) -> bool:
+    return SHIFT_FROM <= t < SHIFT_UNTIL
+
+
+@pytest.mark.parametrize("kind", SHIFT_KINDS)
+def test_a_shift_changes_nothing_before_it_starts(history, kind):
+    def before(h: History) -> list[tuple[str, object]]:
+        return [
+            (t, e) for t, e in h.events_in_time_order() if event_time(t, e, h.start) < SHIFT_FROM
+        ]
+
+    assert before(shifted(kind)) == before(history)
+
+
+def test_order_values_rise_by_the_factor_while_the_shift_lasts_and_only_then(history):
+    h = shifted("order_value")
+    assert [o.order_id for o in h.orders] == [o.order_id for o in history.orders]
+    inside = [(o, b) for o, b in zip(h.orders, history.orders, strict=True) if during(o.order_ts)]
+    outside = [
+        (o, b) for o, b in zip(h.orders, history.orders, strict=True) if not during(o.order_ts)
+    ]
+    assert len(inside) > 300
+    ratio = sum(o.total_amount for o, _ in inside) / sum(b.total_amount for _, b in inside)
+    assert 1.37 < ratio < 1.43  # prices stay whole dollars less a cent
+    assert all(o == b for o, b in outside)
+
+
+def test_three_times_the_tickets_are_opened_while_the_shift_lasts_and_as_many_outside(history):
+    h = shifted("ticket_rate")
+
+    def count(tickets: list[SupportTicket], inside: bool) -> int:
+        return sum(during(t.created_ts) == inside for t in tickets)
+
+    base = count(history.tickets, inside=True)
+    assert base > 30
+    assert 2.3 < count(h.tickets, inside=True) / base < 3.7
+    assert count(h.tickets, inside=False) == count(history.tickets, inside=False)
+    assert len({t.ticket_id for t in h.tickets}) == len(h.tickets)
+    customers = {c.customer_id for c in history.customers}
+    assert {t.customer_id for t in h.tickets} <= customers
+
+
+def test_a_customer_mix_shift_brings_a_young_cohort_that_buys_during_it_and_is_gone_after(
+    history,
+):
+    h = shifted("customer_mix")
+    old = {c.customer_id for c in history.customers}
+    cohort = [c for c in h.customers if c.customer_id not in old]
+    ids = {c.customer_id for c in cohort}
+    assert all(during(c.registration_date) for c in cohort)
+    assert (
+        np.mean([c.age for c in cohort]) < 26 < np.mean([c.age for c in history.customers if c.age])
+    )
+    assert np.mean([c.email_verified for c in cohort]) < 0.4
+    theirs = [o for o in h.orders if o.customer_id in ids]
+    assert all(during(o.order_ts) for o in theirs)
+    base = sum(during(o.order_ts) for o in history.orders)
+    assert 0.8 < len(theirs) / base < 1.2  # factor 1: as many orders as the rest of the shop
+    assert len({o.order_id for o in h.orders}) == len(h.orders)
+    assert set(h.truth["customer_id"]) == old | ids
+    # Sorted as the history promises: profiles by registration, orders by time.
+    assert [c.registration_date for c in h.customers] == sorted(
+        c.registration_date for c in h.customers
+    )
+    assert [o.order_ts for o in h.orders] == sorted(o.order_ts for o in h.orders)
+
+
+def test_the_cli_takes_shifts_and_refuses_a_malformed_one(tmp_path, capsys):
+    plain, moved = tmp_path / "plain.jsonl", tmp_path / "moved.jsonl"
+    args = ["jsonl", "--customers", "200", "--days", "60", "--seed", "3"]
+    assert main([*args, "--out", str(plain)]) == 0
+    assert main([*args, "--shift", "ticket_rate,2025-08-01,2025-08-20,5", "--out", str(moved)]) == 0
+    tickets = [sum(t == SUPPORT_TICKETS for t, _ in read_jsonl(p)) for p in (plain, moved)]
+    assert tickets[1] > tickets[0]
+    with pytest.raises(SystemExit):
+        main([*args, "--shift", "prices,2025-08-01", "--out", str(moved)])
+    assert "shift kind must be one of" in capsys.readouterr().err
