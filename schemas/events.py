@@ -159,6 +159,68 @@ class DeadLetter(msgspec.Struct, frozen=True):
     schema_version: Literal[2] = 2
 
 
+class DriftThresholds(msgspec.Struct, frozen=True):
+    """When an alert is raised and cleared: the statistic above `raise_above`, or
+    below `clear_below`, for `consecutive_slices` judged slices in a row."""
+
+    raise_above: float
+    clear_below: float
+    consecutive_slices: int
+
+
+class DriftWindow(msgspec.Struct, frozen=True):
+    """The sliding window judged: the scores of input events in [start, end) of event
+    time, made of slices of `slice_seconds`; `mean` of its non-missing values."""
+
+    start: UtcTime
+    end: UtcTime
+    slice_seconds: int
+    scores: int
+    mean: float | None
+
+
+class DriftReference(msgspec.Struct, frozen=True):
+    """What the window is compared with: the scores the model gave the events of its
+    training period (`rows` of them, as of instants in [since, until])."""
+
+    rows: int
+    since: UtcTime
+    until: UtcTime
+    mean: float | None
+
+
+class DriftStatistics(msgspec.Struct, frozen=True):
+    """The window against the reference: PSI over the reference's bins, the
+    Kolmogorov-Smirnov distance of the binned distributions and the relative mean
+    shift, (window mean - reference mean) / |reference mean|."""
+
+    psi: float
+    ks: float | None
+    mean_shift: float | None
+
+
+class DriftAlert(msgspec.Struct, frozen=True):
+    """A drift alert raised or cleared (topic `churn-drift-alerts`, keyed by feature).
+
+    `feature` is a model feature, `score` (the churn probability) or `risk_mix` (the
+    share of each risk category). `event_id` is deterministic (feature, state and the
+    window's end): an alert judged again after a crash has the same id.
+    """
+
+    event_id: str
+    feature: str
+    state: Literal["raised", "cleared"]
+    statistic: Literal["psi"]
+    value: float
+    thresholds: DriftThresholds
+    window: DriftWindow
+    reference: DriftReference
+    statistics: DriftStatistics
+    model_version: str
+    detected_at: UtcTime
+    schema_version: Literal[1] = 1
+
+
 INPUT_EVENTS: dict[str, type[msgspec.Struct]] = {
     "orders": Order,
     "support-tickets": SupportTicket,
@@ -176,4 +238,5 @@ SCHEMA_FILES: dict[str, type[msgspec.Struct]] = {
     "customers": Customer,
     "churn-risk": ChurnRiskChanged,
     "dead-letter": DeadLetter,
+    "drift-alerts": DriftAlert,
 }

@@ -14,14 +14,46 @@ from schemas.events import SCHEMA_FILES, SCHEMA_VERSIONS
 SCHEMA_DIR = Path(__file__).resolve().parent
 ASYNCAPI_PATH = SCHEMA_DIR / "asyncapi.json"
 
-# Topic -> (schema file stem, what it carries, does the worker receive or send it).
-CHANNELS: dict[str, tuple[str, str, str]] = {
-    topics.ORDERS: ("orders", "Orders placed, keyed by customer_id", "receive"),
-    topics.SUPPORT_TICKETS: ("support-tickets", "Support tickets, keyed by customer_id", "receive"),
-    topics.CUSTOMERS: ("customers", "Customer profile upserts (compacted)", "receive"),
-    topics.CHURN_RISK: ("churn-risk", "A customer's risk category changed", "send"),
-    topics.CHURN_RISK_HIGH: ("churn-risk", "Changes into HIGH only, for marketing", "send"),
-    topics.DEAD_LETTER: ("dead-letter", "Input that could not be processed, with why", "send"),
+# Topic -> (schema file stem, what it carries, does the worker receive or send it,
+# what the message key is).
+CHANNELS: dict[str, tuple[str, str, str, str]] = {
+    topics.ORDERS: ("orders", "Orders placed, keyed by customer_id", "receive", "customer_id"),
+    topics.SUPPORT_TICKETS: (
+        "support-tickets",
+        "Support tickets, keyed by customer_id",
+        "receive",
+        "customer_id",
+    ),
+    topics.CUSTOMERS: (
+        "customers",
+        "Customer profile upserts (compacted)",
+        "receive",
+        "customer_id",
+    ),
+    topics.CHURN_RISK: (
+        "churn-risk",
+        "A customer's risk category changed",
+        "send",
+        "customer_id",
+    ),
+    topics.CHURN_RISK_HIGH: (
+        "churn-risk",
+        "Changes into HIGH only, for marketing",
+        "send",
+        "customer_id",
+    ),
+    topics.DEAD_LETTER: (
+        "dead-letter",
+        "Input that could not be processed, with why",
+        "send",
+        "customer_id",
+    ),
+    topics.DRIFT_ALERTS: (
+        "drift-alerts",
+        "Drift alerts raised and cleared, per model feature, score and risk mix",
+        "send",
+        "feature",
+    ),
 }
 
 
@@ -49,7 +81,7 @@ def generate_asyncapi() -> dict[str, Any]:
     """The AsyncAPI 3.0 document of the worker's topics, pointing at the schema files."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
-    for topic, (stem, description, action) in CHANNELS.items():
+    for topic, (stem, description, action, key) in CHANNELS.items():
         channels[topic] = {
             "address": topic,
             "description": description,
@@ -57,9 +89,7 @@ def generate_asyncapi() -> dict[str, Any]:
                 SCHEMA_FILES[stem].__name__: {
                     "contentType": "application/json",
                     "payload": {"$ref": f"./{stem}.schema.json"},
-                    "bindings": {
-                        "kafka": {"key": {"type": "string", "description": "customer_id"}}
-                    },
+                    "bindings": {"kafka": {"key": {"type": "string", "description": key}}},
                 }
             },
         }

@@ -7,6 +7,8 @@ CHURN_RISK = "churn-risk"
 # Transitions into HIGH only, so marketing automation need not read every change.
 CHURN_RISK_HIGH = "churn-risk-high"
 DEAD_LETTER = "churn-dead-letter"
+# The drift monitor's alerts, raised and cleared, keyed by feature.
+DRIFT_ALERTS = "churn-drift-alerts"
 
 # The inputs, in the order events of equal event time are applied: a profile change
 # before an order or ticket of the same instant (`scoring.merge`).
@@ -20,6 +22,8 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     CUSTOMERS: {**_APPEND_TIME, "cleanup.policy": "compact"},
     ORDERS: _APPEND_TIME,
     SUPPORT_TICKETS: _APPEND_TIME,
+    # A few alerts a day at most: keep a year of them, for looking back.
+    DRIFT_ALERTS: {"retention.ms": str(365 * 24 * 3600 * 1000)},
 }
 
 

@@ -9,7 +9,19 @@ import jsonschema
 import msgspec
 import pytest
 
-from schemas import SCHEMA_FILES, Order, SupportTicket, generate_schema, schema_path, topics
+from schemas import (
+    SCHEMA_FILES,
+    DriftAlert,
+    DriftReference,
+    DriftStatistics,
+    DriftThresholds,
+    DriftWindow,
+    Order,
+    SupportTicket,
+    generate_schema,
+    schema_path,
+    topics,
+)
 from schemas.generate import ASYNCAPI_PATH, generate_asyncapi
 
 
@@ -73,7 +85,27 @@ def test_asyncapi_document_is_current_and_covers_every_topic() -> None:
     committed = json.loads(ASYNCAPI_PATH.read_text())
     assert committed == generate_asyncapi(), "run `python -m schemas` and commit the result"
     every_topic = {*topics.INPUT_TOPICS, topics.CHURN_RISK, topics.CHURN_RISK_HIGH}
-    assert every_topic | {topics.DEAD_LETTER} == set(committed["channels"])
+    assert every_topic | {topics.DEAD_LETTER, topics.DRIFT_ALERTS} == set(committed["channels"])
     for channel in committed["channels"].values():
         for message in channel["messages"].values():
             assert (schema_path("x").parent / message["payload"]["$ref"]).exists()
+
+
+def test_an_encoded_drift_alert_is_valid_under_its_schema_file_and_decodes_back() -> None:
+    day = datetime(2026, 1, 2, tzinfo=UTC)
+    alert = DriftAlert(
+        event_id="0b9f2a52-6b4d-5d7c-9a4e-2f3c1b0d9e77",
+        feature="spend_7d",
+        state="raised",
+        statistic="psi",
+        value=0.31,
+        thresholds=DriftThresholds(raise_above=0.2, clear_below=0.1, consecutive_slices=3),
+        window=DriftWindow(start=day, end=day, slice_seconds=3600, scores=812, mean=None),
+        reference=DriftReference(rows=23000, since=day, until=day, mean=51.5),
+        statistics=DriftStatistics(psi=0.31, ks=None, mean_shift=0.4),
+        model_version="v1",
+        detected_at=day,
+    )
+    encoded = msgspec.json.encode(alert)
+    jsonschema.validate(json.loads(encoded), json.loads(schema_path("drift-alerts").read_text()))
+    assert msgspec.json.decode(encoded, type=DriftAlert) == alert
