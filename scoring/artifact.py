@@ -4,7 +4,8 @@
     CURRENT                 the served version's name (moved atomically by promotion:
                             training writes a candidate, training/registry.py promotes)
     <version>/
-        metadata.json       model_family, features, calibration, thresholds, metrics...
+        metadata.json       model_family, features, calibration, thresholds, metrics, the
+                            drift monitor's reference (`scoring.drift.Reference`)...
         <the model file>    by family (never pickle: loading runs no code):
                             model.txt     LightGBM's text model
                             linear.json   a logistic regression (scoring/linear.py)
@@ -33,6 +34,7 @@ import lightgbm as lgb
 import numpy as np
 
 from feature_store.definitions import FEATURE_NAMES, FeatureParams
+from scoring.drift import DriftReferenceError, Reference
 from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES, XGBOOST, FamilyModel, LightGBMModel
 from scoring.linear import LINEAR_FIELDS, LINEAR_FORMAT, LinearModel
 
@@ -112,6 +114,8 @@ class Model:
     thresholds: Thresholds
     feature_params: FeatureParams
     metadata: dict[str, Any]
+    # What the drift monitor compares with (None: trained before there was one).
+    drift: Reference | None = None
 
     @property
     def family(self) -> str:
@@ -227,7 +231,8 @@ def load_model(models_dir: Path, version: str | None = None) -> Model:
     model_file = MODEL_FILES[family]
     model_bytes = _verified(directory, model_file, MAX_MODEL_BYTES, expected, sums_path)
     estimator = _estimator(family, model_bytes, directory / model_file, version)
-    return Model(version, estimator, calibration, thresholds, params, metadata)
+    drift = _drift_reference(metadata, where)
+    return Model(version, estimator, calibration, thresholds, params, metadata, drift)
 
 
 def _read(path: Path, limit: int) -> bytes:
@@ -404,6 +409,13 @@ def _feature_params(metadata: dict[str, Any], path: Path) -> FeatureParams:
         if value <= 0:  # each is a divisor or a prior's weight
             raise ArtifactError(f"{path}: feature_params.{key} must be positive")
     return FeatureParams(**values)
+
+
+def _drift_reference(metadata: dict[str, Any], path: Path) -> Reference | None:
+    try:
+        return Reference.from_metadata(metadata)
+    except DriftReferenceError as err:
+        raise ArtifactError(f"{path}: {err}; retrain") from err
 
 
 def _estimator(family: str, data: bytes, path: Path, version: str) -> FamilyModel:

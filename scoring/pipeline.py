@@ -69,13 +69,15 @@ def utc(ts: float) -> datetime:
 @dataclass
 class Scores:
     """Every score of a batch, for the monitors: each scored row's model inputs, its
-    probability and category, and the event-time instant it is as of."""
+    probability and category, the event-time instant it is as of and what made it
+    (`Trigger.kind`: an input event, or inactivity)."""
 
     model_version: str
     features: np.ndarray  # one row per score, FEATURE_NAMES columns
     probabilities: np.ndarray
     risks: list[str]
     as_of: list[float]
+    triggers: list[str]
 
 
 @dataclass
@@ -383,6 +385,7 @@ class Scorer:
             probabilities[scored],
             risks,
             [rows.as_of[row] for row in scored],
+            [rows.triggers[row].kind for row in scored],
         )
         if not changes:
             return by_row

@@ -362,3 +362,40 @@ class BatchRunner:
                 log.warning("publishing failed (%r); retrying in %.1fs", err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+async def run_backlog(
+    runner: BatchRunner,
+    messages: Iterable[InputMessage],
+    batch_size: int,
+    after_step: Callable[[StepReport], None] | None = None,
+) -> int:
+    """Feed `messages` (a whole log, in offset order per topic-partition) to the runner
+    in batches, as a consumer reading a backlog gets them, and step until all are
+    processed; `after_step` sees each step's report. Returns the number of messages.
+    How `replay` and the offline uses of the core (training's drift reference) run."""
+    finished = False
+
+    def behind(topic: str, partition: int) -> bool:
+        return not finished  # until the end, more may come
+
+    async def step() -> None:
+        report = await runner.step(behind)
+        if after_step is not None:
+            after_step(report)
+
+    count = 0
+    batch: list[InputMessage] = []
+    for message in messages:
+        batch.append(message)
+        if len(batch) >= batch_size:
+            count += len(batch)
+            runner.add(batch)
+            batch = []
+            await step()
+    count += len(batch)
+    runner.add(batch)
+    finished = True
+    while runner.buffered():
+        await step()
+    return count

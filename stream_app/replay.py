@@ -24,7 +24,7 @@ from scoring.artifact import Model
 from scoring.decoding import InputDecoder, Limits
 from scoring.merge import InputMessage
 from scoring.pipeline import Scorer
-from scoring.runner import BatchRunner
+from scoring.runner import BatchRunner, run_backlog
 from scoring.store import MemoryStore
 from stream_app.partitioning import partition_of
 
@@ -96,30 +96,7 @@ def replay(
     )
     for partition in range(partitions):
         runner.assign(partition)
-    count = 0
-
-    async def run() -> None:
-        nonlocal count
-        finished = False
-
-        def behind(topic: str, partition: int) -> bool:
-            return not finished  # until the end of the file, more may come
-
-        batch: list[InputMessage] = []
-        for message in messages(path, partitions):
-            batch.append(message)
-            if len(batch) >= batch_size:
-                count += len(batch)
-                runner.add(batch)
-                batch = []
-                await runner.step(behind)
-        count += len(batch)
-        runner.add(batch)
-        finished = True
-        while runner.buffered():
-            await runner.step(behind)
-
-    asyncio.run(run())
+    count = asyncio.run(run_backlog(runner, messages(path, partitions), batch_size))
     return {"messages": count, "changes": sink.changes, "dead_letters": sink.dead_letters}
 
 

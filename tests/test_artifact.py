@@ -361,6 +361,18 @@ COMMON_CORRUPTIONS: dict[str, tuple[Callable[[Path], object], str]] = {
         metadata_edit(lambda m: m["feature_params"].update(prior_gap_days=0)),
         "prior_gap_days must be positive",
     ),
+    "drift reference incomplete": (
+        metadata_edit(lambda m: m.update(reference={"serving": {"format": 1}})),
+        "reference.serving is malformed: KeyError",
+    ),
+    "drift reference of another format": (
+        metadata_edit(lambda m: m.update(reference={"serving": {"format": 2}})),
+        "format 2, this worker reads 1",
+    ),
+    "drift reference a string": (
+        metadata_edit(lambda m: m.update(reference="x")),
+        "reference.serving is malformed",
+    ),
 }
 
 

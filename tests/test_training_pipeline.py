@@ -23,7 +23,9 @@ import pytest
 from feature_store.definitions import SECONDS_PER_DAY, FeatureParams
 from feature_store.offline import History
 from scoring.artifact import CHECKSUM_FILE, METADATA_FILE, ArtifactError, load_model
+from scoring.drift import reference_profile
 from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES, SIMPLICITY
+from scoring.serving import served_scores
 from simulator import generate_history, write_sqlite
 from training import (
     TrainingConfig,
@@ -173,6 +175,30 @@ def test_metadata_describes_window_cutoffs_horizon_thresholds_and_references(
     assert metadata["calibration"]["method"] == "isotonic"
     assert set(metadata["reference"]["features"]) == set(metadata["feature_names"])
     assert len(metadata["reference"]["score"]["quantiles"]) == 11
+
+
+def test_the_drift_reference_is_what_the_worker_scores_in_the_training_period(
+    cli_run: dict[str, Any],
+) -> None:
+    model = load_model(cli_run["models_dir"])
+    assert model.drift is not None
+    serving = model.metadata["reference"]["serving"]
+    since = datetime.fromisoformat(model.metadata["cutoffs"]["train"][0]).replace(tzinfo=UTC)
+    until = datetime.fromisoformat(model.metadata["cutoffs"]["validation"]).replace(tzinfo=UTC)
+    start, end = (t.timestamp() + SECONDS_PER_DAY - 1 for t in (since, until))
+    assert start <= model.drift.since < model.drift.until < end
+    # The shop's 300 customers are fewer than the sample: the reference is all of them,
+    # scored by the worker's code over the simulator's own events.
+    events = generate_history(300, seed=7).events_in_time_order()
+    scores = served_scores(events, model, start, end)
+    expected = reference_profile(
+        scores.matrix(), np.array(scores.probabilities), scores.risks, scores.as_of
+    )
+    assert serving["rows"] == expected["rows"] > 500
+    assert serving["risk_mix"] == pytest.approx(expected["risk_mix"])
+    for name, subject in expected["subjects"].items():
+        assert serving["subjects"][name]["cuts"] == pytest.approx(subject["cuts"]), name
+        assert serving["subjects"][name]["shares"] == pytest.approx(subject["shares"]), name
 
 
 def test_cli_prints_the_comparison_table_oracle_and_leaky_auc(cli_run: dict[str, Any]) -> None:

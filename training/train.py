@@ -9,7 +9,8 @@ AUC is served (families within TIE_AUC of it are tied, and the simplest of those
 served: linear, then LightGBM, then XGBoost), refitted on all training rows ->
 isotonic calibration and risk cut-offs on the validation cutoff -> metrics on
 validation and test -> diagnostics (oracle, leaky label) -> reference distributions
-for drift.
+for drift (the training rows', and the drift monitor's: the scores the worker gives
+the training period's events, `training.reference`).
 
 Validation rows choose the family and its configuration, stop the boosting, and
 calibrate; nothing from test rows feeds the served model at all: test rows are only
@@ -36,7 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from feature_store.definitions import FEATURE_NAMES, SECONDS_PER_DAY, FeatureParams
 from feature_store.offline import History
-from scoring.artifact import Calibration, Thresholds, write_artifact
+from scoring.artifact import Calibration, Model, Thresholds, write_artifact
 from scoring.families import SIMPLICITY, XGBOOST, FamilyModel
 from training.dataset import (
     Fold,
@@ -60,6 +61,7 @@ from training.models import (
     threads_for,
     tree_count,
 )
+from training.reference import REFERENCE_CUSTOMERS, serving_reference
 from training.rhythm import fit_gap_prior
 
 # The served model's row in the comparison, and its curves in the report.
@@ -104,6 +106,8 @@ class TrainingConfig:
     candidate_rows: int = 50_000
     # The families to compare (default: all of training.models.available_families()).
     families: tuple[str, ...] | None = None
+    # Customers whose scores over the training period make the drift reference.
+    reference_customers: int = REFERENCE_CUSTOMERS
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds arrays
@@ -491,7 +495,29 @@ def train(
         )
         notes += [f"{name} {len(frame):,} rows" for name, frame in splits.items()]
         notes.append(f"prior gap {params.prior_gap_days:.4g} days, weight {params.prior_gaps:.4g}")
-    return train_on_splits(splits, config, timer, truth, event_span(history), params)
+    trained = train_on_splits(splits, config, timer, truth, event_span(history), params)
+    with timer.step("drift reference") as notes:
+        # The drift monitor's: the scores the worker gives the training period's events.
+        metadata = trained.metadata
+        model = Model(
+            "training",
+            trained.estimator,
+            trained.calibration,
+            Thresholds(**metadata["thresholds"]),
+            trained.feature_params,
+            {},
+        )
+        metadata["reference"]["serving"] = serving_reference(
+            history,
+            model,
+            splits.train_cutoffs[0],
+            splits.validation_cutoff,
+            config.reference_customers,
+            config.seed,
+        )
+        notes.append(f"{metadata['reference']['serving']['rows']:,} scores")
+    metadata["timings_seconds"]["drift reference"] = timer.seconds["drift reference"]
+    return trained
 
 
 def train_on_splits(

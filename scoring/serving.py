@@ -1,0 +1,94 @@
+"""The scores the worker gives a history of events: the batch runner over them, on the
+in-memory store, as `stream_app replay` runs it. Training takes the drift reference
+from these (`scoring.drift.reference_profile`): the same rows, by the same code, as
+the live monitor counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from feature_store.definitions import FEATURE_NAMES
+from schemas import ChurnRiskChanged, DeadLetter, topics
+from scoring.artifact import Model
+from scoring.merge import Decoded, InputMessage
+from scoring.pipeline import PartitionOutcome, Scorer
+from scoring.runner import BatchRunner, run_backlog
+from scoring.store import MemoryStore, Tally
+
+
+@dataclass
+class ServedScores:
+    """Event-triggered scores as of instants in [since, until): model inputs
+    (FEATURE_NAMES columns), probabilities, categories and as-of instants."""
+
+    since: float
+    until: float
+    features: list[np.ndarray] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    risks: list[str] = field(default_factory=list)
+    as_of: list[float] = field(default_factory=list)
+
+    def __call__(
+        self, outcome: PartitionOutcome, batch: Sequence[Decoded], durable_at: float
+    ) -> dict[str, Tally]:
+        """A `TallySource` that keeps the scores instead of counting them."""
+        scores = outcome.scores
+        if scores is not None:
+            for row, (as_of, trigger) in enumerate(zip(scores.as_of, scores.triggers, strict=True)):
+                if trigger == "event" and self.since <= as_of < self.until:
+                    self.features.append(scores.features[row])
+                    self.probabilities.append(float(scores.probabilities[row]))
+                    self.risks.append(scores.risks[row])
+                    self.as_of.append(as_of)
+        return {}
+
+    def matrix(self) -> np.ndarray:
+        return np.array(self.features).reshape(len(self.features), len(FEATURE_NAMES))
+
+
+class _Discard:
+    async def publish(
+        self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
+    ) -> None:
+        return None
+
+
+def served_scores(
+    events: Iterable[tuple[str, Any]],
+    model: Model,
+    since: float,
+    until: float,
+    margin: float = 0.05,
+    batch_size: int = 500,
+) -> ServedScores:
+    """The event-triggered scores `model` gives `events` (contract structs, in event
+    time order, keyed alike) as of instants in [since, until)."""
+    kept = ServedScores(since, until)
+    runner = BatchRunner(
+        MemoryStore(),
+        Scorer(lambda: model, margin=margin),
+        _Discard(),
+        topics.INPUT_TOPICS,
+        tallies=[kept],
+    )
+    # A customer's scores do not depend on who shares their partition: one will do.
+    runner.assign(0)
+    asyncio.run(run_backlog(runner, _messages(events), batch_size))
+    return kept
+
+
+def _messages(events: Iterable[tuple[str, Any]]) -> Iterator[InputMessage]:
+    encoder = msgspec.json.Encoder()
+    offsets = dict.fromkeys(topics.INPUT_TOPICS, 0)
+    for topic, event in events:
+        offset = offsets[topic]
+        offsets[topic] = offset + 1
+        key = event.customer_id.encode()
+        yield InputMessage(topic, 0, offset, key, encoder.encode(event))
