@@ -13,6 +13,12 @@ can live on any node).
                            (`scoring.store.Tally`), expiring when left alone
     {churn:p3}:samples     sorted set: pending samples of realised performance
                            (`scoring.performance.Sample` as JSON) -> due (epoch s)
+
+The consumer group's own state has a hash tag of its own:
+
+    {churn:drift}:alerts   hash: the drift monitor's alert book, `cursor` (the end of
+                           the last slice judged) and `a:<feature>` (its alert, JSON),
+                           changed by compare-and-set (drift.lua)
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ class Keys:
     def samples(self, partition: int) -> str:
         return f"{self.tag(partition)}:samples"
 
+    def drift_alerts(self) -> str:
+        return f"{{{self.namespace}:drift}}:alerts"
+
     @property
     def pattern(self) -> str:
         """A SCAN pattern matching every key of the namespace."""
-        return f"{{{self.namespace}:p*"
+        return f"{{{self.namespace}:*"

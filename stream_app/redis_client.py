@@ -24,8 +24,9 @@ _QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
 
 
 # Every command the worker runs: the store (feature_store/redis_store.py and the
-# commands partition.lua calls, which ACLs check too), the start-up checks (INFO for
-# cluster mode and the eviction policy) and delete_namespace (SCAN, DEL).
+# commands partition.lua calls, which ACLs check too), the drift monitor
+# (feature_store/redis_drift.py, drift.lua), the start-up checks (INFO for cluster
+# mode and the eviction policy) and delete_namespace (SCAN, DEL).
 ACL_COMMANDS = (
     *("ping", "info", "evalsha", "script|load"),
     *("hget", "hgetall", "hincrby", "hset", "hdel", "mget", "set", "zadd", "zrem"),
@@ -38,11 +39,12 @@ ACL_CLUSTER_COMMANDS = ("cluster|slots", "command")
 
 def acl_rules(namespace: str, cluster: bool = False) -> str:
     """The ACL rules (after `ACL SETUSER <user> on ><password>`) that let the worker
-    of `namespace` run and touch nothing but its own keys (feature_store/keys.py).
+    of `namespace` run and touch nothing but its own keys (feature_store/keys.py: the
+    partitions' `{<namespace>:p<N>}` and the group's `{<namespace>:drift}`).
     SCAN is keyless: it may list other key names, but not read them."""
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", namespace)  # a glob: escape its specials
     commands = ACL_COMMANDS + (ACL_CLUSTER_COMMANDS if cluster else ())
-    return f"resetkeys ~{{{pattern}:p* resetchannels -@all " + " ".join(f"+{c}" for c in commands)
+    return f"resetkeys ~{{{pattern}:* resetchannels -@all " + " ".join(f"+{c}" for c in commands)
 
 
 class RedisSetupError(Exception):

@@ -1,18 +1,24 @@
-"""The drift monitor's core on the in-memory store, no services: its statistics, the
-hysteresis of its alerts, references, the counts per event-time slice, and one
-judgement per slice for the whole group."""
+"""The drift monitor's core: its statistics, the hysteresis of its alerts, references,
+the counts per event-time slice, and one judgement per slice for the whole group, on
+the in-memory store and on Redis and Redis Cluster (the alert book's compare-and-set
+and the tallies' layout are theirs)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from feature_store.definitions import FEATURE_NAMES
+from feature_store.redis_drift import RedisDriftStore, drift_status
+from feature_store.redis_store import RedisStateStore
 from scoring.drift import (
     CLEARED,
     RAISED,
@@ -21,6 +27,7 @@ from scoring.drift import (
     DriftConfig,
     DriftMonitor,
     DriftReferenceError,
+    DriftStore,
     DriftTally,
     MemoryDriftStore,
     Reference,
@@ -33,7 +40,7 @@ from scoring.drift import (
     tally_name,
 )
 from scoring.pipeline import PartitionOutcome, Scores
-from scoring.store import Commit, MemoryStore
+from scoring.store import Commit, MemoryStore, StateStore
 
 HOUR = 3600
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -256,11 +263,41 @@ def test_nothing_is_counted_before_since_nor_for_a_model_without_a_reference(
 PARTITIONS = 2
 
 
-class Shop:
-    """The in-memory store, its partitions committed to as the runner does."""
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Where the partitions' state and the alert book live: in memory, in one Redis, in
+    a Redis Cluster (its keys then spread over the nodes' slots)."""
+    yield request.param
+    for client in CLIENTS.pop(request.node.nodeid, []):
+        RedisStateStore(client, NAMESPACES.pop(id(client))).delete_namespace()
 
-    def __init__(self, reference: Reference, config: DriftConfig) -> None:
-        self.store = MemoryStore()
+
+CLIENTS: dict[str, list[redis.Redis | redis.RedisCluster]] = {}
+NAMESPACES: dict[int, str] = {}
+
+
+class Shop:
+    """A state store and its drift store, the partitions committed to as the runner
+    does (claimed, then each commit fenced and carrying the batch's tallies)."""
+
+    def __init__(
+        self, reference: Reference, config: DriftConfig, request: pytest.FixtureRequest
+    ) -> None:
+        kind = request.getfixturevalue("backend")
+        self.store: StateStore
+        self.drift: DriftStore
+        if kind == "memory":
+            self.store = memory = MemoryStore()
+            self.drift = MemoryDriftStore(memory)
+            self.client = None
+        else:
+            url = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
+            client = (redis.Redis if kind == "redis" else redis.RedisCluster).from_url(url)
+            namespace = f"drift-{uuid.uuid4().hex[:8]}"
+            CLIENTS.setdefault(request.node.nodeid, []).append(client)
+            NAMESPACES[id(client)] = namespace
+            self.store = RedisStateStore(client, namespace)
+            self.drift = RedisDriftStore(client, namespace)
         self.tally = DriftTally(lambda version: reference, config)
         self.epochs = {p: self.store.claim(p).epoch for p in range(PARTITIONS)}
         self.offsets = dict.fromkeys(range(PARTITIONS), -1)
@@ -291,6 +328,14 @@ class Shop:
                 scores.as_of[:] = [T0 + hour * HOUR + 60.0] * 100
                 self.commit(partition, scores, T0 + (hour + 1) * HOUR)
 
+    def tallies(self) -> set[str]:
+        """The names of the tallies the partitions hold."""
+        if isinstance(self.store, MemoryStore):
+            return {name for p in self.store.partitions.values() for name in p.tallies}
+        assert isinstance(self.store, RedisStateStore)
+        keys = (key.decode() for key in self.store.scan())
+        return {key.split(":t:", 1)[1] for key in keys if ":t:" in key}
+
 
 def judge_all(monitor: DriftMonitor, reference: Reference) -> list:
     alerts = []
@@ -300,18 +345,20 @@ def judge_all(monitor: DriftMonitor, reference: Reference) -> list:
     return alerts
 
 
-def monitored(reference: Reference, config: DriftConfig) -> tuple[Shop, DriftMonitor]:
-    shop = Shop(reference, config)
-    return shop, DriftMonitor(config, range(PARTITIONS), MemoryDriftStore(shop.store))
+def monitored(
+    reference: Reference, config: DriftConfig, request: pytest.FixtureRequest
+) -> tuple[Shop, DriftMonitor]:
+    shop = Shop(reference, config, request)
+    return shop, DriftMonitor(config, range(PARTITIONS), shop.drift)
 
 
 SMALL = DriftConfig(window_slices=4, consecutive=2, min_scores=300, since=float(T0))
 
 
 def test_a_slice_is_judged_once_the_slowest_partition_has_passed_its_end(
-    reference: Reference,
+    reference: Reference, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    shop, monitor = monitored(reference, SMALL)
+    shop, monitor = monitored(reference, SMALL, request)
     shop.hours(0, 5)
     shop.commit(1, None, T0 + 9 * HOUR)  # partition 1 runs ahead; 0 is at hour 6
     judgement = monitor.judge(reference, VERSION)
@@ -326,24 +373,23 @@ def test_a_slice_is_judged_once_the_slowest_partition_has_passed_its_end(
 
 
 def test_a_partition_that_never_had_data_does_not_hold_the_watermark_back(
-    reference: Reference,
+    reference: Reference, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    shop = Shop(reference, SMALL)
+    shop, monitor = monitored(reference, SMALL, request)
+    assert shop.drift.watermark(range(PARTITIONS)) is None  # nothing to judge yet
     for hour in range(6):
         scores = rows(200, seed=hour)
         scores.as_of[:] = [T0 + hour * HOUR + 60.0] * 200
         shop.commit(0, scores, T0 + (hour + 1) * HOUR)
-    store = MemoryDriftStore(shop.store)
-    assert store.watermark(range(PARTITIONS)) == T0 + 6 * HOUR
-    judgement = DriftMonitor(SMALL, range(PARTITIONS), store).judge(reference, VERSION)
+    assert shop.drift.watermark(range(PARTITIONS)) == T0 + 6 * HOUR
+    judgement = monitor.judge(reference, VERSION)
     assert judgement is not None and judgement.book.cursor == T0 + 6 * HOUR
-    assert MemoryDriftStore(MemoryStore()).watermark(range(PARTITIONS)) is None
 
 
 def test_a_shift_raises_its_subjects_once_and_clears_them_once_it_has_passed(
-    reference: Reference,
+    reference: Reference, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    shop, monitor = monitored(reference, SMALL)
+    shop, monitor = monitored(reference, SMALL, request)
     shop.hours(0, 9)
     shop.hours(10, 19, age_shift=15.0)
     shop.hours(20, 34)
@@ -361,11 +407,10 @@ def test_a_shift_raises_its_subjects_once_and_clears_them_once_it_has_passed(
 
 
 def test_one_judgement_per_slice_however_many_judges_and_both_had_the_same_ids(
-    reference: Reference,
+    reference: Reference, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    shop = Shop(reference, SMALL)
-    store = MemoryDriftStore(shop.store)
-    first, second = (DriftMonitor(SMALL, range(PARTITIONS), store) for _ in range(2))
+    shop, first = monitored(reference, SMALL, request)
+    second = DriftMonitor(SMALL, range(PARTITIONS), shop.drift)
     shop.hours(0, 9)
     judge_all(first, reference)  # up to the shift
     shop.hours(10, 19, age_shift=15.0)
@@ -378,9 +423,9 @@ def test_one_judgement_per_slice_however_many_judges_and_both_had_the_same_ids(
 
 
 def test_a_judge_that_died_between_publishing_and_its_compare_and_set_repeats_the_same_ids(
-    reference: Reference,
+    reference: Reference, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    shop, monitor = monitored(reference, SMALL)
+    shop, monitor = monitored(reference, SMALL, request)
     shop.hours(0, 19, age_shift=15.0)
     published = monitor.judge(reference, VERSION)  # then the worker died: no commit
     assert published is not None and published.alerts
@@ -389,21 +434,25 @@ def test_a_judge_that_died_between_publishing_and_its_compare_and_set_repeats_th
     assert [a.event_id for a in again.alerts] == [a.event_id for a in published.alerts]
 
 
-def test_a_window_with_too_few_scores_is_not_judged(reference: Reference) -> None:
+def test_a_window_with_too_few_scores_is_not_judged(
+    reference: Reference, backend: str, request: pytest.FixtureRequest
+) -> None:
     config = DriftConfig(window_slices=4, consecutive=1, min_scores=10_000, since=float(T0))
-    shop, monitor = monitored(reference, config)
+    shop, monitor = monitored(reference, config, request)
     shop.hours(0, 9, age_shift=30.0)
     judgement = monitor.judge(reference, VERSION)
     assert judgement is not None and judgement.slices == 7
     assert judgement.alerts == [] and judgement.latest == {} and judgement.book.alerts == {}
 
 
-def test_tallies_no_later_window_needs_are_dropped_once_judged(reference: Reference) -> None:
+def test_tallies_no_later_window_needs_are_dropped_once_judged(
+    reference: Reference, backend: str, request: pytest.FixtureRequest
+) -> None:
     config = DriftConfig(window_slices=4, consecutive=2, since=float(T0), max_slices=2)
-    shop, monitor = monitored(reference, config)
+    shop, monitor = monitored(reference, config, request)
     shop.hours(0, 19)
     judge_all(monitor, reference)
-    kept = {name for p in shop.store.partitions.values() for name in p.tallies}
+    kept = shop.tallies()
     # The last call judged the slice ending at hour 20, from the window [16, 20): it
     # keeps what it read (a judge that read the book with it needs the same), and
     # the next window, [17, 21), needs no more.
@@ -411,10 +460,10 @@ def test_tallies_no_later_window_needs_are_dropped_once_judged(reference: Refere
 
 
 def test_without_since_the_first_call_only_marks_where_judging_starts(
-    reference: Reference,
+    reference: Reference, backend: str, request: pytest.FixtureRequest
 ) -> None:
     config = DriftConfig(window_slices=4, consecutive=1)
-    shop, monitor = monitored(reference, config)
+    shop, monitor = monitored(reference, config, request)
     shop.hours(0, 5, age_shift=30.0)
     start = monitor.judge(reference, VERSION)
     assert start is not None and start.slices == 0 and start.book.cursor == T0 + 6 * HOUR
@@ -422,3 +471,23 @@ def test_without_since_the_first_call_only_marks_where_judging_starts(
     shop.hours(6, 6, age_shift=30.0)
     judgement = monitor.judge(reference, VERSION)
     assert judgement is not None and [a.feature for a in judgement.alerts] == ["age"]
+    assert monitor.commit(judgement)
+    assert shop.drift.book().alerts["age"].raised
+
+
+def test_the_alert_book_read_back_from_redis_is_the_one_judged(
+    reference: Reference, backend: str, request: pytest.FixtureRequest
+) -> None:
+    shop, monitor = monitored(reference, SMALL, request)
+    shop.hours(0, 19, age_shift=15.0)
+    alerts = judge_all(monitor, reference)
+    assert [a.feature for a in alerts] == ["age"]
+    book = shop.drift.book()
+    assert book.cursor == T0 + 20 * HOUR and set(book.alerts) == set(SUBJECTS)
+    assert (
+        book.alerts["age"].raised and book.alerts["age"].since == alerts[0].window.end.timestamp()
+    )
+    if isinstance(shop.drift, RedisDriftStore):
+        status = drift_status(shop.drift.client, shop.drift.keys.namespace)
+        assert status.judged_through == datetime.fromtimestamp(T0 + 20 * HOUR, tz=UTC)
+        assert status.alerts == book.alerts and status.raised() == ["age"]

@@ -1,0 +1,111 @@
+"""The drift monitor's store in Redis (or Redis Cluster): `scoring.drift.DriftStore`.
+
+The tallies are the partitions' own (`{ns:pN}:t:drift:<version>:<slice>`, written
+with each commit); the watermark is read off the partitions' meta hashes (`st`); the
+alert book is one hash with a hash tag of its own, `{ns:drift}:alerts`, changed only
+by `drift.lua`, a compare-and-set on its `cursor`. Every call is a pipeline of
+single-key commands or one single-key script: valid on a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import cast
+
+import redis
+
+from feature_store.keys import Keys
+from scoring.drift import AlertBook, AlertState
+
+DRIFT_SCRIPT = files("feature_store").joinpath("drift.lua").read_text()
+ALERT_FIELD = "a:"
+
+
+class RedisDriftStore:
+    def __init__(self, client: redis.Redis | redis.RedisCluster, namespace: str = "churn") -> None:
+        self.client = client
+        self.keys = Keys(namespace)
+        self._sha = self._load_script()
+
+    def _load_script(self) -> str:
+        return str(cast(redis.Redis, self.client).script_load(DRIFT_SCRIPT))
+
+    def watermark(self, partitions: Collection[int]) -> float | None:
+        pipe = self.client.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.hget(self.keys.meta(partition), "st")
+        times = [float(t) for t in pipe.execute() if t is not None]
+        return min(times) if times else None
+
+    def slices(self, partitions: Collection[int], names: Sequence[str]) -> list[dict[str, float]]:
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            for partition in partitions:
+                pipe.hgetall(self.keys.tally(partition, name))
+        replies = iter(pipe.execute())
+        summed = []
+        for _name in names:
+            total: dict[str, float] = {}
+            for _partition in partitions:
+                for key, amount in next(replies).items():
+                    field = key.decode()
+                    total[field] = total.get(field, 0.0) + float(amount)
+            summed.append(total)
+        return summed
+
+    def drop(self, partitions: Collection[int], names: Sequence[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            for partition in partitions:
+                pipe.delete(self.keys.tally(partition, name))
+        pipe.execute()
+
+    def book(self) -> AlertBook:
+        return _book(self.client.hgetall(self.keys.drift_alerts()))
+
+    def advance(self, expected: int | None, book: AlertBook) -> bool:
+        fields: list[str] = ["cursor", "" if book.cursor is None else str(book.cursor)]
+        for subject, state in book.alerts.items():
+            fields += [ALERT_FIELD + subject, json.dumps(state.to_json())]
+        args = ["" if expected is None else str(expected), *fields]
+        key = self.keys.drift_alerts()
+        try:
+            done = self.client.execute_command("EVALSHA", self._sha, 1, key, *args)
+        except redis.exceptions.NoScriptError:  # a restarted server lost its scripts
+            self._sha = self._load_script()
+            done = self.client.execute_command("EVALSHA", self._sha, 1, key, *args)
+        return bool(done)
+
+
+def _book(fields: dict[bytes, bytes]) -> AlertBook:
+    text = {k.decode(): v.decode() for k, v in fields.items()}
+    cursor = text.get("cursor")
+    alerts = {
+        name[len(ALERT_FIELD) :]: AlertState.from_json(json.loads(value))
+        for name, value in text.items()
+        if name.startswith(ALERT_FIELD)
+    }
+    return AlertBook(int(cursor) if cursor else None, alerts)
+
+
+@dataclass(frozen=True)
+class DriftStatus:
+    """The drift monitor's alerts, as the whole consumer group last judged them."""
+
+    judged_through: datetime | None  # the end of the last slice judged
+    alerts: dict[str, AlertState]  # feature (or score, risk_mix) -> its alert
+
+    def raised(self) -> list[str]:
+        return sorted(name for name, state in self.alerts.items() if state.raised)
+
+
+def drift_status(client: redis.Redis | redis.RedisCluster, namespace: str = "churn") -> DriftStatus:
+    """The current drift alert state per feature, from Redis (for reports and operators:
+    one read, no script)."""
+    book = _book(client.hgetall(Keys(namespace).drift_alerts()))
+    through = None if book.cursor is None else datetime.fromtimestamp(book.cursor, tz=UTC)
+    return DriftStatus(through, book.alerts)
