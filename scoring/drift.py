@@ -225,30 +225,38 @@ class Layout:
         """A tally as a vector in `fields` order (fields it lacks are 0)."""
         return np.array([tally.get(name, 0.0) for name in self.fields])
 
-    def amounts(self, scores: Scores, rows: np.ndarray) -> dict[str, float]:
-        """The counts of scores[rows], as tally amounts (zeros left out)."""
-        vector = np.zeros(len(self.fields))
-        values = _subject_values(scores, rows)
-        for subject, offset, column in zip(
-            self.reference.subjects, self.offsets, values, strict=True
+    def binned(self, scores: Scores, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The subjects' values of scores[rows] (one column each), and the index of
+        each value's bin in `fields`."""
+        values = np.column_stack(
+            [
+                scores.features[rows],
+                np.asarray(scores.probabilities, dtype=np.float64)[rows],
+                np.array([RANK[scores.risks[r]] for r in rows], dtype=np.float64),
+            ]
+        )
+        where = np.empty(values.shape, dtype=np.int64)
+        for j, (subject, offset) in enumerate(
+            zip(self.reference.subjects, self.offsets, strict=True)
         ):
-            counts = np.bincount(subject.bins(column), minlength=subject.size)
-            vector[offset : offset + subject.size] = counts
-            finite = column[np.isfinite(column)]
-            vector[offset + subject.size] = finite.sum()
-            vector[offset + subject.size + 1] = len(finite)
-        vector[-1] = len(rows)
+            where[:, j] = offset + subject.bins(values[:, j])
+        return values, where
+
+    def amounts(self, values: np.ndarray, where: np.ndarray) -> dict[str, float]:
+        """The counts of binned rows (`binned`), as tally amounts (zeros left out)."""
+        vector = np.bincount(where.ravel(), minlength=len(self.fields)).astype(np.float64)
+        present = np.isfinite(values)
+        sums = self._sums
+        vector[sums] = np.where(present, values, 0.0).sum(axis=0)
+        vector[sums + 1] = present.sum(axis=0)
+        vector[-1] = len(values)
         return {self.fields[i]: float(vector[i]) for i in np.flatnonzero(vector)}
 
-
-def _subject_values(scores: Scores, rows: np.ndarray) -> list[np.ndarray]:
-    ranks = np.array([RANK[scores.risks[r]] for r in rows], dtype=np.float64)
-    features = scores.features[rows]
-    return [
-        *(features[:, i] for i in range(features.shape[1])),
-        np.asarray(scores.probabilities, dtype=np.float64)[rows],
-        ranks,
-    ]
+    @property
+    def _sums(self) -> np.ndarray:
+        """Where each subject's sum sits (its count of non-missing values right after)."""
+        sizes = [subject.size for subject in self.reference.subjects]
+        return np.asarray(self.offsets) + np.asarray(sizes)
 
 
 @dataclass(frozen=True)
@@ -321,13 +329,15 @@ class DriftTally:
         counted = np.array([kind == "event" for kind in scores.triggers], dtype=bool)
         if self.config.since is not None:
             counted &= as_of >= self.config.since
-        slices = np.floor(as_of / self.config.slice_seconds).astype(np.int64)
+        rows = np.flatnonzero(counted)
+        values, where = layout.binned(scores, rows)
+        slices = np.floor(as_of[rows] / self.config.slice_seconds).astype(np.int64)
         tallies = {}
-        for number in np.unique(slices[counted]):
-            rows = np.flatnonzero(counted & (slices == number))
+        for number in np.unique(slices):
+            mine = slices == number
             start = int(number) * self.config.slice_seconds
             name = tally_name(scores.model_version, start)
-            tallies[name] = Tally(self.config.ttl, layout.amounts(scores, rows))
+            tallies[name] = Tally(self.config.ttl, layout.amounts(values[mine], where[mine]))
         return tallies
 
 
