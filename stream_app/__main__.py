@@ -116,7 +116,7 @@ def run_worker() -> None:
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
 
-def run_replay(path: Path, out_path: Path | None) -> None:
+def run_replay(path: Path, out_path: Path | None, alerts_path: Path | None) -> None:
     from stream_app.replay import replay
 
     try:
@@ -127,7 +127,12 @@ def run_replay(path: Path, out_path: Path | None) -> None:
         fail(str(err))
     if not path.is_file():
         fail(f"no such file: {path}")
-    with out_path.open("wb") if out_path else nullcontext(sys.stdout.buffer) as out:
+    if alerts_path is not None and model.drift is None:
+        fail(f"model {model.version} has no drift reference: retrain it to judge drift")
+    with (
+        out_path.open("wb") if out_path else nullcontext(sys.stdout.buffer) as out,
+        alerts_path.open("wb") if alerts_path else nullcontext() as alerts,
+    ):
         counts = replay(
             path,
             model,
@@ -137,6 +142,8 @@ def run_replay(path: Path, out_path: Path | None) -> None:
             settings.hysteresis,
             actions,
             settings.limits(),
+            settings.drift() if alerts_path else None,
+            alerts,
         )
     print(f"replayed {path} with model {model.version}: {counts}", file=sys.stderr)
 
@@ -231,6 +238,11 @@ def main() -> None:
     replay = commands.add_parser("replay", help="run the batch runner over a JSON-lines file")
     replay.add_argument("file", type=Path, help='lines of {"topic", "key", "value"}')
     replay.add_argument("--out", type=Path, help="write risk changes here (default: stdout)")
+    replay.add_argument(
+        "--drift-alerts",
+        type=Path,
+        help="run the drift monitor too (CHURN_DRIFT_* settings) and write its alerts here",
+    )
     report = commands.add_parser(
         "report", help="a day's report: events, risk mix, latency, churn rate, model versions"
     )
@@ -257,7 +269,7 @@ def main() -> None:
     if args.command == "worker":
         run_worker()
     elif args.command == "replay":
-        run_replay(args.file, args.out)
+        run_replay(args.file, args.out, args.drift_alerts)
     elif args.command == "report":
         run_report(args.date, args.out)
     elif args.command == "performance":

@@ -18,6 +18,7 @@ ALL_TOPICS = (
     topics.CHURN_RISK,
     topics.CHURN_RISK_HIGH,
     topics.DEAD_LETTER,
+    topics.DRIFT_ALERTS,
 )
 
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import msgspec
 from confluent_kafka import KafkaError, Producer
 
-from schemas import ChurnRiskChanged, DeadLetter, topics
+from schemas import ChurnRiskChanged, DeadLetter, DriftAlert, topics
 from stream_app import metrics
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ FLUSH_SECONDS = 5.0
 
 
 class Publisher:
-    """The worker's sink: `churn-risk`, `churn-risk-high` and the dead letters."""
+    """The worker's sink: `churn-risk`, `churn-risk-high` and the dead letters; and
+    the drift monitor's alerts, on `churn-drift-alerts`."""
 
     def __init__(self, config: dict[str, object], prefix: str = "") -> None:
         self.producer = Producer(
@@ -48,6 +49,7 @@ class Publisher:
         self.churn_risk = topics.qualified(topics.CHURN_RISK, prefix)
         self.churn_risk_high = topics.qualified(topics.CHURN_RISK_HIGH, prefix)
         self.dead_letter = topics.qualified(topics.DEAD_LETTER, prefix)
+        self.drift_alerts = topics.qualified(topics.DRIFT_ALERTS, prefix)
 
     def messages(
         self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
@@ -68,6 +70,12 @@ class Publisher:
     ) -> None:
         """Send the outputs; return when every one is acknowledged by Kafka."""
         await self.send(self.messages(changes, dead_letters))
+
+    async def publish_alerts(self, alerts: Sequence[DriftAlert]) -> None:
+        """Send drift alerts, keyed by feature; return when Kafka has every one."""
+        await self.send(
+            [(self.drift_alerts, a.feature.encode(), msgspec.json.encode(a)) for a in alerts]
+        )
 
     async def send(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         loop = asyncio.get_running_loop()

@@ -5,7 +5,9 @@ as written by `python -m simulator jsonl`) stand in for messages. Each goes to t
 partition Kafka's default partitioner would choose for its key, at the next offset
 of that partition, so the runner sees what a live worker reads; the state lives in
 memory (`scoring.store.MemoryStore`). The same runner, merge and scorer as the live
-worker: the same changes with the same ids.
+worker: the same changes with the same ids. With `--drift-alerts FILE`, the drift
+monitor runs too (CHURN_DRIFT_* settings), judging after every batch as the live
+group does, and its alerts go to FILE.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, cast
 
@@ -22,9 +24,10 @@ import msgspec
 from schemas import ChurnRiskChanged, DeadLetter, topics
 from scoring.artifact import Model
 from scoring.decoding import InputDecoder, Limits
+from scoring.drift import DriftConfig, DriftMonitor, DriftTally, Judgement, MemoryDriftStore
 from scoring.merge import InputMessage
 from scoring.pipeline import Scorer
-from scoring.runner import BatchRunner, run_backlog
+from scoring.runner import BatchRunner, StepReport, run_backlog
 from scoring.store import MemoryStore
 from stream_app.partitioning import partition_of
 
@@ -62,6 +65,7 @@ class FileSink:
 
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
+        self.messages = 0
         self.changes = 0
         self.dead_letters = 0
 
@@ -85,19 +89,75 @@ def replay(
     margin: float,
     actions: dict[str, tuple[str, ...]] | None = None,
     limits: Limits | None = None,
+    drift: DriftConfig | None = None,
+    alerts: IO[bytes] | None = None,
 ) -> dict[str, int]:
-    """Run the batch runner over `path`, writing each risk change to `out`."""
+    """Run the batch runner over `path`, writing each risk change to `out`; with
+    `drift` (and a model with a drift reference), the drift monitor too, writing its
+    alerts to `alerts`."""
     sink = FileSink(out)
+    judged = replay_stream(
+        messages(path, partitions),
+        model,
+        sink,
+        partitions,
+        batch_size,
+        margin,
+        actions,
+        limits,
+        drift,
+    )
+    raised = [alert for judgement in judged for alert in judgement.alerts]
+    for alert in raised:
+        if alerts is not None:
+            alerts.write(msgspec.json.encode(alert) + b"\n")
+    return {
+        "messages": sink.messages,
+        "changes": sink.changes,
+        "dead_letters": sink.dead_letters,
+        "drift_alerts": len(raised),
+    }
+
+
+def replay_stream(
+    stream: Iterable[InputMessage],
+    model: Model,
+    sink: FileSink,
+    partitions: int,
+    batch_size: int,
+    margin: float,
+    actions: dict[str, tuple[str, ...]] | None = None,
+    limits: Limits | None = None,
+    drift: DriftConfig | None = None,
+) -> list[Judgement]:
+    """The runner over `stream` on the in-memory store, as the live worker runs it: and,
+    given `drift`, its drift monitor, judging after every batch. Returns what it judged."""
+    store = MemoryStore()
+    reference = model.drift if drift is not None else None
+    tallies = []
+    if drift is not None and reference is not None:
+        tallies.append(DriftTally(lambda version: reference, drift))
     runner = BatchRunner(
-        MemoryStore(),
+        store,
         Scorer(lambda: model, margin=margin, actions=actions, decoder=InputDecoder(limits)),
         sink,
         topics.INPUT_TOPICS,
+        tallies=tallies,
     )
     for partition in range(partitions):
         runner.assign(partition)
-    count = asyncio.run(run_backlog(runner, messages(path, partitions), batch_size))
-    return {"messages": count, "changes": sink.changes, "dead_letters": sink.dead_letters}
+    judged: list[Judgement] = []
+    monitor = DriftMonitor(drift or DriftConfig(), range(partitions), MemoryDriftStore(store))
+
+    def judge(report: StepReport) -> None:
+        if drift is None or reference is None:
+            return
+        while (judgement := monitor.judge(reference, model.version)) is not None:
+            monitor.commit(judgement)
+            judged.append(judgement)
+
+    sink.messages = asyncio.run(run_backlog(runner, stream, batch_size, judge))
+    return judged
 
 
 def _open(path: Path) -> IO[bytes]:

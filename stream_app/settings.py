@@ -6,6 +6,7 @@ The table in README.md lists the same variables; `Settings.describe()` prints it
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from scoring.decoding import Limits
+from scoring.drift import DriftConfig
 from stream_app.redis_client import redacted
 
 
@@ -78,6 +80,29 @@ def _date(text: str) -> datetime:
         return datetime.fromisoformat(text).replace(tzinfo=UTC)
     except ValueError:
         raise ValueError("must be a date, YYYY-MM-DD") from None
+
+
+def _positive_number(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise ValueError("must be a number above 0")
+    return value
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise ValueError("must be on or off")
+    return text == "on"
+
+
+def _optional_time(text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("must be an ISO-8601 date or time, e.g. 2026-03-01") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _log_level(text: str) -> str:
@@ -240,6 +265,61 @@ OPTIONS: dict[str, Option] = {
         str,
         "bearer token the lookup and /predict require (unset: both are off; never logged)",
     ),
+    "drift_monitor": Option(
+        "CHURN_DRIFT_MONITOR",
+        "on",
+        _on_off,
+        "the drift monitor (off, or a model without a drift reference: nothing counted or judged)",
+    ),
+    "drift_slice_seconds": Option(
+        "CHURN_DRIFT_SLICE_SECONDS",
+        "3600",
+        _positive_int,
+        "event-time slice the drift monitor counts and judges by",
+    ),
+    "drift_window_slices": Option(
+        "CHURN_DRIFT_WINDOW_SLICES",
+        "24",
+        _positive_int,
+        "slices in the sliding window compared with the training reference",
+    ),
+    "drift_raise_above": Option(
+        "CHURN_DRIFT_RAISE_ABOVE",
+        "0.2",
+        _positive_number,
+        "a feature's drift alert is raised once its PSI stays above this ...",
+    ),
+    "drift_clear_below": Option(
+        "CHURN_DRIFT_CLEAR_BELOW",
+        "0.1",
+        _positive_number,
+        "... and cleared once it stays below this (lower: hysteresis) ...",
+    ),
+    "drift_consecutive_slices": Option(
+        "CHURN_DRIFT_CONSECUTIVE_SLICES",
+        "3",
+        _positive_int,
+        "... for this many judged slices in a row",
+    ),
+    "drift_min_scores": Option(
+        "CHURN_DRIFT_MIN_SCORES",
+        "200",
+        _non_negative_int,
+        "a window with fewer scores is not judged (alerts stay as they are)",
+    ),
+    "drift_since": Option(
+        "CHURN_DRIFT_SINCE",
+        "",
+        _optional_time,
+        "event time the drift monitor starts counting at (unset: at once); for a stream "
+        "the group starts on without its history, whose first features are incomplete",
+    ),
+    "drift_interval_seconds": Option(
+        "CHURN_DRIFT_INTERVAL_SECONDS",
+        "10",
+        _positive_number,
+        "how often the worker owning partition 0 judges the slices the watermark passed",
+    ),
     "log_level": Option("CHURN_LOG_LEVEL", "info", _log_level, "worker log level"),
     "data_dir": Option("CHURN_DATA_DIR", "data", Path, "demo's simulated shop database"),
 }
@@ -279,6 +359,15 @@ class Settings:
     web_bind: str
     web_port: int
     web_token: str = field(repr=False)
+    drift_monitor: bool
+    drift_slice_seconds: int
+    drift_window_slices: int
+    drift_raise_above: float
+    drift_clear_below: float
+    drift_consecutive_slices: int
+    drift_min_scores: int
+    drift_since: datetime | None
+    drift_interval_seconds: float
     log_level: str
     data_dir: Path
 
@@ -297,6 +386,10 @@ class Settings:
                 raise SettingsError(f"{option.env}={shown!r}: {err}") from err
         settings = cls(**values)
         settings._check_redis_tls()
+        try:
+            settings.drift()
+        except ValueError as err:
+            raise SettingsError(f"CHURN_DRIFT_*: {err}") from err
         return settings
 
     def _check_redis_tls(self) -> None:
@@ -325,6 +418,18 @@ class Settings:
             max_clock_skew=float(self.max_clock_skew_seconds),
             max_message_bytes=self.max_message_bytes,
             dead_letter_value_bytes=self.dead_letter_value_bytes,
+        )
+
+    def drift(self) -> DriftConfig:
+        """The drift monitor's configuration (`scoring.drift`)."""
+        return DriftConfig(
+            slice_seconds=self.drift_slice_seconds,
+            window_slices=self.drift_window_slices,
+            raise_above=self.drift_raise_above,
+            clear_below=self.drift_clear_below,
+            consecutive=self.drift_consecutive_slices,
+            min_scores=self.drift_min_scores,
+            since=None if self.drift_since is None else self.drift_since.timestamp(),
         )
 
     @staticmethod

@@ -30,12 +30,21 @@ from aiokafka.errors import KafkaError
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
-from feature_store.definitions import FEATURE_NAMES
+from feature_store.redis_drift import RedisDriftStore
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.artifact import Model, ServedModel
 from scoring.daily import daily_tally
 from scoring.decoding import InputDecoder
+from scoring.drift import (
+    STATISTICS,
+    SUBJECTS,
+    AlertBook,
+    DriftMonitor,
+    DriftTally,
+    Judgement,
+    Reference,
+)
 from scoring.merge import InputMessage
 from scoring.performance import TALLY, figures, performance_tally
 from scoring.pipeline import Scorer
@@ -61,8 +70,6 @@ TRANSIENT_ERRORS = (
 LAG_REFRESH_SECONDS = 5.0
 # How often the realised performance is read from the store: it moves as cohorts mature.
 PERFORMANCE_REFRESH_SECONDS = 60.0
-# The drift monitor's subjects besides the model's features (metrics.DRIFT_*).
-SCORE = "score"
 
 
 def install_uvloop() -> None:
@@ -125,9 +132,15 @@ def build_app(
     def key_partition(key: str) -> int:
         return partition_of(key.encode(), partitions)
 
+    def drift_reference(version: str) -> Reference | None:
+        current = served()
+        return current.drift if current.version == version else None
+
     reader = LogReader(kafka_config, settings.app_id, prefix)
     # A consumer of its own: a lag query never waits behind a long reread.
     lag_reader = LogReader(kafka_config, settings.app_id, prefix)
+    publisher = Publisher({**kafka_config, "client.id": settings.app_id}, prefix)
+    drift = settings.drift()
     scorer = Scorer(
         served,
         margin=settings.hysteresis,
@@ -138,16 +151,24 @@ def build_app(
     runner = BatchRunner(
         store,
         scorer,
-        Publisher({**kafka_config, "client.id": settings.app_id}, prefix),
+        publisher,
         topics.INPUT_TOPICS,
         idle=settings.max_idle_ms / 1000,
         transient=TRANSIENT_ERRORS,
         reread=reader.reread,
-        tallies=[daily_tally, performance_tally],
+        tallies=[
+            daily_tally,
+            performance_tally,
+            *([DriftTally(drift_reference, drift)] if settings.drift_monitor else []),
+        ],
         on_retry=_count_retry,
     )
-    metrics.initialise((*FEATURE_NAMES, SCORE))
+    monitor = DriftMonitor(
+        drift, range(partitions), RedisDriftStore(redis_client, settings.redis_namespace)
+    )
+    metrics.initialise(SUBJECTS)
     metrics.MODEL.info({"version": model.version})
+    _say_drift(settings, model)
     churn_rate = metrics.WeightedMean(metrics.CHURN_RATE_WEIGHT)
     input_names = {topics.qualified(name, prefix): name for name in topics.INPUT_TOPICS}
     inputs = app.topic(*input_names)
@@ -339,8 +360,39 @@ def build_app(
         if outcome == "loaded":
             metrics.MODEL.info({"version": served().version})
             log.info(message)
+            _say_drift(settings, served())
         else:
             log.error(message)
+
+    @app.timer(interval=settings.drift_interval_seconds)
+    async def judge_drift() -> None:
+        """The drift monitor: every worker shows the group's alerts; the owner of
+        partition 0 judges the slices the group's watermark has passed (should two
+        believe they own it during a rebalance, the store's compare-and-set lets one
+        judgement through, and both published the same alert ids)."""
+        model = served()
+        if not settings.drift_monitor or model.drift is None:
+            return
+        try:
+            _show_alerts(await asyncio.to_thread(monitor.store.book))
+            while 0 in runner.tasks:
+                judgement = await asyncio.to_thread(monitor.judge, model.drift, model.version)
+                if judgement is None:
+                    break
+                if judgement.alerts:
+                    await publisher.publish_alerts(judgement.alerts)
+                if not await asyncio.to_thread(monitor.commit, judgement):
+                    break  # another worker judged these slices first
+                _observe_drift(judgement)
+                if judgement.slices < drift.max_slices:
+                    break
+        except TRANSIENT_ERRORS as err:
+            log.warning(
+                "drift monitor: %r; judging again in %.1fs", err, settings.drift_interval_seconds
+            )
+        except Exception:
+            # Never stop scoring for the monitor: the next tick judges the same slices.
+            log.exception("drift monitor: unexpected error; judging again at the next tick")
 
     web.install(app, settings, store, served, scorer.policy, partitions, agent, kafka_config)
     return app
@@ -379,6 +431,39 @@ def _observe(report: StepReport, churn_rate: metrics.WeightedMean) -> None:
     rate = churn_rate.add(scored, probability_sum)
     if rate is not None:
         metrics.PREDICTED_CHURN_RATE.set(rate)
+
+
+def _say_drift(settings: Settings, model: Model) -> None:
+    if not settings.drift_monitor:
+        log.info("drift monitor off (CHURN_DRIFT_MONITOR=off)")
+    elif model.drift is None:
+        log.warning(
+            "drift monitor off for model %s: its artifact has no drift reference "
+            "(metadata.json reference.serving, written by training since the monitor "
+            "exists); retrain to turn it on",
+            model.version,
+        )
+    else:
+        log.info(
+            "drift monitor on for model %s: %d reference scores", model.version, model.drift.rows
+        )
+
+
+def _show_alerts(book: AlertBook) -> None:
+    for feature, state in book.alerts.items():
+        metrics.DRIFT_ALERT.labels(feature).set(1 if state.raised else 0)
+
+
+def _observe_drift(judgement: Judgement) -> None:
+    for feature, stats in judgement.latest.items():
+        values = {"psi": stats.psi, "mean_shift": stats.mean_shift, "ks": stats.ks}
+        for statistic in STATISTICS:
+            value = values[statistic]
+            if value is not None and value == value:  # not None, not NaN
+                metrics.DRIFT_STATISTIC.labels(feature, statistic).set(value)
+    for alert in judgement.alerts:
+        metrics.DRIFT_ALERTS.labels(alert.feature, alert.state).inc()
+    _show_alerts(judgement.book)
 
 
 def _count_retry(port: str) -> None:

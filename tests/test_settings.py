@@ -1,0 +1,60 @@
+"""Settings: read once from the environment, checked, and listed in the README."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from stream_app.settings import OPTIONS, Settings, SettingsError
+from tests.support import ROOT
+
+
+def test_the_readme_lists_every_setting_with_its_default_and_meaning() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([A-Z_]+)` \|.*$", section, re.M)}
+    for option in OPTIONS.values():
+        assert rows.get(option.env) == f"| `{option.env}` | `{option.default}` | {option.help} |", (
+            f"README.md's configuration table is missing or differs for {option.env}: "
+            "paste `python -m stream_app settings`"
+        )
+
+
+def test_the_drift_settings_are_the_monitor_s_configuration() -> None:
+    drift = Settings.from_env(
+        {
+            "CHURN_DRIFT_SLICE_SECONDS": "1800",
+            "CHURN_DRIFT_WINDOW_SLICES": "48",
+            "CHURN_DRIFT_RAISE_ABOVE": "0.25",
+            "CHURN_DRIFT_CLEAR_BELOW": "0.05",
+            "CHURN_DRIFT_CONSECUTIVE_SLICES": "4",
+            "CHURN_DRIFT_MIN_SCORES": "1000",
+            "CHURN_DRIFT_SINCE": "2026-03-01",
+        }
+    ).drift()
+    assert (drift.slice_seconds, drift.window_slices, drift.window_seconds) == (1800, 48, 86400)
+    assert (drift.raise_above, drift.clear_below, drift.consecutive) == (0.25, 0.05, 4)
+    assert drift.min_scores == 1000
+    assert drift.since == datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+    defaults = Settings.from_env({})
+    assert defaults.drift_monitor and defaults.drift().since is None
+    assert (defaults.drift().raise_above, defaults.drift().clear_below) == (0.2, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"CHURN_DRIFT_CLEAR_BELOW": "0.3"}, "clear threshold < raise threshold"),
+        ({"CHURN_DRIFT_RAISE_ABOVE": "0"}, "CHURN_DRIFT_RAISE_ABOVE='0': must be a number above 0"),
+        ({"CHURN_DRIFT_SINCE": "March"}, "CHURN_DRIFT_SINCE='March': must be an ISO-8601"),
+        ({"CHURN_DRIFT_MONITOR": "yes"}, "CHURN_DRIFT_MONITOR='yes': must be on or off"),
+        ({"CHURN_DRIFT_WINDOW_SLICES": "0"}, "must be a positive integer"),
+    ],
+)
+def test_drift_settings_the_monitor_cannot_run_with_are_refused_by_name(
+    environ: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(SettingsError, match=re.escape(problem)):
+        Settings.from_env(environ)
