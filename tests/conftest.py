@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from feature_store.redis_store import RedisStateStore
 from stream_app.redis_client import redacted
+from tests.drift_shop import drift_model
 from tests.support import Worker, train_recency_model
 
 HOW_TO_START = "start the services with `make services` (scripts/services.sh up)"
@@ -85,6 +86,12 @@ def namespace(redis_url: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def recency_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_recency_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def drift_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The recency model with a drift reference (`tests.drift_shop`)."""
+    return drift_model(tmp_path_factory.mktemp("drift-models"))
 
 
 @pytest.fixture

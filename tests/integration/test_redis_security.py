@@ -76,10 +76,13 @@ def test_the_worker_scores_events_over_tls_as_an_acl_user_confined_to_its_namesp
     kafka_bootstrap: str,
     secure_redis: tuple[RedisServer, str],
     password: str,
+    drift_models_dir: Path,
 ) -> None:
     server, url = secure_redis
     namespace, prefix = worker_env["CHURN_REDIS_NAMESPACE"], worker_env["CHURN_TOPIC_PREFIX"]
-    worker.env.update({"REDIS_URL": url, **server.tls_env})
+    # A model with a drift reference: the drift monitor's commands run under the ACL too.
+    models = {"CHURN_MODELS_DIR": str(drift_models_dir), "CHURN_DRIFT_INTERVAL_SECONDS": "0.2"}
+    worker.env.update({"REDIS_URL": url, **server.tls_env, **models})
     worker.start()
     order = Order("OA1", "A", T0, 50.0, "card", "delivered")
     produce(kafka_bootstrap, [(prefix + topics.ORDERS, "A", encode(order))])
@@ -102,8 +105,14 @@ def test_the_worker_scores_events_over_tls_as_an_acl_user_confined_to_its_namesp
     state = store.read(partition_of("A", 4), ["A"])["A"]
     assert (state.risk, state.totals["o"]) == ("HIGH", 1)
     admin = server.admin()
+    # The drift monitor has counted the scores and judged (its book is in Redis).
+    deadline = time.monotonic() + 30
+    while not admin.exists(f"{{{namespace}:drift}}:alerts"):
+        assert time.monotonic() < deadline, "the drift monitor never wrote its alert book"
+        time.sleep(0.2)
     keys = [k.decode() for k in admin.scan_iter(count=1000)]
-    assert keys and all(k.startswith(f"{{{namespace}:p") for k in keys), keys
+    assert keys and all(k.startswith(f"{{{namespace}:") for k in keys), keys
+    assert any(":t:drift:" in k for k in keys), keys
     # The worker never ran into its ACL: the rule holds everything it needs.
     assert admin.acl_log() == [], admin.acl_log()
 
