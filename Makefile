@@ -101,8 +101,9 @@ demo: venv services ## run the end-to-end demo
 bench-features: venv services ## feature store benchmark
 	$(WITH_SERVICES) $(BIN)/python -m bench.features
 
-bench: venv services ## stream app benchmark
+bench: venv services ## stream app benchmark, then the drift monitor's cost (bench/drift.py)
 	$(WITH_SERVICES) $(BIN)/python -m bench.stream
+	$(WITH_SERVICES) $(BIN)/python -m bench.drift
 
 clean: ## stop services, delete .venv and .services (the Kafka jar cache in ~/.cache stays)
 	$(SERVICES) reset

@@ -192,10 +192,11 @@ def _cuts(values: np.ndarray) -> np.ndarray:
     above = finite[finite > lowest]
     if len(above) == 0:
         return np.empty(0)
-    if len(above) <= (1 - REFERENCE_DECILES[0]) * len(finite):
-        finite = above
-    deciles = np.quantile(finite, REFERENCE_DECILES, method="inverted_cdf")
-    return np.unique(np.concatenate([[above.min()], deciles[deciles > lowest]]))
+    if len(above) > (1 - REFERENCE_DECILES[0]) * len(finite):
+        deciles = np.quantile(finite, REFERENCE_DECILES, method="inverted_cdf")
+        return np.unique(deciles[deciles > lowest])
+    deciles = np.quantile(above, REFERENCE_DECILES, method="inverted_cdf")
+    return np.unique(np.concatenate([[above.min()], deciles]))
 
 
 # --- Counting: a tally per event-time slice -----------------------------------------
@@ -204,8 +205,9 @@ def _cuts(values: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Layout:
     """Where each subject's counts sit in a slice's vector, and the tally field names:
-    `<subject>:<bin>` counts, `<subject>:sum` and `<subject>:n` the sum and number of
-    its non-missing values (for the mean), `rows` the scores."""
+    `<subject>:<bin>` counts, `<subject>:sum` the sum of its non-missing values (for
+    the mean; how many there are is the count of every bin but the last), `rows` the
+    scores."""
 
     reference: Reference
     offsets: tuple[int, ...] = field(init=False)
@@ -217,7 +219,7 @@ class Layout:
         for subject in self.reference.subjects:
             offsets.append(len(names))
             names += [f"{subject.name}:{b}" for b in range(subject.size)]
-            names += [f"{subject.name}:sum", f"{subject.name}:n"]
+            names.append(f"{subject.name}:sum")
         object.__setattr__(self, "offsets", tuple(offsets))
         object.__setattr__(self, "fields", (*names, "rows"))
 
@@ -245,16 +247,13 @@ class Layout:
     def amounts(self, values: np.ndarray, where: np.ndarray) -> dict[str, float]:
         """The counts of binned rows (`binned`), as tally amounts (zeros left out)."""
         vector = np.bincount(where.ravel(), minlength=len(self.fields)).astype(np.float64)
-        present = np.isfinite(values)
-        sums = self._sums
-        vector[sums] = np.where(present, values, 0.0).sum(axis=0)
-        vector[sums + 1] = present.sum(axis=0)
+        vector[self._sums] = np.where(np.isfinite(values), values, 0.0).sum(axis=0)
         vector[-1] = len(values)
         return {self.fields[i]: float(vector[i]) for i in np.flatnonzero(vector)}
 
     @property
     def _sums(self) -> np.ndarray:
-        """Where each subject's sum sits (its count of non-missing values right after)."""
+        """Where each subject's sum sits: after its bins."""
         sizes = [subject.size for subject in self.reference.subjects]
         return np.asarray(self.offsets) + np.asarray(sizes)
 
@@ -372,10 +371,10 @@ def binned_ks(expected: np.ndarray, observed: np.ndarray) -> float:
     return float(np.max(np.abs(np.cumsum(e) / e.sum() - np.cumsum(o) / o.sum())))
 
 
-def statistics(subject: Subject, counts: np.ndarray, total: float, present: float) -> Statistics:
-    """Statistics of a window: its bin counts, and the sum and number of its
-    non-missing values."""
+def statistics(subject: Subject, counts: np.ndarray, total: float) -> Statistics:
+    """Statistics of a window: its bin counts and the sum of its non-missing values."""
     scores = float(counts.sum())
+    present = scores - float(counts[-1])
     observed = counts / scores if scores else np.zeros_like(counts)
     mean = float(total / present) if present else None
     shift = None
@@ -521,12 +520,7 @@ class DriftMonitor:
                 continue
             for subject, offset in zip(reference.subjects, layout.offsets, strict=True):
                 size = subject.size
-                stats = statistics(
-                    subject,
-                    window[offset : offset + size],
-                    window[offset + size],
-                    window[offset + size + 1],
-                )
+                stats = statistics(subject, window[offset : offset + size], window[offset + size])
                 judgement.latest[subject.name] = stats
                 state, change = advance(
                     alerts.get(subject.name, AlertState()), stats.psi, config, end

@@ -97,8 +97,8 @@ def test_the_mean_shift_is_relative_to_the_reference_mean() -> None:
     assert reference is not None
     spend = reference.subjects[SPEND]
     assert spend.mean is not None
-    counts = np.ones(spend.size)
-    stats = statistics(spend, counts, total=1.4 * spend.mean * 10, present=10)
+    counts = np.ones(spend.size)  # the last: a missing value
+    stats = statistics(spend, counts, total=1.4 * spend.mean * (spend.size - 1))
     assert stats.mean_shift == pytest.approx(0.4)
     assert stats.scores == spend.size
 
