@@ -21,7 +21,7 @@ import numpy as np
 
 from feature_store.definitions import FEATURE_NAMES
 from schemas import DriftAlert
-from scoring.artifact import load_model, write_artifact
+from scoring.artifact import load_model, point_current, write_artifact
 from scoring.drift import RISK_MIX, SCORE, SUBJECTS, reference_profile
 from scoring.serving import served_scores
 from simulator import DEFAULT_START, Shift, generate_history
@@ -65,14 +65,15 @@ SPEND_FEATURES = {
 }
 # The subjects each shift changes in the scores the stream's events trigger (the score
 # and the risk mix follow any feature):
+# Silence since the last order: 0 at every order, old customer or new.
+SILENCE = {"recency_days", "overdue_ratio"}
 CHANGED = {
     "order_value": SPEND_FEATURES | {SCORE, RISK_MIX},
     # More scores are taken at tickets, and a score at a ticket lacks what an order adds
-    # at once: a recency of 0, the order in the last 7 days' count and spend.
-    "ticket_rate": TICKET_FEATURES | {"recency_days", "orders_7d", "spend_7d", SCORE, RISK_MIX},
-    # The cohort is new: its history, profile and verification all differ. Recency is
-    # 0 at every order, old customer or new.
-    "customer_mix": set(SUBJECTS) - {"recency_days"},
+    # at once: no silence, the order in the last 7 days' count and spend.
+    "ticket_rate": TICKET_FEATURES | SILENCE | {"orders_7d", "spend_7d", SCORE, RISK_MIX},
+    # The cohort is new: its history, profile and verification all differ.
+    "customer_mix": set(SUBJECTS) - SILENCE,
 }
 # ... and the ones each must alert within a window. An order value 40% higher moves
 # no feature's PSI to the 0.2 threshold: order totals here spread over a factor of
@@ -106,6 +107,7 @@ def drift_model(models_dir: Path) -> Path:
     metadata = {k: v for k, v in model.metadata.items() if k not in ("version", "feature_names")}
     metadata["reference"] = {"serving": profile}
     write_artifact(models_dir, "recency-drift-v1", model.booster, metadata)
+    point_current(models_dir, "recency-drift-v1")
     return models_dir
 
 

@@ -51,7 +51,8 @@ def test_two_workers_raise_and_clear_each_shifted_feature_once_and_nothing_else(
         deadline = started + 300
         while (drift_status(client, namespace).judged_through or SINCE) < day(LAST_EVENT_DAY - 0.5):
             assert time.monotonic() < deadline, f"not judged in 300s:\n{workers[0].log()[-2000:]}"
-            assert all(w.process and w.process.poll() is None for w in workers)
+            for worker in workers:
+                assert worker.process and worker.process.poll() is None, worker.log()[-3000:]
             time.sleep(1)
         print(f"{len(events)} events judged through in {time.monotonic() - started:.0f}s")
 
