@@ -102,6 +102,10 @@ class DriftStatus:
     def raised(self) -> list[str]:
         return sorted(name for name, state in self.alerts.items() if state.raised)
 
+    def states(self) -> dict[str, str]:
+        """Each feature's alert in a word: raised, or ok (never raised, or cleared)."""
+        return {name: "raised" if state.raised else "ok" for name, state in self.alerts.items()}
+
 
 def drift_status(client: redis.Redis | redis.RedisCluster, namespace: str = "churn") -> DriftStatus:
     """The current drift alert state per feature, from Redis (for reports and operators:

@@ -149,6 +149,7 @@ def run_replay(path: Path, out_path: Path | None, alerts_path: Path | None) -> N
 
 
 def run_report(day: date, out: Path | None) -> None:
+    from feature_store.redis_drift import drift_status
     from feature_store.redis_store import RedisStateStore
     from scoring.daily import TTL_SECONDS, read_day
     from stream_app.report import DriftStates, report_html, summary_text
@@ -173,9 +174,9 @@ def run_report(day: date, out: Path | None) -> None:
             "(the counters expire)",
             code=1,
         )
-    # THE DRIFT SEAM: the drift monitor's current alert state per feature, read from
-    # Redis (None while it has recorded none). The report shows it as it is given.
-    drift: DriftStates | None = None
+    # The drift monitor's current alert state per feature, read from Redis (None while
+    # it has recorded none). The report shows it as it is given.
+    drift: DriftStates | None = drift_status(client, settings.redis_namespace).states() or None
     print(summary_text(counts, partitions, drift))
     if out is not None:
         out.write_text(report_html(counts, partitions, drift), encoding="utf-8")

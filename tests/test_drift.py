@@ -491,3 +491,4 @@ def test_the_alert_book_read_back_from_redis_is_the_one_judged(
         status = drift_status(shop.drift.client, shop.drift.keys.namespace)
         assert status.judged_through == datetime.fromtimestamp(T0 + 20 * HOUR, tz=UTC)
         assert status.alerts == book.alerts and status.raised() == ["age"]
+        assert status.states()["age"] == "raised" and status.states()["tenure_days"] == "ok"
