@@ -106,7 +106,7 @@ def drift_model(models_dir: Path) -> Path:
     )
     metadata = {k: v for k, v in model.metadata.items() if k not in ("version", "feature_names")}
     metadata["reference"] = {"serving": profile}
-    write_artifact(models_dir, "recency-drift-v1", model.booster, metadata)
+    write_artifact(models_dir, "recency-drift-v1", model.estimator, metadata)
     point_current(models_dir, "recency-drift-v1")
     return models_dir
 
