@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from feature_store.definitions import FEATURE_NAMES
 from feature_store.online import event_time
 from feature_store.redis_drift import RedisDriftStore
 from feature_store.redis_store import RedisStateStore
+from schemas import Order
 from schemas.topics import CUSTOMERS
 from scoring.artifact import load_model
 from scoring.drift import DriftConfig, DriftMonitor, DriftTally, Reference
@@ -153,6 +155,15 @@ def cost(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+def orders(n: int) -> list[object | None]:
+    """The events that triggered n scores: every other one an order."""
+    at = datetime.fromtimestamp(1_767_225_600, tz=UTC)
+    return [
+        Order(f"o{i}", "c", at, 10.0 + i % 90, "card", "delivered") if i % 2 else None
+        for i in range(n)
+    ]
+
+
 def in_process(run: Run, reference: Reference, version: str) -> dict[str, Any]:
     """DriftTally per batch of 500 scores spread over 1, 8 or 32 slices; a judge call
     per slice on Redis (4 partitions, the default window)."""
@@ -163,7 +174,9 @@ def in_process(run: Run, reference: Reference, version: str) -> dict[str, Any]:
     for slices in (1, 8, 32):
         features = rng.lognormal(1.0, 1.0, size=(500, len(FEATURE_NAMES)))
         as_of = list(1_767_225_600.0 + rng.integers(0, slices, 500) * HOUR)
-        scores = Scores(version, features, rng.random(500), ["LOW"] * 500, as_of, ["event"] * 500)
+        scores = Scores(
+            version, features, rng.random(500), ["LOW"] * 500, as_of, ["event"] * 500, orders(500)
+        )
         outcome = PartitionOutcome(0, scores=scores)
         started, calls = time.perf_counter(), 200
         for _ in range(calls):
@@ -182,7 +195,9 @@ def in_process(run: Run, reference: Reference, version: str) -> dict[str, Any]:
         for hour in range(config.window_slices + judged):
             features = rng.lognormal(1.0, 1.0, size=(50, len(FEATURE_NAMES)))
             as_of = [float(start + hour * HOUR + 1)] * 50
-            scores = Scores(version, features, rng.random(50), ["LOW"] * 50, as_of, ["event"] * 50)
+            scores = Scores(
+                version, features, rng.random(50), ["LOW"] * 50, as_of, ["event"] * 50, orders(50)
+            )
             tallies = tally(PartitionOutcome(p, scores=scores), [], 0.0)
             previous = {"orders": hour - 1}
             done = store.commit(

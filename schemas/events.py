@@ -161,7 +161,8 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
 class DriftThresholds(msgspec.Struct, frozen=True):
     """When an alert is raised and cleared: the statistic above `raise_above`, or
-    below `clear_below`, for `consecutive_slices` judged slices in a row."""
+    below `clear_below`, for `consecutive_slices` judged slices in a row (for the mean
+    shift, its magnitude)."""
 
     raise_above: float
     clear_below: float
@@ -202,15 +203,19 @@ class DriftStatistics(msgspec.Struct, frozen=True):
 class DriftAlert(msgspec.Struct, frozen=True):
     """A drift alert raised or cleared (topic `churn-drift-alerts`, keyed by feature).
 
-    `feature` is a model feature, `score` (the churn probability) or `risk_mix` (the
-    share of each risk category). `event_id` is deterministic (feature, state and the
-    window's end): an alert judged again after a crash has the same id.
+    `feature` is a model feature, `order_total` (the amount of the orders scored),
+    `score` (the churn probability) or `risk_mix` (the share of each risk category).
+    `statistic` is the one that raised the alert (`value` and `thresholds` are its):
+    PSI, or for `order_total` also the relative mean shift. An alert is cleared once
+    every statistic it is judged by is below its clear threshold. `event_id` is
+    deterministic (feature, state and the window's end): an alert judged again after a
+    crash has the same id.
     """
 
     event_id: str
     feature: str
     state: Literal["raised", "cleared"]
-    statistic: Literal["psi"]
+    statistic: Literal["psi", "mean_shift"]
     value: float
     thresholds: DriftThresholds
     window: DriftWindow

@@ -1,8 +1,9 @@
 """The drift monitor's core, framework-free: what the model sees now against what it
 saw in training.
 
-Subjects: every model feature, the score (the calibrated probability) and the risk
-mix (the categories). The model artifact carries each subject's reference
+Subjects: every model feature, the amount of the order that triggered a score
+(`INPUTS`), the score (the calibrated probability) and the risk mix (the categories).
+The model artifact carries each subject's reference
 (`Reference`): bins cut at training's deciles plus one for a missing value, the
 share of reference rows in each, and their mean. The reference rows are the scores
 the worker itself would have given the training period's events (`scoring.serving`),
@@ -25,7 +26,12 @@ what it brings later counts in the windows still to come.
 
 Each subject has an alert with hysteresis: raised once PSI has stayed above
 `raise_above` for `consecutive` judged slices in a row, cleared once it has stayed
-below `clear_below` as long. The alert states and the last slice judged live in the
+below `clear_below` as long. The order amount is also judged by its relative mean
+shift (`mean_shift_subjects`): a change of scale, prices up 40%, moves a spread-out
+amount's deciles little (PSI about 0.1 for order totals whose log spreads by 0.96)
+but its mean by the factor itself. The features' means are left to PSI: their
+relative shifts swing by 20% in a stationary shop, with the season's order counts
+and means near zero. The alert states and the last slice judged live in the
 store (`DriftStore`) and move on by compare-and-set, so however many workers run,
 each slice is judged once for the whole group. An alert's id is uuid5(subject, state,
 slice): should a worker publish and then die before its compare-and-set, the slice
@@ -44,7 +50,14 @@ from typing import TYPE_CHECKING, Any, Protocol, get_args
 import numpy as np
 
 from feature_store.definitions import FEATURE_NAMES
-from schemas import DriftAlert, DriftReference, DriftStatistics, DriftThresholds, DriftWindow
+from schemas import (
+    DriftAlert,
+    DriftReference,
+    DriftStatistics,
+    DriftThresholds,
+    DriftWindow,
+    Order,
+)
 from schemas.events import RiskLevel
 from scoring.store import MemoryStore, Tally
 
@@ -57,10 +70,15 @@ RANK = {level: rank for rank, level in enumerate(LEVELS)}
 
 SCORE = "score"
 RISK_MIX = "risk_mix"
-SUBJECTS: tuple[str, ...] = (*FEATURE_NAMES, SCORE, RISK_MIX)
-STATISTICS = ("psi", "mean_shift", "ks")
+ORDER_TOTAL = "order_total"
+# Inputs of the event that triggered a score: (event type, field). A score another
+# event triggered leaves the subject out (it is not a missing value).
+INPUTS: dict[str, tuple[type, str]] = {ORDER_TOTAL: (Order, "total_amount")}
+SUBJECTS: tuple[str, ...] = (*FEATURE_NAMES, *INPUTS, SCORE, RISK_MIX)
+PSI, MEAN_SHIFT = "psi", "mean_shift"
+STATISTICS = (PSI, MEAN_SHIFT, "ks")
 RAISED, CLEARED = "raised", "cleared"
-REFERENCE_FORMAT = 1
+REFERENCE_FORMAT = 2  # 2: with the inputs' subjects
 REFERENCE_DECILES = tuple(round(q, 1) for q in np.linspace(0.1, 0.9, 9))
 # Shares below this count as this in PSI: an empty bin would make it infinite.
 PSI_FLOOR = 1e-4
@@ -79,7 +97,7 @@ class DriftReferenceError(ValueError):
 class Subject:
     """A subject's bins and reference. A value v falls in bin `searchsorted(cuts, v,
     'right')`: below the first cut, between two, or at or past the last; a missing
-    value (NaN) in the last bin."""
+    value (NaN) in the last bin, or, for an input (`INPUTS`), in none."""
 
     name: str
     cuts: np.ndarray
@@ -90,9 +108,14 @@ class Subject:
     def size(self) -> int:
         return len(self.cuts) + 2
 
+    @property
+    def is_input(self) -> bool:
+        return self.name in INPUTS
+
     def bins(self, values: np.ndarray) -> np.ndarray:
+        """Each value's bin; -1 for an input's NaN (no such event): not counted."""
         found = np.searchsorted(self.cuts, values, side="right")
-        return np.where(np.isnan(values), self.size - 1, found)
+        return np.where(np.isnan(values), -1 if self.is_input else self.size - 1, found)
 
 
 @dataclass(frozen=True)
@@ -149,13 +172,32 @@ def _subject(name: str, data: Mapping[str, Any]) -> Subject:
     return Subject(name, cuts, shares, None if mean is None else float(mean))
 
 
+def input_values(events: Sequence[object | None]) -> np.ndarray:
+    """The `INPUTS` of the events that triggered scores, one column each: NaN where
+    the event is of another type (or None: an inactivity rescore)."""
+    values = np.full((len(events), len(INPUTS)), np.nan)
+    for j, (kind, name) in enumerate(INPUTS.values()):
+        for i, event in enumerate(events):
+            if isinstance(event, kind):
+                values[i, j] = getattr(event, name)
+    return values
+
+
 def reference_profile(
-    features: np.ndarray, probabilities: np.ndarray, risks: Sequence[str], as_of: Sequence[float]
+    features: np.ndarray,
+    probabilities: np.ndarray,
+    risks: Sequence[str],
+    as_of: Sequence[float],
+    events: Sequence[object | None],
 ) -> dict[str, Any]:
     """The `reference.serving` metadata of scores (one row each: model inputs in
-    FEATURE_NAMES order, probability, category, as-of instant): bins cut at the
-    deciles, every bin's share, the mean, and the risk mix."""
+    FEATURE_NAMES order, probability, category, as-of instant, triggering event): bins
+    cut at the deciles, every bin's share, the mean, and the risk mix."""
     columns = {name: features[:, i] for i, name in enumerate(FEATURE_NAMES)}
+    inputs = input_values(events)
+    for j, name in enumerate(INPUTS):
+        column = inputs[:, j]
+        columns[name] = column[~np.isnan(column)]  # an input's rows are its events'
     columns[SCORE] = np.asarray(probabilities, dtype=np.float64)
     subjects: dict[str, Any] = {}
     for name, values in columns.items():
@@ -163,6 +205,8 @@ def reference_profile(
         subject = Subject(name, cuts, np.ones(len(cuts) + 2), None)
         counts = np.bincount(subject.bins(values), minlength=subject.size)
         finite = values[np.isfinite(values)]
+        if not len(values):  # a subject the period never had: all "missing"
+            counts[-1] = 1
         subjects[name] = {
             "cuts": cuts.tolist(),
             "shares": (counts / max(len(values), 1)).tolist(),
@@ -229,10 +273,11 @@ class Layout:
 
     def binned(self, scores: Scores, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The subjects' values of scores[rows] (one column each), and the index of
-        each value's bin in `fields`."""
+        each value's bin in `fields` (len(fields) where it is not counted)."""
         values = np.column_stack(
             [
                 scores.features[rows],
+                input_values([scores.events[r] for r in rows]),
                 np.asarray(scores.probabilities, dtype=np.float64)[rows],
                 np.array([RANK[scores.risks[r]] for r in rows], dtype=np.float64),
             ]
@@ -241,12 +286,14 @@ class Layout:
         for j, (subject, offset) in enumerate(
             zip(self.reference.subjects, self.offsets, strict=True)
         ):
-            where[:, j] = offset + subject.bins(values[:, j])
+            found = subject.bins(values[:, j])
+            where[:, j] = np.where(found < 0, len(self.fields), offset + found)
         return values, where
 
     def amounts(self, values: np.ndarray, where: np.ndarray) -> dict[str, float]:
         """The counts of binned rows (`binned`), as tally amounts (zeros left out)."""
-        vector = np.bincount(where.ravel(), minlength=len(self.fields)).astype(np.float64)
+        counts = np.bincount(where.ravel(), minlength=len(self.fields) + 1)
+        vector = counts[: len(self.fields)].astype(np.float64)
         vector[self._sums] = np.where(np.isfinite(values), values, 0.0).sum(axis=0)
         vector[-1] = len(values)
         return {self.fields[i]: float(vector[i]) for i in np.flatnonzero(vector)}
@@ -259,13 +306,26 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class Threshold:
+    """An alert's thresholds on one statistic (for the mean shift, its magnitude)."""
+
+    statistic: str  # PSI or MEAN_SHIFT
+    raise_above: float
+    clear_below: float
+
+
+@dataclass(frozen=True)
 class DriftConfig:
     """The monitor's settings (CHURN_DRIFT_* in stream_app/settings.py)."""
 
     slice_seconds: int = 3600
     window_slices: int = 24
-    raise_above: float = 0.2
+    raise_above: float = 0.2  # PSI
     clear_below: float = 0.1
+    # The relative mean shift's magnitude, for the subjects judged by it too.
+    mean_shift_raise_above: float = 0.2
+    mean_shift_clear_below: float = 0.1
+    mean_shift_subjects: tuple[str, ...] = (ORDER_TOTAL,)
     consecutive: int = 3
     min_scores: int = 200  # a window with fewer scores is not judged
     # Event time before which nothing is counted or judged (None: from the start): a
@@ -278,6 +338,10 @@ class DriftConfig:
             raise ValueError("slice length, window and consecutive slices must be positive")
         if not 0 <= self.clear_below < self.raise_above:
             raise ValueError("need 0 <= clear threshold < raise threshold")
+        if not 0 <= self.mean_shift_clear_below < self.mean_shift_raise_above:
+            raise ValueError("need 0 <= mean shift clear threshold < its raise threshold")
+        if not set(self.mean_shift_subjects) <= set(SUBJECTS[:-1]):
+            raise ValueError(f"mean shift subjects must be among {SUBJECTS[:-1]}")
         if self.min_scores < 0 or self.max_slices <= 0:
             raise ValueError("minimum scores must be >= 0 and slices per call positive")
 
@@ -291,6 +355,15 @@ class DriftConfig:
         group running behind the live edge still finds it when its last window is judged
         (the judge also deletes the slices no window needs any more)."""
         return 2 * self.window_seconds
+
+    def thresholds(self, subject: str) -> tuple[Threshold, ...]:
+        """What a subject's alert is judged by: PSI, and for some the mean shift."""
+        judged = [Threshold(PSI, self.raise_above, self.clear_below)]
+        if subject in self.mean_shift_subjects:
+            judged.append(
+                Threshold(MEAN_SHIFT, self.mean_shift_raise_above, self.mean_shift_clear_below)
+            )
+        return tuple(judged)
 
     def slice_of(self, instant: float) -> int:
         """The start of the slice holding `instant` (epoch seconds)."""
@@ -392,32 +465,58 @@ def statistics(subject: Subject, counts: np.ndarray, total: float) -> Statistics
 @dataclass(frozen=True)
 class AlertState:
     """A subject's alert: raised or not, how many judged slices in a row have been
-    past the threshold that would change that, when it last changed (a slice end) and
-    the last PSI judged."""
+    past the thresholds that would change that, when it last changed (a slice end),
+    the last PSI judged, and the statistic that raised it."""
 
     raised: bool = False
     streak: int = 0
     since: int | None = None
     psi: float | None = None
+    statistic: str = PSI
 
     def to_json(self) -> dict[str, Any]:
-        return {"raised": self.raised, "streak": self.streak, "since": self.since, "psi": self.psi}
+        return {
+            "raised": self.raised,
+            "streak": self.streak,
+            "since": self.since,
+            "psi": self.psi,
+            "statistic": self.statistic,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AlertState:
-        return cls(bool(data["raised"]), int(data["streak"]), data["since"], data["psi"])
+        statistic = str(data.get("statistic") or PSI)  # books from before the mean shift
+        return cls(bool(data["raised"]), int(data["streak"]), data["since"], data["psi"], statistic)
+
+
+def value_of(stats: Statistics, statistic: str) -> float | None:
+    """A statistic of a window as its threshold reads it (None: not defined there)."""
+    if statistic == PSI:
+        return stats.psi
+    return None if stats.mean_shift is None else abs(stats.mean_shift)
 
 
 def advance(
-    state: AlertState, value: float, config: DriftConfig, slice_end: int
+    state: AlertState,
+    stats: Statistics,
+    thresholds: Sequence[Threshold],
+    consecutive: int,
+    slice_end: int,
 ) -> tuple[AlertState, str | None]:
-    """The alert after one more judged slice whose PSI is `value`, and RAISED or
-    CLEARED when it changed."""
-    beyond = value < config.clear_below if state.raised else value > config.raise_above
+    """The alert after one more judged slice, and RAISED or CLEARED when it changed.
+    A slice is past the raise side when any statistic is above its raise threshold,
+    past the clear side when every one is below its clear threshold."""
+    values = [(t, value_of(stats, t.statistic)) for t in thresholds]
+    if state.raised:  # a statistic the window does not define cannot clear it
+        beyond = all(v is not None and v < t.clear_below for t, v in values)
+        statistic = state.statistic
+    else:
+        above = [t.statistic for t, v in values if v is not None and v > t.raise_above]
+        beyond, statistic = bool(above), (above or [PSI])[0]
     streak = state.streak + 1 if beyond else 0
-    if streak < config.consecutive:
-        return replace(state, streak=streak, psi=value), None
-    changed = AlertState(not state.raised, 0, slice_end, value)
+    if streak < consecutive:
+        return replace(state, streak=streak, psi=stats.psi), None
+    changed = AlertState(not state.raised, 0, slice_end, stats.psi, statistic)
     return changed, RAISED if changed.raised else CLEARED
 
 
@@ -523,12 +622,16 @@ class DriftMonitor:
                 stats = statistics(subject, window[offset : offset + size], window[offset + size])
                 judgement.latest[subject.name] = stats
                 state, change = advance(
-                    alerts.get(subject.name, AlertState()), stats.psi, config, end
+                    alerts.get(subject.name, AlertState()),
+                    stats,
+                    config.thresholds(subject.name),
+                    config.consecutive,
+                    end,
                 )
                 alerts[subject.name] = state
                 if change is not None:
                     judgement.alerts.append(
-                        self._alert(subject, change, stats, end, reference, version, now)
+                        self._alert(subject, state, change, stats, end, reference, version, now)
                     )
         judgement.slices = len(ends)
         # Kept: what this call read, for a judge that read the book when this one did
@@ -556,7 +659,8 @@ class DriftMonitor:
     def _alert(
         self,
         subject: Subject,
-        state: str,
+        alert: AlertState,
+        change: str,
         stats: Statistics,
         end: int,
         reference: Reference,
@@ -564,15 +668,19 @@ class DriftMonitor:
         now: datetime,
     ) -> DriftAlert:
         config = self.config
+        judged = config.thresholds(subject.name)
+        threshold = next((t for t in judged if t.statistic == alert.statistic), judged[0])
+        value = stats.psi if threshold.statistic == PSI else stats.mean_shift
+        assert value is not None  # the window defines every statistic that changed it
         return DriftAlert(
-            event_id=alert_id(subject.name, state, end),
+            event_id=alert_id(subject.name, change, end),
             feature=subject.name,
-            state=state,  # type: ignore[arg-type]
-            statistic="psi",
-            value=stats.psi,
+            state=change,  # type: ignore[arg-type]
+            statistic=threshold.statistic,  # type: ignore[arg-type]
+            value=value,
             thresholds=DriftThresholds(
-                raise_above=config.raise_above,
-                clear_below=config.clear_below,
+                raise_above=threshold.raise_above,
+                clear_below=threshold.clear_below,
                 consecutive_slices=config.consecutive,
             ),
             window=DriftWindow(

@@ -69,8 +69,8 @@ def utc(ts: float) -> datetime:
 @dataclass
 class Scores:
     """Every score of a batch, for the monitors: each scored row's model inputs, its
-    probability and category, the event-time instant it is as of and what made it
-    (`Trigger.kind`: an input event, or inactivity)."""
+    probability and category, the event-time instant it is as of, what made it
+    (`Trigger.kind`: an input event, or inactivity) and that event (None: inactivity)."""
 
     model_version: str
     features: np.ndarray  # one row per score, FEATURE_NAMES columns
@@ -78,6 +78,7 @@ class Scores:
     risks: list[str]
     as_of: list[float]
     triggers: list[str]
+    events: list[object | None]
 
 
 @dataclass
@@ -114,6 +115,7 @@ class _Rows:
     as_of: list[float] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
     messages: list[InputMessage | None] = field(default_factory=list)
+    events: list[object | None] = field(default_factory=list)
 
     def add(
         self,
@@ -121,6 +123,7 @@ class _Rows:
         as_of: float,
         trigger: Trigger,
         message: InputMessage | None,
+        event: object | None,
     ) -> None:
         # Read now: the state moves on with the customer's later events.
         self.base.append(base_row(state, as_of))
@@ -128,6 +131,7 @@ class _Rows:
         self.as_of.append(as_of)
         self.triggers.append(trigger)
         self.messages.append(message)
+        self.events.append(event)
         state.scored_to = as_of if state.scored_to is None else max(state.scored_to, as_of)
 
 
@@ -212,7 +216,7 @@ class Scorer:
                 if state.seen is None or when <= state.seen:
                     scheduled[customer_id] = schedule[customer_id] = None
                     continue
-                add_row(state, when, INACTIVITY, None, until)
+                add_row(state, when, INACTIVITY, None, None, until)
                 following = next_due(state.seen, when)
                 scheduled[customer_id] = schedule[customer_id] = following
                 if following is not None:
@@ -246,6 +250,7 @@ class Scorer:
             as_of: float,
             trigger: Trigger,
             message: InputMessage | None,
+            event: object | None,
             now: float,
         ) -> None:
             # Sampled: the customer's first score of the week, its horizon not yet past.
@@ -257,7 +262,7 @@ class Scorer:
             )
             if sampled:
                 heapq.heappush(pending, (as_of + horizon, next(order), len(rows.base)))
-            rows.add(state, as_of, trigger, message)
+            rows.add(state, as_of, trigger, message, event)
 
         for decoded in released:
             message = decoded.message
@@ -289,7 +294,7 @@ class Scorer:
             if result == DUPLICATE or state.seen is None:
                 continue  # nothing new, or a bare profile: nothing to score yet
             as_of = state.seen if state.scored_to is None else max(state.seen, state.scored_to)
-            add_row(state, as_of, _trigger(message, event), message, outcome.stream_time)
+            add_row(state, as_of, _trigger(message, event), message, event, outcome.stream_time)
             if state.seen != seen_before:
                 # Silence now counts from this event: the first rescore moves on.
                 following = first_due(state.seen)
@@ -386,6 +391,7 @@ class Scorer:
             risks,
             [rows.as_of[row] for row in scored],
             [rows.triggers[row].kind for row in scored],
+            [rows.events[row] for row in scored],
         )
         if not changes:
             return by_row

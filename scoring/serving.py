@@ -17,6 +17,7 @@ import numpy as np
 from feature_store.definitions import FEATURE_NAMES
 from schemas import ChurnRiskChanged, DeadLetter, topics
 from scoring.artifact import Model
+from scoring.drift import reference_profile
 from scoring.merge import Decoded, InputMessage
 from scoring.pipeline import PartitionOutcome, Scorer
 from scoring.runner import BatchRunner, run_backlog
@@ -26,7 +27,8 @@ from scoring.store import MemoryStore, Tally
 @dataclass
 class ServedScores:
     """Event-triggered scores as of instants in [since, until): model inputs
-    (FEATURE_NAMES columns), probabilities, categories and as-of instants."""
+    (FEATURE_NAMES columns), probabilities, categories, as-of instants and the events
+    that triggered them."""
 
     since: float
     until: float
@@ -34,6 +36,7 @@ class ServedScores:
     probabilities: list[float] = field(default_factory=list)
     risks: list[str] = field(default_factory=list)
     as_of: list[float] = field(default_factory=list)
+    events: list[object | None] = field(default_factory=list)
 
     def __call__(
         self, outcome: PartitionOutcome, batch: Sequence[Decoded], durable_at: float
@@ -47,10 +50,17 @@ class ServedScores:
                     self.probabilities.append(float(scores.probabilities[row]))
                     self.risks.append(scores.risks[row])
                     self.as_of.append(as_of)
+                    self.events.append(scores.events[row])
         return {}
 
     def matrix(self) -> np.ndarray:
         return np.array(self.features).reshape(len(self.features), len(FEATURE_NAMES))
+
+    def profile(self) -> dict[str, Any]:
+        """The drift reference of these scores (`reference.serving`)."""
+        return reference_profile(
+            self.matrix(), np.array(self.probabilities), self.risks, self.as_of, self.events
+        )
 
 
 class _Discard:

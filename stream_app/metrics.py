@@ -113,7 +113,7 @@ MODEL = Info("churn_model", "The model being served")
 MODEL_RELOADS = Counter(
     "churn_model_reloads_total", "New model versions loaded or refused", ["outcome"]
 )
-# Set by the drift monitor; `feature` is a model feature, `score` or `risk_mix`.
+# Set by the drift monitor; `feature` is a model feature, `order_total`, `score` or `risk_mix`.
 DRIFT_STATISTIC = Gauge(
     "churn_drift_statistic",
     "Drift of a feature's sliding window from the training reference, by statistic "

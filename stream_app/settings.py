@@ -295,6 +295,19 @@ OPTIONS: dict[str, Option] = {
         _positive_number,
         "... and cleared once it stays below this (lower: hysteresis) ...",
     ),
+    "drift_mean_shift_raise_above": Option(
+        "CHURN_DRIFT_MEAN_SHIFT_RAISE_ABOVE",
+        "0.2",
+        _positive_number,
+        "the order amount's alert is also raised once its relative mean shift stays "
+        "above this in magnitude ...",
+    ),
+    "drift_mean_shift_clear_below": Option(
+        "CHURN_DRIFT_MEAN_SHIFT_CLEAR_BELOW",
+        "0.1",
+        _positive_number,
+        "... and cleared once that and PSI both stay below their clear thresholds ...",
+    ),
     "drift_consecutive_slices": Option(
         "CHURN_DRIFT_CONSECUTIVE_SLICES",
         "3",
@@ -364,6 +377,8 @@ class Settings:
     drift_window_slices: int
     drift_raise_above: float
     drift_clear_below: float
+    drift_mean_shift_raise_above: float
+    drift_mean_shift_clear_below: float
     drift_consecutive_slices: int
     drift_min_scores: int
     drift_since: datetime | None
@@ -427,6 +442,8 @@ class Settings:
             window_slices=self.drift_window_slices,
             raise_above=self.drift_raise_above,
             clear_below=self.drift_clear_below,
+            mean_shift_raise_above=self.drift_mean_shift_raise_above,
+            mean_shift_clear_below=self.drift_mean_shift_clear_below,
             consecutive=self.drift_consecutive_slices,
             min_scores=self.drift_min_scores,
             since=None if self.drift_since is None else self.drift_since.timestamp(),

@@ -362,12 +362,12 @@ COMMON_CORRUPTIONS: dict[str, tuple[Callable[[Path], object], str]] = {
         "prior_gap_days must be positive",
     ),
     "drift reference incomplete": (
-        metadata_edit(lambda m: m.update(reference={"serving": {"format": 1}})),
+        metadata_edit(lambda m: m.update(reference={"serving": {"format": 2}})),
         "reference.serving is malformed: KeyError",
     ),
-    "drift reference of another format": (
-        metadata_edit(lambda m: m.update(reference={"serving": {"format": 2}})),
-        "format 2, this worker reads 1",
+    "drift reference of an older format": (
+        metadata_edit(lambda m: m.update(reference={"serving": {"format": 1}})),
+        "format 1, this worker reads 2",
     ),
     "drift reference a string": (
         metadata_edit(lambda m: m.update(reference="x")),

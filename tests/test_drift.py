@@ -19,8 +19,12 @@ from hypothesis import strategies as st
 from feature_store.definitions import FEATURE_NAMES
 from feature_store.redis_drift import RedisDriftStore, drift_status
 from feature_store.redis_store import RedisStateStore
+from schemas import Order
 from scoring.drift import (
     CLEARED,
+    MEAN_SHIFT,
+    ORDER_TOTAL,
+    PSI,
     RAISED,
     SUBJECTS,
     AlertState,
@@ -31,9 +35,11 @@ from scoring.drift import (
     DriftTally,
     MemoryDriftStore,
     Reference,
+    Statistics,
     advance,
     alert_id,
     binned_ks,
+    input_values,
     psi,
     reference_profile,
     statistics,
@@ -108,10 +114,16 @@ def test_the_mean_shift_is_relative_to_the_reference_mean() -> None:
 CONFIG = DriftConfig(raise_above=0.2, clear_below=0.1, consecutive=3)
 
 
+def window(psi: float, mean_shift: float | None = None) -> Statistics:
+    return Statistics(psi, math.nan, mean_shift, None, 1000)
+
+
 def run(values: Sequence[float], config: DriftConfig) -> list[tuple[int, str]]:
     state, changes = AlertState(), []
     for i, value in enumerate(values):
-        state, change = advance(state, value, config, i)
+        state, change = advance(
+            state, window(value), config.thresholds("age"), config.consecutive, i
+        )
         if change is not None:
             changes.append((i, change))
     return changes
@@ -149,19 +161,49 @@ def test_values_between_the_two_thresholds_never_change_an_alert(values: list[fl
 
 def test_a_raised_alert_records_when_it_changed_and_the_last_value() -> None:
     state = AlertState()
+    judged = CONFIG.thresholds("age")
     for end in (10, 11):
-        state, change = advance(state, 0.3, CONFIG, end)
+        state, change = advance(state, window(0.3), judged, 3, end)
         assert change is None and state.streak == end - 9
-    state, change = advance(state, 0.4, CONFIG, 12)
-    assert change == RAISED and state == AlertState(True, 0, 12, 0.4)
+    state, change = advance(state, window(0.4), judged, 3, 12)
+    assert change == RAISED and state == AlertState(True, 0, 12, 0.4, PSI)
     assert AlertState.from_json(state.to_json()) == state
+    # A book written before the mean shift was judged: its alerts were raised by PSI.
+    old = {k: v for k, v in state.to_json().items() if k != "statistic"}
+    assert AlertState.from_json(old) == state
+
+
+def test_the_order_amount_is_also_raised_by_its_mean_shift_and_cleared_once_both_are_low() -> None:
+    judged = CONFIG.thresholds(ORDER_TOTAL)
+    assert [t.statistic for t in judged] == [PSI, MEAN_SHIFT]
+    assert [t.statistic for t in CONFIG.thresholds("spend_7d")] == [PSI]
+    state, changes = AlertState(), []
+    slices = [
+        window(0.05, 0.25),  # prices up a quarter: PSI calm, the mean shift past 0.2
+        window(0.05, -0.3),  # either direction
+        window(0.08, 0.3),
+        window(0.05, 0.05),  # cleared only once both are below their clear thresholds
+        window(0.15, 0.05),
+        window(0.05, None),  # no order in the window: cannot clear it
+        window(0.05, 0.08),
+        window(0.05, 0.05),
+        window(0.05, 0.05),
+    ]
+    for end, stats in enumerate(slices):
+        state, change = advance(state, stats, judged, 3, end)
+        if change is not None:
+            changes.append((end, change, state.statistic))
+    assert changes == [(2, RAISED, MEAN_SHIFT), (8, CLEARED, MEAN_SHIFT)]
 
 
 # --- references ---------------------------------------------------------------------
 
 
-def rows(n: int, seed: int, spend_factor: float = 1.0, age_shift: float = 0.0) -> Scores:
-    """Scores of a synthetic shop: every feature random, spend_7d zero-inflated."""
+def rows(
+    n: int, seed: int, spend_factor: float = 1.0, age_shift: float = 0.0, price_factor: float = 1.0
+) -> Scores:
+    """Scores of a synthetic shop: every feature random, spend_7d zero-inflated, 70% of
+    the scores triggered by an order (its total spread as the simulator's: log-SD 1)."""
     rng = np.random.default_rng(seed)
     features = rng.normal(10.0, 2.0, size=(n, len(FEATURE_NAMES)))
     features[:, SPEND] = np.where(rng.random(n) < 0.6, 0.0, rng.lognormal(4, 0.5, n))
@@ -170,12 +212,22 @@ def rows(n: int, seed: int, spend_factor: float = 1.0, age_shift: float = 0.0) -
     features[rng.random(n) < 0.1, FEATURE_NAMES.index("mean_resolution_hours")] = np.nan
     probabilities = rng.random(n)
     risks = [("LOW", "MEDIUM", "HIGH")[int(p * 3)] for p in probabilities]
-    return Scores(VERSION, features, probabilities, risks, [float(T0)] * n, ["event"] * n)
+    totals = rng.lognormal(4.3, 1.0, n) * price_factor
+    at = datetime.fromtimestamp(T0, tz=UTC)
+    events: list[object | None] = [
+        Order(f"o{i}", "c", at, round(float(totals[i]), 2), "card", "delivered")
+        if is_order
+        else None
+        for i, is_order in enumerate(rng.random(n) < 0.7)
+    ]
+    return Scores(VERSION, features, probabilities, risks, [float(T0)] * n, ["event"] * n, events)
 
 
 def profile(n: int = 5000, seed: int = 1) -> dict:
     scores = rows(n, seed)
-    return reference_profile(scores.features, scores.probabilities, scores.risks, scores.as_of)
+    return reference_profile(
+        scores.features, scores.probabilities, scores.risks, scores.as_of, scores.events
+    )
 
 
 @pytest.fixture(scope="module")
@@ -191,12 +243,20 @@ def test_a_reference_round_trips_through_metadata_and_its_bins_hold_its_shares(
     assert [s.name for s in reference.subjects] == list(SUBJECTS)
     assert reference.rows == 5000
     scores = rows(5000, seed=1)
-    for subject, column in zip(reference.subjects[:-2], scores.features.T, strict=True):
+    for subject, column in zip(reference.subjects[:-3], scores.features.T, strict=True):
         counts = np.bincount(subject.bins(column), minlength=subject.size)
         np.testing.assert_allclose(counts / 5000, subject.shares)
         assert np.all(counts[:-1] > 0), f"{subject.name}: every bin holds reference values"
     mix = reference.subjects[-1]
     assert mix.size == 4 and mix.mean is None and mix.shares[-1] == 0
+    # The order amount: the orders' totals only, none missing.
+    totals = input_values(scores.events)[:, 0]
+    totals = totals[~np.isnan(totals)]
+    order_total = reference.subjects[SUBJECTS.index(ORDER_TOTAL)]
+    assert 0.65 * 5000 < len(totals) < 0.75 * 5000
+    counts = np.bincount(order_total.bins(totals), minlength=order_total.size)
+    np.testing.assert_allclose(counts / len(totals), order_total.shares)
+    assert order_total.shares[-1] == 0 and order_total.mean == pytest.approx(totals.mean())
 
 
 def test_the_minimum_of_a_zero_inflated_feature_has_a_bin_and_the_rest_their_deciles(
@@ -243,9 +303,10 @@ def test_the_tally_counts_event_scores_by_the_slice_of_their_instant_and_not_res
     ]
     first = counted[tally_name(VERSION, T0)]
     assert first.ttl == 2 * 24 * HOUR
+    orders = sum(isinstance(e, Order) for e in scores.events[:2])
     for subject in reference.subjects:
         bins = [first.amounts.get(f"{subject.name}:{b}", 0) for b in range(subject.size)]
-        assert sum(bins) == 2
+        assert sum(bins) == (orders if subject.name == ORDER_TOTAL else 2), subject.name
 
 
 def test_nothing_is_counted_before_since_nor_for_a_model_without_a_reference(
@@ -404,6 +465,29 @@ def test_a_shift_raises_its_subjects_once_and_clears_them_once_it_has_passed(
     assert isinstance(shift, float) and type(raised.window.mean) is float
     assert raised.event_id == alert_id("age", RAISED, int(raised.window.end.timestamp()))
     assert raised.window.scores == 4 * 2 * 100 and raised.reference.rows == 5000
+
+
+def test_prices_up_40_percent_raise_the_order_amount_by_its_mean_shift_alone(
+    reference: Reference, backend: str, request: pytest.FixtureRequest
+) -> None:
+    shop, monitor = monitored(reference, SMALL, request)
+    shop.hours(0, 9)
+    shop.hours(10, 19, price_factor=1.4)
+    shop.hours(20, 34)
+    alerts = judge_all(monitor, reference)
+    assert [(a.feature, a.state, a.statistic) for a in alerts] == [
+        (ORDER_TOTAL, RAISED, MEAN_SHIFT),
+        (ORDER_TOTAL, CLEARED, MEAN_SHIFT),
+    ]
+    raised, cleared = alerts
+    assert raised.value == raised.statistics.mean_shift and 0.2 < raised.value < 0.5
+    assert raised.statistics.psi < 0.2  # a change of scale PSI alone would miss
+    assert (raised.thresholds.raise_above, raised.thresholds.clear_below) == (0.2, 0.1)
+    # Cleared after the shifted hours have left the window (hour 24), once 3 windows in
+    # a row are within 10% of the reference: means of ~550 orders spread this much
+    # wander by about 5%, so that takes a few hours more.
+    assert abs(cleared.value) < 0.1
+    assert T0 + 24 * HOUR <= cleared.window.end.timestamp() <= T0 + 30 * HOUR
 
 
 def test_one_judgement_per_slice_however_many_judges_and_both_had_the_same_ids(

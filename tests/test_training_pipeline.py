@@ -23,7 +23,6 @@ import pytest
 from feature_store.definitions import SECONDS_PER_DAY, FeatureParams
 from feature_store.offline import History
 from scoring.artifact import CHECKSUM_FILE, METADATA_FILE, ArtifactError, load_model
-from scoring.drift import reference_profile
 from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES, SIMPLICITY
 from scoring.serving import served_scores
 from simulator import generate_history, write_sqlite
@@ -191,9 +190,7 @@ def test_the_drift_reference_is_what_the_worker_scores_in_the_training_period(
     # scored by the worker's code over the simulator's own events.
     events = generate_history(300, seed=7).events_in_time_order()
     scores = served_scores(events, model, start, end)
-    expected = reference_profile(
-        scores.matrix(), np.array(scores.probabilities), scores.risks, scores.as_of
-    )
+    expected = scores.profile()
     assert serving["rows"] == expected["rows"] > 500
     assert serving["risk_mix"] == pytest.approx(expected["risk_mix"])
     for name, subject in expected["subjects"].items():

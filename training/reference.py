@@ -21,7 +21,6 @@ import pandas as pd
 from feature_store.offline import History
 from schemas import Customer, Order, SupportTicket, topics
 from scoring.artifact import Model
-from scoring.drift import reference_profile
 from scoring.serving import served_scores
 
 # Customers whose scores make the reference: enough for the deciles of every feature
@@ -48,10 +47,7 @@ def serving_reference(
     ).unique()
     rng = np.random.default_rng(seed)
     chosen = set(rng.choice(np.sort(active), size=min(customers, len(active)), replace=False))
-    scores = served_scores(_events(history, chosen, until), model, since, until)
-    return reference_profile(
-        scores.matrix(), np.array(scores.probabilities), scores.risks, scores.as_of
-    )
+    return served_scores(_events(history, chosen, until), model, since, until).profile()
 
 
 def _events(history: History, customers: set[str], until: float) -> Iterator[tuple[str, Any]]:
