@@ -1,8 +1,9 @@
 """The drift monitor over simulated shops through the worker's own runner and core, on
 the in-memory store, as `python -m stream_app replay --drift-alerts` runs it: a
 stationary stream of over 200,000 events raises nothing, and each shift of the
-simulator raises what it changes and clears it after (the live test does the same
-through Kafka and Redis with two workers, on a smaller shop)."""
+simulator raises what it changes and clears it after. The live tests
+(tests/integration/test_drift_alerts.py) run the same shops through Kafka and Redis
+with two workers; these judge one slice a call, so they see every slice's statistics."""
 
 from __future__ import annotations
 

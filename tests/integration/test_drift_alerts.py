@@ -1,12 +1,16 @@
-"""The drift monitor live: two workers in one consumer group on the real broker and
-Redis, a simulated shop with three shifts (tests/drift_shop.py) streamed through, and
-the alerts read back from `churn-drift-alerts` by id."""
+"""The drift monitor live: workers in one consumer group on the real broker and Redis,
+a simulated shop streamed through (tests/drift_shop.py), and the alerts read back
+from `churn-drift-alerts` by id: a stationary stream of over 200,000 events raises
+none; a shop with three shifts raises and clears each shifted subject once."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -20,46 +24,70 @@ from tests.support import Worker, consume, encode, produce
 
 pytestmark = pytest.mark.integration
 
-LAST_EVENT_DAY = 145
+
+@contextmanager
+def judged(
+    env: dict[str, str], history: Any, last_day: int, bootstrap: str, tmp_path: Path, timeout: float
+) -> Iterator[tuple[list[DriftAlert], list[Worker]]]:
+    """Stream `history` through two workers until the group has judged the slices up
+    to half a day before `last_day`; yields the alerts published, and the workers."""
+    prefix, namespace = env["CHURN_TOPIC_PREFIX"], env["CHURN_REDIS_NAMESPACE"]
+    ensure_topics({"bootstrap.servers": bootstrap}, 4, prefix)
+    events = [(prefix + t, e.customer_id, encode(e)) for t, e in history.events_in_time_order()]
+    produce(bootstrap, events)
+    workers = [Worker(env, tmp_path / f"worker-{n}.log") for n in (1, 2)]
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        for worker in workers:
+            worker.start()
+        started = time.monotonic()
+        deadline = started + timeout
+        while (drift_status(client, namespace).judged_through or SINCE) < day(last_day - 0.5):
+            assert time.monotonic() < deadline, (
+                f"not judged in {timeout:.0f}s:\n{workers[0].log()[-2000:]}"
+            )
+            for worker in workers:
+                assert worker.process and worker.process.poll() is None, worker.log()[-3000:]
+            time.sleep(1)
+        print(f"{len(events)} events judged through in {time.monotonic() - started:.0f}s")
+        read = consume(bootstrap, [prefix + topics.DRIFT_ALERTS], lambda m: False, 8)
+        alerts = [msgspec.json.decode(m.value(), type=DriftAlert) for m in read]
+        for message, alert in zip(read, alerts, strict=True):
+            assert message.key() == alert.feature.encode()
+        yield alerts, workers
+    finally:
+        for worker in workers:
+            worker.stop()
 
 
-def test_two_workers_raise_and_clear_each_shifted_feature_once_and_nothing_else(
-    worker_env: dict[str, str],
-    drift_models_dir: Path,
-    kafka_bootstrap: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> None:
-    env = {
+@pytest.fixture
+def drift_env(worker_env: dict[str, str], drift_models_dir: Path) -> dict[str, str]:
+    return {
         **worker_env,
         "CHURN_MODELS_DIR": str(drift_models_dir),
         "CHURN_DRIFT_SINCE": SINCE.isoformat(),
         "CHURN_DRIFT_INTERVAL_SECONDS": "0.5",
     }
-    prefix, namespace = env["CHURN_TOPIC_PREFIX"], env["CHURN_REDIS_NAMESPACE"]
-    history = shop(12_000, seed=202, days=LAST_EVENT_DAY, shifts=SHIFTS.values())
-    ensure_topics({"bootstrap.servers": kafka_bootstrap}, 4, prefix)
-    events = [(prefix + t, e.customer_id, encode(e)) for t, e in history.events_in_time_order()]
-    produce(kafka_bootstrap, events)
 
-    workers = [Worker(env, tmp_path / f"worker-{n}.log") for n in (1, 2)]
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for worker in workers:
-            worker.start()
-        started = time.monotonic()
-        deadline = started + 300
-        while (drift_status(client, namespace).judged_through or SINCE) < day(LAST_EVENT_DAY - 0.5):
-            assert time.monotonic() < deadline, f"not judged in 300s:\n{workers[0].log()[-2000:]}"
-            for worker in workers:
-                assert worker.process and worker.process.poll() is None, worker.log()[-3000:]
-            time.sleep(1)
-        print(f"{len(events)} events judged through in {time.monotonic() - started:.0f}s")
 
-        read = consume(kafka_bootstrap, [prefix + topics.DRIFT_ALERTS], lambda m: False, 8)
-        alerts = [msgspec.json.decode(m.value(), type=DriftAlert) for m in read]
-        for message, alert in zip(read, alerts, strict=True):
-            assert message.key() == alert.feature.encode()
+def test_a_stationary_stream_of_over_200_000_events_raises_no_drift_alert_live(
+    drift_env: dict[str, str], kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    history = shop(38_500, seed=303, days=150)  # tests/test_drift_replay.py's, offline
+    assert len(history) >= 200_000
+    with judged(drift_env, history, 150, kafka_bootstrap, tmp_path, 900) as (alerts, _):
+        assert alerts == []
+        status = drift_status(
+            redis.Redis.from_url(drift_env["REDIS_URL"]), drift_env["CHURN_REDIS_NAMESPACE"]
+        )
+        assert status.raised() == [] and len(status.alerts) > 0  # judged, nothing raised
+
+
+def test_two_workers_raise_and_clear_each_shifted_feature_once_and_nothing_else(
+    drift_env: dict[str, str], kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    history = shop(12_000, seed=202, days=145, shifts=SHIFTS.values())
+    with judged(drift_env, history, 145, kafka_bootstrap, tmp_path, 300) as (alerts, workers):
         delays = check_alerts(alerts, SHIFTS)
         print("detection delays", {k: str(v) for k, v in delays.items()})
 
@@ -70,13 +98,11 @@ def test_two_workers_raise_and_clear_each_shifted_feature_once_and_nothing_else(
         for (feature, state), count in expected.items():
             sample = f'churn_drift_alerts_total{{feature="{feature}",state="{state}"}}'
             assert sum(w.metric(sample) for w in workers) == count, sample
-        status = drift_status(client, namespace)
+        client = redis.Redis.from_url(drift_env["REDIS_URL"])
+        status = drift_status(client, drift_env["CHURN_REDIS_NAMESPACE"])
         assert status.raised() == []
         for worker in workers:
             assert all(
                 worker.metric(f'churn_drift_alert{{feature="{feature}"}}') == 0
                 for feature in status.alerts
             )
-    finally:
-        for worker in workers:
-            worker.stop()
