@@ -31,11 +31,13 @@ shift (`mean_shift_subjects`): a change of scale, prices up 40%, moves a spread-
 amount's deciles little (PSI 0.13 to 0.19 for the simulator's order totals, whose
 log spreads by 0.96) but its mean by the factor itself. The features' means are left
 to PSI: their relative shifts swing by up to 25% in a stationary shop, with the
-season's order counts, and by more where the mean is near zero. The alert states and the last slice judged live in the
-store (`DriftStore`) and move on by compare-and-set, so however many workers run,
-each slice is judged once for the whole group. An alert's id is uuid5(subject, state,
-slice): should a worker publish and then die before its compare-and-set, the slice
-is judged again and the same id published again, never a new one.
+season's order counts, and by more where the mean is near zero.
+
+The alert states and the last slice judged live in the store (`DriftStore`) and move
+on by compare-and-set, so however many workers run, each slice is judged once for the
+whole group. An alert's id is uuid5(subject, state, slice): should a worker publish
+and then die before its compare-and-set, the slice is judged again and the same id
+published again, never a new one.
 """
 
 from __future__ import annotations
