@@ -152,7 +152,7 @@ def run_report(day: date, out: Path | None) -> None:
     from feature_store.redis_drift import drift_status
     from feature_store.redis_store import RedisStateStore
     from scoring.daily import TTL_SECONDS, read_day
-    from stream_app.report import DriftStates, report_html, summary_text
+    from stream_app.report import NO_DRIFT_STATE, DriftStates, report_html, summary_text
 
     try:
         settings = Settings.from_env()
@@ -176,10 +176,18 @@ def run_report(day: date, out: Path | None) -> None:
         )
     # The drift monitor's current alert state per feature, read from Redis (None while
     # it has recorded none). The report shows it as it is given.
-    drift: DriftStates | None = drift_status(client, settings.redis_namespace).states() or None
-    print(summary_text(counts, partitions, drift))
+    status = drift_status(client, settings.redis_namespace)
+    drift: DriftStates | None = status.states() or None
+    no_drift = NO_DRIFT_STATE
+    if status.judged_through is not None:
+        no_drift = (
+            f"drift monitor: judged through {status.judged_through:%Y-%m-%d %H:%M} UTC, but no "
+            f"window has had the {settings.drift_min_scores} scores it needs "
+            "(CHURN_DRIFT_MIN_SCORES)"
+        )
+    print(summary_text(counts, partitions, drift, no_drift))
     if out is not None:
-        out.write_text(report_html(counts, partitions, drift), encoding="utf-8")
+        out.write_text(report_html(counts, partitions, drift, no_drift), encoding="utf-8")
         print(f"\nreport: {out}")
 
 

@@ -76,8 +76,14 @@ def _line(label: str, value: object = "", note: str = "", indent: int = 2) -> st
     return f"{' ' * indent}{label:<{WIDTH - 12 - indent}}{number:>12}{note}".rstrip()
 
 
-def summary_text(counts: DailyCounts, partitions: int, drift: DriftStates | None) -> str:
-    """The report as plain text (what the command prints)."""
+def summary_text(
+    counts: DailyCounts,
+    partitions: int,
+    drift: DriftStates | None,
+    no_drift: str = NO_DRIFT_STATE,
+) -> str:
+    """The report as plain text (what the command prints); `no_drift` says why there
+    is no drift state to show."""
     lines = [
         f"churn-risk daily report for {counts.day.isoformat()} (UTC), {partitions} partitions",
         "(each input counted once, on the day its batch's outputs became durable)",
@@ -115,7 +121,7 @@ def summary_text(counts: DailyCounts, partitions: int, drift: DriftStates | None
     lines += [_line(v, n) for v, n in sorted(counts.models.items())]
     lines += ["", "drift status per feature"]
     if not drift:
-        lines.append(f"  {NO_DRIFT_STATE}")
+        lines.append(f"  {no_drift}")
     else:
         lines += [_line(feature, state) for feature, state in sorted(drift.items())]
     return "\n".join(lines)
@@ -204,7 +210,12 @@ def models_figure(counts: DailyCounts) -> str:
     return page.png(figure)
 
 
-def report_html(counts: DailyCounts, partitions: int, drift: DriftStates | None) -> str:
+def report_html(
+    counts: DailyCounts,
+    partitions: int,
+    drift: DriftStates | None,
+    no_drift: str = NO_DRIFT_STATE,
+) -> str:
     """The report as one HTML page, its plots inlined."""
     day = counts.day.isoformat()
     rate = counts.churn_rate
@@ -259,7 +270,7 @@ def report_html(counts: DailyCounts, partitions: int, drift: DriftStates | None)
         parts.append(page.image("Model versions served", models_figure(counts)))
     parts.append("<h2>Drift status per feature</h2>")
     if not drift:
-        parts.append(f'<p class="note">{NO_DRIFT_STATE}</p>')
+        parts.append(f'<p class="note">{html.escape(no_drift)}</p>')
     else:
         parts.append(page.table(["feature", "state"], _rows(sorted(drift.items()))))
     return page.document(f"Churn risk {day}", parts)
