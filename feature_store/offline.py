@@ -7,7 +7,7 @@ would hold them had it applied those events (the parity test proves it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +152,14 @@ def features_as_of(
     history: History, as_of: pd.Series, params: FeatureParams | None = None
 ) -> pd.DataFrame:
     """Model inputs per customer as of their instant (index: customer_id)."""
-    matrix = feature_matrix(base_columns(history, as_of), params or FeatureParams())
-    index = pd.Index(as_of.index, name="customer_id")
+    return features_frame(base_columns(history, as_of), as_of.index, params)
+
+
+def features_frame(
+    base: Mapping[str, np.ndarray], customers: pd.Index, params: FeatureParams | None = None
+) -> pd.DataFrame:
+    """The model inputs of base columns (one row per customer, in order), as a frame
+    indexed by customer_id."""
+    matrix = feature_matrix(base, params or FeatureParams())
+    index = pd.Index(customers, name="customer_id")
     return pd.DataFrame(matrix, index=index, columns=list(FEATURE_NAMES))

@@ -29,10 +29,9 @@ class RedisDriftStore:
     def __init__(self, client: redis.Redis | redis.RedisCluster, namespace: str = "churn") -> None:
         self.client = client
         self.keys = Keys(namespace)
-        self._sha = self._load_script()
-
-    def _load_script(self) -> str:
-        return str(cast(redis.Redis, self.client).script_load(DRIFT_SCRIPT))
+        # One call at a time, never pipelined: redis-py's Script runs it by EVALSHA and
+        # loads it again should the server have lost it (a restart), on a cluster too.
+        self._compare_and_set = cast(redis.Redis, client).register_script(DRIFT_SCRIPT)
 
     def watermark(self, partitions: Collection[int]) -> float | None:
         pipe = self.client.pipeline(transaction=False)
@@ -72,13 +71,7 @@ class RedisDriftStore:
         for subject, state in book.alerts.items():
             fields += [ALERT_FIELD + subject, json.dumps(state.to_json())]
         args = ["" if expected is None else str(expected), *fields]
-        key = self.keys.drift_alerts()
-        try:
-            done = self.client.execute_command("EVALSHA", self._sha, 1, key, *args)
-        except redis.exceptions.NoScriptError:  # a restarted server lost its scripts
-            self._sha = self._load_script()
-            done = self.client.execute_command("EVALSHA", self._sha, 1, key, *args)
-        return bool(done)
+        return bool(self._compare_and_set(keys=[self.keys.drift_alerts()], args=args))
 
 
 def _book(fields: dict[bytes, bytes]) -> AlertBook:

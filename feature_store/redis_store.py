@@ -159,9 +159,17 @@ class RedisStateStore:
             return {}
         return _states(ids, self.client.mget([self.keys.customer(partition, c) for c in ids]))
 
-    def stream_time(self, partition: int) -> float | None:
-        value = self.client.hget(self.keys.meta(partition), "st")
-        return None if value is None else float(value)
+    def snapshot(
+        self, partition: int, customer_ids: Collection[str]
+    ) -> tuple[dict[str, CustomerState], float | None]:
+        ids = list(customer_ids)
+        pipe = self.client.pipeline(transaction=False)  # one round trip, one hash tag
+        pipe.hget(self.keys.meta(partition), "st")
+        if ids:
+            _mget(pipe, [self.keys.customer(partition, c) for c in ids])
+        replies = pipe.execute()
+        states = _states(ids, replies[1]) if ids else {}
+        return states, None if replies[0] is None else float(replies[0])
 
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
         pipe = self.client.pipeline(transaction=False)

@@ -29,6 +29,7 @@ UtcTime = Annotated[datetime, msgspec.Meta(tz=True, description="ISO-8601 with a
 Amount = Annotated[float, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
+Age = Annotated[int, msgspec.Meta(ge=0, le=130)]
 
 RiskLevel = Literal["LOW", "MEDIUM", "HIGH"]
 DeliveryStatus = Literal[
@@ -85,7 +86,7 @@ class Customer(msgspec.Struct, frozen=True):
 
     customer_id: Id
     registration_date: UtcTime
-    age: Annotated[int, msgspec.Meta(ge=0, le=130)] | None = None
+    age: Age | None = None
     gender: Text | None = None
     city: Text | None = None
     email_verified: bool = False

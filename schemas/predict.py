@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import msgspec
 
 from feature_store.definitions import BASE_COLUMNS, FIRST_TIME, LAST_TIME, WINDOWS
-from schemas.events import Reason, RiskLevel, UtcTime
+from schemas.events import Age, Reason, RiskLevel, UtcTime
 
 MAX_BODY_BYTES = 16_384
 # Any window sum a shop could have (spend in the order's currency, counts, hours);
@@ -34,7 +34,6 @@ MAX_BASE_VALUE = 1e12
 AS_OF = "as_of_ts"
 
 Total = Annotated[float, msgspec.Meta(ge=0, le=MAX_BASE_VALUE)]
-Age = Annotated[int, msgspec.Meta(ge=0, le=130)]  # as in the customers topic
 Days = Annotated[float, msgspec.Meta(ge=0, le=36_525)]  # a century at most
 
 # The type of each base column other than AS_OF; every one may be left out (null:

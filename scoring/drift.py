@@ -42,6 +42,7 @@ published again, never a new one.
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -157,7 +158,9 @@ class Reference:
         subjects.append(_subject(RISK_MIX, {"cuts": [1.0, 2.0], "shares": shares, "mean": None}))
         return cls(tuple(subjects), int(data["rows"]), float(data["since"]), float(data["until"]))
 
+    @functools.cached_property
     def layout(self) -> Layout:
+        """Where each subject's counts sit in a slice's tally (built once)."""
         return Layout(self)
 
 
@@ -258,6 +261,7 @@ class Layout:
     reference: Reference
     offsets: tuple[int, ...] = field(init=False)
     fields: tuple[str, ...] = field(init=False)
+    sums: np.ndarray = field(init=False)  # where each subject's sum sits: after its bins
 
     def __post_init__(self) -> None:
         offsets: list[int] = []
@@ -266,8 +270,10 @@ class Layout:
             offsets.append(len(names))
             names += [f"{subject.name}:{b}" for b in range(subject.size)]
             names.append(f"{subject.name}:sum")
+        sizes = [subject.size for subject in self.reference.subjects]
         object.__setattr__(self, "offsets", tuple(offsets))
         object.__setattr__(self, "fields", (*names, "rows"))
+        object.__setattr__(self, "sums", np.asarray(offsets) + np.asarray(sizes))
 
     def vector(self, tally: Mapping[str, float]) -> np.ndarray:
         """A tally as a vector in `fields` order (fields it lacks are 0)."""
@@ -296,15 +302,9 @@ class Layout:
         """The counts of binned rows (`binned`), as tally amounts (zeros left out)."""
         counts = np.bincount(where.ravel(), minlength=len(self.fields) + 1)
         vector = counts[: len(self.fields)].astype(np.float64)
-        vector[self._sums] = np.where(np.isfinite(values), values, 0.0).sum(axis=0)
+        vector[self.sums] = np.where(np.isfinite(values), values, 0.0).sum(axis=0)
         vector[-1] = len(values)
         return {self.fields[i]: float(vector[i]) for i in np.flatnonzero(vector)}
-
-    @property
-    def _sums(self) -> np.ndarray:
-        """Where each subject's sum sits: after its bins."""
-        sizes = [subject.size for subject in self.reference.subjects]
-        return np.asarray(self.offsets) + np.asarray(sizes)
 
 
 @dataclass(frozen=True)
@@ -372,6 +372,16 @@ class DriftConfig:
         return math.floor(instant / self.slice_seconds) * self.slice_seconds
 
 
+def counted(scores: Scores, since: float | None = None, until: float = math.inf) -> np.ndarray:
+    """The rows of `scores` the monitor counts, live and in the reference: scores an
+    input event triggered, as of an instant in [since, until). Inactivity rescores
+    re-read, 7 to 90 days on, what earlier events left, and would echo a past shift."""
+    as_of = np.asarray(scores.as_of, dtype=np.float64)
+    by_event = np.array([kind == "event" for kind in scores.triggers], dtype=bool)
+    lowest = -math.inf if since is None else since
+    return np.flatnonzero(by_event & (as_of >= lowest) & (as_of < until))
+
+
 def tally_name(version: str, slice_start: int) -> str:
     """A slice's tally: per model version, for the bins are that version's."""
     return f"drift:{version}:{slice_start}"
@@ -385,7 +395,6 @@ class DriftTally:
     def __init__(self, reference: Callable[[str], Reference | None], config: DriftConfig) -> None:
         self.reference = reference
         self.config = config
-        self._layout: Layout | None = None
 
     def __call__(
         self, outcome: PartitionOutcome, batch: Sequence[Decoded], durable_at: float
@@ -396,15 +405,10 @@ class DriftTally:
         reference = self.reference(scores.model_version)
         if reference is None:
             return {}
-        layout = self._layout
-        if layout is None or layout.reference is not reference:
-            layout = self._layout = reference.layout()
-        as_of = np.asarray(scores.as_of, dtype=np.float64)
-        counted = np.array([kind == "event" for kind in scores.triggers], dtype=bool)
-        if self.config.since is not None:
-            counted &= as_of >= self.config.since
-        rows = np.flatnonzero(counted)
+        layout = reference.layout
+        rows = counted(scores, self.config.since)
         values, where = layout.binned(scores, rows)
+        as_of = np.asarray(scores.as_of, dtype=np.float64)
         slices = np.floor(as_of[rows] / self.config.slice_seconds).astype(np.int64)
         tallies = {}
         for number in np.unique(slices):
@@ -586,11 +590,14 @@ class DriftMonitor:
         self.store = store
         self.clock = clock
 
-    def judge(self, reference: Reference, version: str) -> Judgement | None:
+    def judge(
+        self, reference: Reference, version: str, book: AlertBook | None = None
+    ) -> Judgement | None:
         """Judge up to `max_slices` slices; None when there is nothing to do. Nothing
-        is written: publish the alerts, then `commit`."""
+        is written: publish the alerts, then `commit`. `book`: the store's alert book
+        when the caller has just read it (else it is read here)."""
         config, width = self.config, self.config.slice_seconds
-        book = self.store.book()
+        book = self.store.book() if book is None else book
         watermark = self.store.watermark(self.partitions)
         if watermark is None:
             return None
@@ -609,7 +616,7 @@ class DriftMonitor:
             return None
         starts = list(range(ends[0] - config.window_seconds, ends[-1], width))
         names = [tally_name(version, s) for s in starts]
-        layout = reference.layout()
+        layout = reference.layout
         vectors = np.array([layout.vector(t) for t in self.store.slices(self.partitions, names)])
         totals = np.vstack([np.zeros(len(layout.fields)), np.cumsum(vectors, axis=0)])
         alerts = dict(book.alerts)

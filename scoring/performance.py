@@ -85,11 +85,11 @@ def decode_sample(member: str | bytes) -> Sample:
 
 def cohort(as_of: float) -> str:
     """The weekly cohort of an instant: the Monday (UTC) its week starts on."""
-    day = datetime.fromtimestamp(as_of, tz=UTC).date()
-    return (day - timedelta(days=day.weekday())).isoformat()
+    return (_EPOCH_MONDAY + timedelta(weeks=_week(as_of))).isoformat()
 
 
 def _week(ts: float) -> int:
+    """Weeks (Monday to Sunday, UTC) since the first Monday of 1970."""
     return (datetime.fromtimestamp(ts, tz=UTC).date() - _EPOCH_MONDAY).days // 7
 
 

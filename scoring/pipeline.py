@@ -257,8 +257,8 @@ class Scorer:
             sampled = (
                 days is not None
                 and as_of + horizon >= now
+                and in_sample(state.customer_id, self.sample_rate)  # the cheaper test first
                 and first_of_week(state.scored_to, as_of)
-                and in_sample(state.customer_id, self.sample_rate)
             )
             if sampled:
                 heapq.heappush(pending, (as_of + horizon, next(order), len(rows.base)))

@@ -13,7 +13,6 @@ category went down.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -32,7 +31,7 @@ from schemas.predict import (
     from_guide,
 )
 from scoring.artifact import Model
-from scoring.pipeline import reasons
+from scoring.pipeline import reasons, utc
 from scoring.risk import RANK, RiskPolicy
 
 S = TypeVar("S")
@@ -86,12 +85,17 @@ def score_state(model: Model, policy: RiskPolicy, state: CustomerState, as_of: f
     if as_of < state.seen:
         raise Refused(
             422,
-            f"as_of {_iso(as_of)} is before the customer's last event at {_iso(state.seen)}: "
+            f"as_of {utc(as_of).isoformat()} is before the customer's last event at "
+            f"{utc(state.seen).isoformat()}: "
             "the state holds that event and keeps no history, so it cannot be read as of "
             "an earlier instant",
         )
-    base = dict(zip(BASE_COLUMNS, base_row(state, as_of), strict=True))
-    return _score(model, policy, base, previous=state.risk)
+    return _score(model, policy, _base(state, as_of), previous=state.risk)
+
+
+def _base(state: CustomerState, as_of: float) -> dict[str, float]:
+    """A stored customer's base columns as of `as_of`, by name."""
+    return dict(zip(BASE_COLUMNS, base_row(state, as_of), strict=True))
 
 
 def now(state: CustomerState, stream_time: float | None) -> float:
@@ -110,7 +114,7 @@ def lookup(
     published = None
     if state.risk is not None and state.seen is not None:
         as_of = max(state.seen, state.risk_as_of or state.scored_to or state.seen)
-        features = _features(model, dict(zip(BASE_COLUMNS, base_row(state, as_of), strict=True)))
+        features = _features(model, _base(state, as_of))
         probability, version = state.risk_probability, state.risk_model
         recomputed = probability is None or version is None
         if probability is None or version is None:
@@ -118,7 +122,7 @@ def lookup(
         published = Published(
             risk=state.risk,  # type: ignore[arg-type]
             probability=probability,
-            as_of_ts=datetime.fromtimestamp(as_of, tz=UTC),
+            as_of_ts=utc(as_of),
             model_version=version,
             recomputed=recomputed,
             features=_floats(features[0]),
@@ -134,7 +138,7 @@ def _score(
     risk = policy.category(probability, previous)
     went_down = previous is not None and RANK[risk] < RANK[previous]
     return Prediction(
-        as_of_ts=datetime.fromtimestamp(base["as_of_ts"], tz=UTC),
+        as_of_ts=utc(base["as_of_ts"]),
         probability=probability,
         risk=risk,  # type: ignore[arg-type]
         model_version=model.version,
@@ -154,7 +158,3 @@ def _floats(row: Any) -> dict[str, float | None]:
         name: None if np.isnan(value) else float(value)
         for name, value in zip(FEATURE_NAMES, row, strict=True)
     }
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat()

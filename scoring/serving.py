@@ -17,7 +17,7 @@ import numpy as np
 from feature_store.definitions import FEATURE_NAMES
 from schemas import ChurnRiskChanged, DeadLetter, topics
 from scoring.artifact import Model
-from scoring.drift import reference_profile
+from scoring.drift import counted, reference_profile
 from scoring.merge import Decoded, InputMessage
 from scoring.pipeline import PartitionOutcome, Scorer
 from scoring.runner import BatchRunner, run_backlog
@@ -41,16 +41,16 @@ class ServedScores:
     def __call__(
         self, outcome: PartitionOutcome, batch: Sequence[Decoded], durable_at: float
     ) -> dict[str, Tally]:
-        """A `TallySource` that keeps the scores instead of counting them."""
+        """A `TallySource` that keeps the scores the monitor counts instead of counting
+        them (`scoring.drift.counted`)."""
         scores = outcome.scores
         if scores is not None:
-            for row, (as_of, trigger) in enumerate(zip(scores.as_of, scores.triggers, strict=True)):
-                if trigger == "event" and self.since <= as_of < self.until:
-                    self.features.append(scores.features[row])
-                    self.probabilities.append(float(scores.probabilities[row]))
-                    self.risks.append(scores.risks[row])
-                    self.as_of.append(as_of)
-                    self.events.append(scores.events[row])
+            for row in counted(scores, self.since, self.until):
+                self.features.append(scores.features[row])
+                self.probabilities.append(float(scores.probabilities[row]))
+                self.risks.append(scores.risks[row])
+                self.as_of.append(scores.as_of[row])
+                self.events.append(scores.events[row])
         return {}
 
     def matrix(self) -> np.ndarray:

@@ -104,8 +104,11 @@ class StateStore(Protocol):
 
     def read(self, partition: int, customer_ids: Collection[str]) -> dict[str, CustomerState]: ...
 
-    def stream_time(self, partition: int) -> float | None:
-        """The partition's committed stream time (None: nothing committed yet)."""
+    def snapshot(
+        self, partition: int, customer_ids: Collection[str]
+    ) -> tuple[dict[str, CustomerState], float | None]:
+        """`read`, and the partition's committed stream time (None: nothing committed
+        yet), read together."""
         ...
 
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
@@ -218,8 +221,10 @@ class MemoryStore:
         p = self._of(partition)
         return {c: decode_state(p.states[c]) for c in customer_ids if c in p.states}
 
-    def stream_time(self, partition: int) -> float | None:
-        return self._of(partition).stream_time
+    def snapshot(
+        self, partition: int, customer_ids: Collection[str]
+    ) -> tuple[dict[str, CustomerState], float | None]:
+        return self.read(partition, customer_ids), self._of(partition).stream_time
 
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
         total: dict[str, float] = {}

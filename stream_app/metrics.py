@@ -15,15 +15,13 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 
 from schemas import topics
 from scoring.decoding import REFUSALS
+from scoring.drift import CLEARED, RAISED
 from scoring.performance import Figures
 from scoring.pipeline import OUTCOMES
 from scoring.risk import RANK
 
 REDELIVERED = "redelivered"
 SYSTEMS = ("redis", "kafka")
-# The label values of the drift metrics, which the drift monitor sets.
-DRIFT_STATISTICS = ("psi", "mean_shift", "ks")
-DRIFT_STATES = ("raised", "cleared")
 # Weight of one score in the predicted churn rate: it is the mean probability of about
 # the last 1/CHURN_RATE_WEIGHT scores (an exponentially weighted mean, half-life ~693).
 CHURN_RATE_WEIGHT = 1e-3
@@ -158,7 +156,7 @@ def initialise(features: Iterable[str]) -> None:
         MODEL_RELOADS.labels(outcome)
     for feature in features:
         DRIFT_ALERT.labels(feature)
-        for state in DRIFT_STATES:
+        for state in (RAISED, CLEARED):
             DRIFT_ALERTS.labels(feature, state)
 
 

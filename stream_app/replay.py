@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, cast
 
@@ -27,7 +27,7 @@ from scoring.decoding import InputDecoder, Limits
 from scoring.drift import DriftConfig, DriftMonitor, DriftTally, Judgement, MemoryDriftStore
 from scoring.merge import InputMessage
 from scoring.pipeline import Scorer
-from scoring.runner import BatchRunner, StepReport, run_backlog
+from scoring.runner import BatchRunner, StepReport, TallySource, run_backlog
 from scoring.store import MemoryStore
 from stream_app.partitioning import partition_of
 
@@ -108,9 +108,8 @@ def replay(
         drift,
     )
     raised = [alert for judgement in judged for alert in judgement.alerts]
-    for alert in raised:
-        if alerts is not None:
-            alerts.write(msgspec.json.encode(alert) + b"\n")
+    if alerts is not None:
+        alerts.writelines(msgspec.json.encode(alert) + b"\n" for alert in raised)
     return {
         "messages": sink.messages,
         "changes": sink.changes,
@@ -133,10 +132,19 @@ def replay_stream(
     """The runner over `stream` on the in-memory store, as the live worker runs it: and,
     given `drift`, its drift monitor, judging after every batch. Returns what it judged."""
     store = MemoryStore()
-    reference = model.drift if drift is not None else None
-    tallies = []
-    if drift is not None and reference is not None:
+    tallies: list[TallySource] = []
+    judged: list[Judgement] = []
+    judge: Callable[[StepReport], None] | None = None
+    if drift is not None and model.drift is not None:
+        reference = model.drift
         tallies.append(DriftTally(lambda version: reference, drift))
+        monitor = DriftMonitor(drift, range(partitions), MemoryDriftStore(store))
+
+        def judge(report: StepReport) -> None:
+            while (judgement := monitor.judge(reference, model.version)) is not None:
+                monitor.commit(judgement)
+                judged.append(judgement)
+
     runner = BatchRunner(
         store,
         Scorer(lambda: model, margin=margin, actions=actions, decoder=InputDecoder(limits)),
@@ -146,16 +154,6 @@ def replay_stream(
     )
     for partition in range(partitions):
         runner.assign(partition)
-    judged: list[Judgement] = []
-    monitor = DriftMonitor(drift or DriftConfig(), range(partitions), MemoryDriftStore(store))
-
-    def judge(report: StepReport) -> None:
-        if drift is None or reference is None:
-            return
-        while (judgement := monitor.judge(reference, model.version)) is not None:
-            monitor.commit(judgement)
-            judged.append(judgement)
-
     sink.messages = asyncio.run(run_backlog(runner, stream, batch_size, judge))
     return judged
 

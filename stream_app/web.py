@@ -185,11 +185,10 @@ def install(
             return view.json({"error": f"a customer id is {CUSTOMER_ID_RULE}"}, status=400)
         partition = partition_of(customer_id, partitions)
 
-        def read() -> tuple[dict[str, CustomerState], float | None]:
-            return store.read(partition, [customer_id]), store.stream_time(partition)
-
         try:
-            states, stream_time = await off_loop(REDIS_TIMEOUT, read)
+            states, stream_time = await off_loop(
+                REDIS_TIMEOUT, store.snapshot, partition, [customer_id]
+            )
         except TimeoutError:
             return view.json({"error": "Redis did not answer in time"}, status=503)
         except Exception as err:

@@ -374,15 +374,17 @@ def build_app(
         if not settings.drift_monitor or model.drift is None:
             return
         try:
-            _show_alerts(await asyncio.to_thread(monitor.store.book))
+            book = await asyncio.to_thread(monitor.store.book)
+            _show_alerts(book)
             while 0 in runner.tasks:
-                judgement = await asyncio.to_thread(monitor.judge, model.drift, model.version)
+                judgement = await asyncio.to_thread(monitor.judge, model.drift, model.version, book)
                 if judgement is None:
                     break
                 if judgement.alerts:
                     await publisher.publish_alerts(judgement.alerts)
                 if not await asyncio.to_thread(monitor.commit, judgement):
                     break  # another worker judged these slices first
+                book = judgement.book  # what the store now holds
                 _observe_drift(judgement)
                 if judgement.slices < drift.max_slices:
                     break
@@ -456,9 +458,8 @@ def _show_alerts(book: AlertBook) -> None:
 
 def _observe_drift(judgement: Judgement) -> None:
     for feature, stats in judgement.latest.items():
-        values = {"psi": stats.psi, "mean_shift": stats.mean_shift, "ks": stats.ks}
         for statistic in STATISTICS:
-            value = values[statistic]
+            value = getattr(stats, statistic)
             if value is not None and value == value:  # not None, not NaN
                 metrics.DRIFT_STATISTIC.labels(feature, statistic).set(value)
     for alert in judgement.alerts:

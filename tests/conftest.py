@@ -4,23 +4,67 @@ saying how to start it; nothing is skipped."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from feature_store.offline import History
 from feature_store.redis_store import RedisStateStore
+from scoring.artifact import load_model
+from simulator import generate_history, write_sqlite
 from stream_app.redis_client import redacted
 from tests.drift_shop import drift_model
 from tests.support import Worker, train_recency_model
+from training import load_history
+from training.__main__ import main
 
 HOW_TO_START = "start the services with `make services` (scripts/services.sh up)"
+
+
+# --- a simulated shop and one training run on it, shared by the training tests ----------
+# Read only: a test that changes the database or the models directory works on a copy.
+
+
+@pytest.fixture(scope="session")
+def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated shop of 300 customers over a year, in the seed SQLite schema, with the
+    simulator's truth table."""
+    path = tmp_path_factory.mktemp("shop") / "shop.db"
+    write_sqlite(generate_history(300, seed=7), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def history(shop_db: Path) -> History:
+    return load_history(shop_db)
+
+
+@pytest.fixture(scope="session")
+def cli_run(shop_db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One `python -m training` run on `shop_db` (every family, one thread): its output,
+    artifact directory, models directory and metadata."""
+    out = tmp_path_factory.mktemp("models")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["--db", str(shop_db), "--out", str(out), "--threads", "1"])
+    assert code == 0
+    model = load_model(out)
+    return {
+        "printed": printed.getvalue(),
+        "directory": out / model.version,
+        "models_dir": out,
+        "metadata": model.metadata,
+    }
 
 
 @pytest.fixture(scope="session")

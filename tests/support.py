@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 import lightgbm as lgb
 import msgspec
@@ -315,8 +315,13 @@ class Worker:
         """A sample's value on /metrics, e.g. 'churn_events_total{outcome="late"}': the
         sum of the series of that name whose labels include the ones given (0 when
         there are none or the worker does not answer)."""
+        return sum_samples(self.exposition(), sample)
+
+    def exposition(self) -> str:
+        """/metrics once, to read several samples from with `sum_samples` ('' when the
+        worker does not answer)."""
         status, body = self.get("/metrics")
-        return sum_samples(body.decode() if status == 200 else "", sample)
+        return body.decode() if status == 200 else ""
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no commit, as when a machine dies."""
@@ -342,10 +347,17 @@ def served_version(worker: Worker) -> str | None:
     return json.loads(body)["model_version"] if status == 200 else None
 
 
+class Logging(Protocol):
+    """A process with a log to show when a test fails: a Worker, a Prometheus, ..."""
+
+    def log(self) -> str: ...
+
+
 def wait_until(
-    condition: Callable[[], bool], worker: Worker, what: str, timeout: float = 30
+    condition: Callable[[], bool], worker: Logging, what: str, timeout: float = 30
 ) -> None:
-    """Wait for `condition`; fail with the worker's log when it does not come."""
+    """Wait for `condition`; fail with the worker's (or another process's) log when it
+    does not come."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

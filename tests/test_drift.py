@@ -98,9 +98,7 @@ def test_binned_ks_is_the_largest_gap_between_cumulative_shares_of_present_value
     assert math.isnan(binned_ks(expected, np.array([0, 0, 0, 0, 1.0])))
 
 
-def test_the_mean_shift_is_relative_to_the_reference_mean() -> None:
-    reference = Reference.from_metadata({"reference": {"serving": profile()}})
-    assert reference is not None
+def test_the_mean_shift_is_relative_to_the_reference_mean(reference: Reference) -> None:
     spend = reference.subjects[SPEND]
     assert spend.mean is not None
     counts = np.ones(spend.size)  # the last: a missing value

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from scoring.artifact import load_model
-from simulator import generate_history, write_sqlite
 from tests.support import model_name
-from training import TrainingConfig, load_history, save, train
+from training import load_history
 from training.gate import Criteria, Scores, decide, judge
 from training.metrics import calibration_error
 
@@ -86,14 +86,11 @@ def test_a_looser_configuration_promotes_what_the_default_refuses() -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
-    """A simulated shop of 300 customers, and one version trained on it:
-    (database, version, models directory)."""
-    db = tmp_path_factory.mktemp("shop") / "shop.db"
-    write_sqlite(generate_history(300, seed=7), db)
-    models = tmp_path_factory.mktemp("models")
-    version = save(train(load_history(db), TrainingConfig(num_threads=1)), models).name
-    return db, version, models
+def trained(shop_db: Path, cli_run: dict[str, Any]) -> tuple[Path, str, Path]:
+    """A simulated shop of 300 customers, and one version trained on it (every family,
+    one thread; tests/conftest.py's, shared with the training tests): (database,
+    version, models directory). Read only: the tests below change copies."""
+    return shop_db, cli_run["directory"].name, cli_run["models_dir"]
 
 
 def test_the_gate_measures_the_challenger_on_its_test_split_as_training_did(

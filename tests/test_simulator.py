@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from collections import Counter, defaultdict
@@ -430,6 +431,7 @@ SHIFT_FROM = DEFAULT_START + timedelta(days=100)
 SHIFT_UNTIL = DEFAULT_START + timedelta(days=110)
 
 
+@functools.cache  # each shifted shop is built once: the tests only read it
 def shifted(kind: str) -> History:
     return generate_history(N, seed=11, shifts=[Shift(kind, SHIFT_FROM, SHIFT_UNTIL)])  # type: ignore[arg-type]
 

@@ -49,17 +49,7 @@ FAST = TrainingConfig(num_threads=1, families=(LINEAR, LIGHTGBM), max_rounds=150
 UNIT = FeatureParams(engagement_scale=1.0)
 
 
-@pytest.fixture(scope="module")
-def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A simulated shop of 300 customers over a year, in the seed SQLite schema."""
-    path = tmp_path_factory.mktemp("shop") / "shop.db"
-    write_sqlite(generate_history(300, seed=7), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def history(shop_db: Path) -> History:
-    return load_history(shop_db)
+# shop_db and history: tests/conftest.py (shared with the other training tests).
 
 
 def copy_db(source: Path, target: Path, *statements: str) -> Path:

@@ -4,9 +4,7 @@ artifact verification, messy shops, the report, and determinism."""
 
 from __future__ import annotations
 
-import contextlib
 import html
-import io
 import json
 import re
 import shutil
@@ -25,7 +23,7 @@ from feature_store.offline import History
 from scoring.artifact import CHECKSUM_FILE, METADATA_FILE, ArtifactError, load_model
 from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES, SIMPLICITY
 from scoring.serving import served_scores
-from simulator import generate_history, write_sqlite
+from simulator import generate_history
 from training import (
     TrainingConfig,
     build_dataset,
@@ -35,7 +33,6 @@ from training import (
     save,
     train,
 )
-from training.__main__ import main
 from training.database import load_truth
 from training.metrics import Criterion, cutoff_for_precision, cutoff_for_recall
 from training.models import available_families
@@ -50,34 +47,7 @@ METRIC_KEYS = {"auc_roc", "pr_auc", "precision_at_80_recall", "brier", "log_loss
 FAMILIES = {family.name for family in available_families()}
 
 
-@pytest.fixture(scope="module")
-def shop_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A simulated shop of 300 customers over a year, with the simulator's truth table."""
-    path = tmp_path_factory.mktemp("shop") / "shop.db"
-    write_sqlite(generate_history(300, seed=7), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def history(shop_db: Path) -> History:
-    return load_history(shop_db)
-
-
-@pytest.fixture(scope="module")
-def cli_run(shop_db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One `python -m training` run: its output, artifact directory and metadata."""
-    out = tmp_path_factory.mktemp("models")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(["--db", str(shop_db), "--out", str(out), "--threads", "1"])
-    assert code == 0
-    model = load_model(out)
-    return {
-        "printed": printed.getvalue(),
-        "directory": out / model.version,
-        "models_dir": out,
-        "metadata": model.metadata,
-    }
+# shop_db, history and cli_run: tests/conftest.py (shared with the other training tests).
 
 
 def copy_db(source: Path, target: Path, *statements: str) -> Path:

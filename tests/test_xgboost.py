@@ -31,8 +31,10 @@ from scoring.xgboost_model import XGBoostModel  # noqa: E402  (needs xgboost)
 XGBOOST_FILE = MODEL_FILES[XGBOOST]
 
 
-def recency_booster() -> Any:
-    """A real XGBoost model of one rule: no order for 30+ days means churn."""
+@pytest.fixture(scope="module")
+def recency() -> tuple[Any, np.ndarray]:
+    """A real XGBoost model of one rule: no order for 30+ days means churn, and the
+    features it learned from (trained once for the module; the tests only read it)."""
     rng = np.random.default_rng(7)
     features = rng.normal(size=(2000, len(FEATURE_NAMES)))
     features[:, RECENCY] = rng.uniform(0, 120, size=2000)
@@ -42,19 +44,19 @@ def recency_booster() -> Any:
 
 
 @pytest.fixture
-def models(tmp_path: Path) -> Path:
-    booster, _ = recency_booster()
+def models(tmp_path: Path, recency: tuple[Any, np.ndarray]) -> Path:
+    booster, _ = recency
     return write_model(tmp_path / "models", "xgb-v1", XGBoostModel(booster))
 
 
 def test_an_xgboost_artifact_round_trips_with_contributions_that_sum_to_the_margin(
-    models: Path,
+    models: Path, recency: tuple[Any, np.ndarray]
 ) -> None:
-    booster, features = recency_booster()
+    booster, features = recency
     model = load_model(models)
     assert model.family == XGBOOST
     assert (models / "xgb-v1" / XGBOOST_FILE).read_bytes().startswith(b"{")
-    x = features[:200]
+    x = features[:200].copy()  # the module's features stay as learned
     x[::7, 3] = np.nan  # missing values take XGBoost's default branches
     expected = booster.predict(xgb.DMatrix(x, missing=np.nan))
     np.testing.assert_allclose(model.predict(x), expected, rtol=1e-6)  # identity calibration

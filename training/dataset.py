@@ -27,8 +27,12 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from feature_store.definitions import FEATURE_NAMES, SECONDS_PER_DAY, FeatureParams
-from feature_store.offline import History, features_as_of
+from feature_store.definitions import (
+    FEATURE_NAMES,
+    SECONDS_PER_DAY,
+    FeatureParams,
+)
+from feature_store.offline import History, base_columns, features_frame
 
 EPOCH_DAY = date(1970, 1, 1)
 ID_COLUMNS = ("customer_id", "cutoff_ts")
@@ -112,24 +116,50 @@ def rolling_cutoffs(validation_cutoff: float, step_days: int, folds: int) -> lis
     return [validation_cutoff - j * step_days * SECONDS_PER_DAY for j in range(folds)]
 
 
-def build_dataset(
-    history: History, cutoff_ts: float, horizon_days: int, params: FeatureParams
-) -> pd.DataFrame:
-    """One row per eligible customer at `cutoff_ts`: DATASET_COLUMNS, sorted by customer."""
+@dataclass(frozen=True)
+class CutoffRows:
+    """What a cutoff's rows hold whatever the model: the eligible customers (sorted),
+    their base columns as of the cutoff and their labels. `dataset_rows` adds the
+    features of one model's parameters."""
+
+    cutoff_ts: float
+    customers: pd.Index
+    base: dict[str, np.ndarray]
+    label: np.ndarray
+
+
+def cutoff_rows(history: History, cutoff_ts: float, horizon_days: int) -> CutoffRows:
+    """The model-independent part of `build_dataset` at `cutoff_ts`."""
     order_ts = history.orders["ts"].to_numpy(dtype=np.float64)
     customer = history.orders["customer_id"]
     eligible = pd.Index(customer[order_ts <= cutoff_ts].unique()).sort_values()
     if len(eligible) == 0:
-        # features_as_of fails on an empty index, and there is nothing to compute.
-        return pd.DataFrame(columns=list(DATASET_COLUMNS))
+        # base_columns fails on an empty index, and there is nothing to compute.
+        return CutoffRows(cutoff_ts, eligible, {}, np.zeros(0, dtype=np.int64))
     horizon_end = cutoff_ts + horizon_days * SECONDS_PER_DAY
     returned = customer[(order_ts > cutoff_ts) & (order_ts <= horizon_end)].unique()
 
-    features = features_as_of(history, pd.Series(cutoff_ts, index=eligible), params)
-    frame = features.reset_index()
-    frame.insert(1, "cutoff_ts", cutoff_ts)
-    frame["label"] = (~eligible.isin(returned)).astype(np.int64)
+    base = base_columns(history, pd.Series(cutoff_ts, index=eligible))
+    label = (~eligible.isin(returned)).astype(np.int64)
+    return CutoffRows(cutoff_ts, eligible, base, label)
+
+
+def dataset_rows(rows: CutoffRows, params: FeatureParams) -> pd.DataFrame:
+    """One row per eligible customer: DATASET_COLUMNS, sorted by customer, with the
+    features of `params`."""
+    if len(rows.customers) == 0:
+        return pd.DataFrame(columns=list(DATASET_COLUMNS))
+    frame = features_frame(rows.base, rows.customers, params).reset_index()
+    frame.insert(1, "cutoff_ts", rows.cutoff_ts)
+    frame["label"] = rows.label
     return frame[list(DATASET_COLUMNS)]
+
+
+def build_dataset(
+    history: History, cutoff_ts: float, horizon_days: int, params: FeatureParams
+) -> pd.DataFrame:
+    """One row per eligible customer at `cutoff_ts`: DATASET_COLUMNS, sorted by customer."""
+    return dataset_rows(cutoff_rows(history, cutoff_ts, horizon_days), params)
 
 
 def with_integer_ids(history: History) -> tuple[History, np.ndarray]:

@@ -22,8 +22,8 @@ from typing import Any
 
 from feature_store.offline import History
 from scoring.artifact import ArtifactError, Model, load_model
-from training.dataset import build_dataset, day_end, with_integer_ids
-from training.metrics import MAX_CALIBRATION_ERROR, calibration_error, evaluate
+from training.dataset import CutoffRows, cutoff_rows, dataset_rows, day_end, with_integer_ids
+from training.metrics import MAX_CALIBRATION_ERROR, evaluate
 from training.models import features, labels
 
 # Models of equal quality (trained on three independent simulated shops of one kind)
@@ -140,9 +140,10 @@ def judge(
     challenger_model = load_model(models_dir, challenger)
     test_cutoff, horizon_days = _test_split(challenger_model)
     coded, _ = with_integer_ids(history)  # the same rows, built faster
-    challenger_scores, rows, positive_rate = _score(
-        challenger_model, coded, test_cutoff, horizon_days
-    )
+    # The rows and base columns are the same for both models: only the features
+    # differ, by each model's own parameters.
+    test_rows = cutoff_rows(coded, day_end(test_cutoff), horizon_days)
+    challenger_scores, rows, positive_rate = _score(challenger_model, test_rows)
     split = Split(test_cutoff.isoformat(), horizon_days, rows, positive_rate)
     champion_scores: Scores | None = None
     note: tuple[str, ...] = ()
@@ -152,7 +153,7 @@ def judge(
         except ArtifactError as err:
             note = (f"champion {champion} cannot be loaded ({err})",)
         else:
-            champion_scores, *_ = _score(champion_model, coded, test_cutoff, horizon_days)
+            champion_scores, *_ = _score(champion_model, test_rows)
     promoted, reasons = decide(challenger_scores, champion_scores, criteria)
     return Decision(
         challenger=challenger,
@@ -179,17 +180,15 @@ def _test_split(model: Model) -> tuple[date, int]:
         ) from err
 
 
-def _score(
-    model: Model, history: History, test_cutoff: date, horizon_days: int
-) -> tuple[Scores, int, float]:
+def _score(model: Model, test_rows: CutoffRows) -> tuple[Scores, int, float]:
     """The model's scores on the split, its rows and its churn rate."""
-    rows = build_dataset(history, day_end(test_cutoff), horizon_days, model.feature_params)
+    rows = dataset_rows(test_rows, model.feature_params)
     outcome = labels(rows)
     probability = model.predict(features(rows))
     metrics = evaluate(outcome, probability)
     scores = Scores(
         auc_roc=metrics["auc_roc"],
-        calibration_error=calibration_error(outcome, probability),
+        calibration_error=metrics["calibration_error"],
         brier=metrics["brier"],
     )
     return scores, len(rows), metrics["positive_rate"]

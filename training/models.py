@@ -378,14 +378,24 @@ def fit_linear(train: pd.DataFrame, seed: int, c: float = 1.0) -> LinearModel:
 LINEAR_SPACE: tuple[dict[str, Any], ...] = ({"c": 1.0}, {"c": 0.1}, {"c": 0.01})
 
 
-def _linear_trial(params: dict[str, Any], folds: Sequence[Fold], fit: FitSettings) -> Trial:
+def _fold_trial(
+    family: str, params: dict[str, Any], folds: Sequence[Fold], fit_one: Callable[[Fold], Scores]
+) -> Trial:
+    """Fit one model per fold (`fit_one`), then judge each on its fold's validation."""
     start = time.perf_counter()
-    models = [fit_linear(fold.train, fit.seed, **params) for fold in folds]
+    models = [fit_one(fold) for fold in folds]
     fold_auc = tuple(
         auc(fold.validation, model.probability(features(fold.validation)))
         for fold, model in zip(folds, models, strict=True)
     )
-    return Trial(LINEAR, params, fold_auc, models[0], time.perf_counter() - start)
+    return Trial(family, params, fold_auc, models[0], time.perf_counter() - start)
+
+
+def _linear_trial(params: dict[str, Any], folds: Sequence[Fold], fit: FitSettings) -> Trial:
+    def fit_one(fold: Fold) -> LinearModel:
+        return fit_linear(fold.train, fit.seed, **params)
+
+    return _fold_trial(LINEAR, params, folds, fit_one)
 
 
 def _linear_refit(
@@ -410,17 +420,12 @@ def _yardstick_trial(
     family: str, make: Callable[[FitSettings], Any], transform: Callable[[np.ndarray], np.ndarray]
 ) -> Callable[[dict[str, Any], Sequence[Fold], FitSettings], Trial]:
     def trial(params: dict[str, Any], folds: Sequence[Fold], fit: FitSettings) -> Trial:
-        start = time.perf_counter()
-        fitted = []
-        for fold in folds:
+        def fit_one(fold: Fold) -> _Fitted:
             model = make(fit)
             model.fit(transform(features(fold.train)), labels(fold.train))
-            fitted.append(_Fitted(model, transform))
-        fold_auc = tuple(
-            auc(fold.validation, model.probability(features(fold.validation)))
-            for fold, model in zip(folds, fitted, strict=True)
-        )
-        return Trial(family, params, fold_auc, fitted[0], time.perf_counter() - start)
+            return _Fitted(model, transform)
+
+        return _fold_trial(family, params, folds, fit_one)
 
     return trial
 

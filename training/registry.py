@@ -131,9 +131,14 @@ def _locked(models_dir: Path) -> Iterator[None]:
 
 
 def _move(
-    models_dir: Path, action: Literal["promote", "rollback"], version: str, reason: str
+    models_dir: Path,
+    action: Literal["promote", "rollback"],
+    version: str,
+    previous: str | None,
+    reason: str,
 ) -> None:
-    """Verify `version`, point CURRENT at it and record the move (the lock held)."""
+    """Verify `version`, point CURRENT at it and record the move from `previous` (the
+    version CURRENT names, read by the caller under the same lock)."""
     if not (models_dir / version).is_dir():
         raise RegistryError(f"there is no version {version} in {models_dir} (see `models list`)")
     load_model(models_dir, version)  # ArtifactError: CURRENT never names a broken version
@@ -141,7 +146,7 @@ def _move(
         at=datetime.now(UTC).isoformat(timespec="seconds"),
         action=action,
         version=version,
-        previous=served(models_dir),
+        previous=previous,
         reason=reason,
     )
     history = moves(models_dir)
@@ -159,7 +164,7 @@ def promote(models_dir: Path, version: str, reason: str) -> str | None:
         previous = served(models_dir)
         if previous == version:
             raise RegistryError(f"{version} is already the current version")
-        _move(models_dir, "promote", version, reason)
+        _move(models_dir, "promote", version, previous, reason)
         return previous
 
 
@@ -173,7 +178,7 @@ def rollback(models_dir: Path, reason: str = "rolled back") -> tuple[str, str]:
                 f"nothing to roll back to in {models_dir}: no version was served before "
                 f"{current or 'CURRENT (there is none)'}; promote one by name instead"
             )
-        _move(models_dir, "rollback", stack[-2], reason)
+        _move(models_dir, "rollback", stack[-2], current, reason)
         return current, stack[-2]
 
 

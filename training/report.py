@@ -235,9 +235,10 @@ def _contribution_sample(
     return x, model.estimator.contributions(x)
 
 
-def importance_figure(model: TrainedModel, evidence: Evidence, seed: int) -> str:
-    """Mean |contribution| per feature: the same measure for every family."""
-    _, contributions = _contribution_sample(model, evidence, seed)
+def importance_figure(model: TrainedModel, sample: tuple[np.ndarray, np.ndarray]) -> str:
+    """Mean |contribution| per feature: the same measure for every family. `sample`:
+    _contribution_sample's test rows and contributions."""
+    _, contributions = sample
     weight = np.abs(contributions).mean(axis=0)
     share = weight / max(weight.sum(), 1e-12)
     order = np.argsort(share)
@@ -259,9 +260,10 @@ CONTRIBUTIONS = {
 }
 
 
-def shap_figure(model: TrainedModel, evidence: Evidence, seed: int) -> str:
-    """Beeswarm of per-row contributions (log-odds), top features first."""
-    x, contributions = _contribution_sample(model, evidence, seed)
+def shap_figure(model: TrainedModel, sample: tuple[np.ndarray, np.ndarray], seed: int) -> str:
+    """Beeswarm of per-row contributions (log-odds), top features first. `sample`:
+    _contribution_sample's test rows and contributions."""
+    x, contributions = sample
     top = np.argsort(-np.abs(contributions).mean(axis=0))[:SHAP_FEATURES][::-1]
     rng = np.random.default_rng(seed)
     figure, ax = plt.subplots(figsize=(9, 0.42 * len(top) + 1.5))
@@ -421,10 +423,6 @@ def _data_html(metadata: dict[str, Any]) -> str:
     return page.table(["split", "cutoffs (23:59:59 UTC)", "rows", "churned"], rows)
 
 
-def _params_text(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
-
-
 def _tuning_html(metadata: dict[str, Any]) -> str:
     tuning = metadata["metrics"]["tuning"]
     dates = [fold["validation_cutoff"] for fold in tuning["folds"]]
@@ -528,12 +526,13 @@ def render(model: TrainedModel, version: str) -> str:
         raise ValueError("the model carries no evidence to report on")
     metadata, evidence = model.metadata, model.evidence
     thresholds = metadata["thresholds"]
+    sample = _contribution_sample(model, evidence, metadata["seed"])
     figures = [
         ("ROC and precision-recall", roc_and_pr_figure(evidence, metadata)),
         ("Calibration", calibration_figure(evidence, metadata)),
         ("Confusion at the risk cut-offs", confusion_figure(evidence, metadata)),
-        ("Feature importance", importance_figure(model, evidence, metadata["seed"])),
-        ("Contributions summary", shap_figure(model, evidence, metadata["seed"])),
+        ("Feature importance", importance_figure(model, sample)),
+        ("Contributions summary", shap_figure(model, sample, metadata["seed"])),
     ]
     window = metadata["training_window"]
     parts = [

@@ -20,7 +20,7 @@ from feature_store.redis_drift import drift_status
 from schemas import DriftAlert, topics
 from stream_app.kafka_admin import ensure_topics
 from tests.drift_shop import SHIFTS, SINCE, check_alerts, day, shop
-from tests.support import Worker, consume, encode, produce
+from tests.support import Worker, consume, encode, produce, sum_samples
 
 pytestmark = pytest.mark.integration
 
@@ -95,14 +95,16 @@ def test_two_workers_raise_and_clear_each_shifted_feature_once_and_nothing_else(
         # judged its slice, and both workers show the same state, the one in Redis.
         distinct = {a.event_id: a for a in alerts}
         expected = Counter((a.feature, a.state) for a in distinct.values())
+        # Judging is over: each worker's /metrics read once.
+        expositions = [worker.exposition() for worker in workers]
         for (feature, state), count in expected.items():
             sample = f'churn_drift_alerts_total{{feature="{feature}",state="{state}"}}'
-            assert sum(w.metric(sample) for w in workers) == count, sample
+            assert sum(sum_samples(text, sample) for text in expositions) == count, sample
         client = redis.Redis.from_url(drift_env["REDIS_URL"])
         status = drift_status(client, drift_env["CHURN_REDIS_NAMESPACE"])
         assert status.raised() == []
-        for worker in workers:
+        for text in expositions:
             assert all(
-                worker.metric(f'churn_drift_alert{{feature="{feature}"}}') == 0
+                sum_samples(text, f'churn_drift_alert{{feature="{feature}"}}') == 0
                 for feature in status.alerts
             )

@@ -11,10 +11,8 @@ import os
 import re
 import signal
 import subprocess
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from tests.support import (
     produce,
     prometheus_tool,
     sum_samples,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -83,15 +82,6 @@ def test_metric_names_are_read_off_promql() -> None:
     assert metric_names(expr) == {"a_seconds_bucket", "b_total", "c:rate5m", "d"}
 
 
-def wait_until(
-    check: Callable[[], bool], what: str, timeout: float, log: Callable[[], str]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} not within {timeout:.0f} s:\n{log()[-3000:]}"
-        time.sleep(0.5)
-
-
 def a_customer_who_goes_quiet(customer: str, prefix: str) -> list[tuple[str, str | None, bytes]]:
     """An order, then a ticket 55 days later: the recency model moves them to HIGH."""
     start = datetime.now(UTC) - timedelta(days=60)
@@ -117,18 +107,17 @@ def test_every_metric_the_alert_rules_and_the_dashboard_name_is_exported(
     def exported() -> str:
         return worker.get("/metrics")[1].decode()
 
+    def flowed() -> bool:
+        text = exported()
+        return (
+            sum_samples(text, "churn_risk_changes_total") >= 1
+            and sum_samples(text, "churn_end_to_end_latency_seconds_count") >= 3
+            and "churn_consumer_lag{" in text
+            and "churn_event_time_lag_seconds{" in text
+        )
+
     # Labelled series appear as events flow; the lag and event-time lag on a timer.
-    wait_until(
-        lambda: (
-            sum_samples(exported(), "churn_risk_changes_total") >= 1
-            and sum_samples(exported(), "churn_end_to_end_latency_seconds_count") >= 3
-            and "churn_consumer_lag{" in exported()
-            and "churn_event_time_lag_seconds{" in exported()
-        ),
-        "a risk change, three latencies and the lags",
-        60,
-        worker.log,
-    )
+    wait_until(flowed, worker, "a risk change, three latencies and the lags", 60)
     text = exported()
     sampled = {
         line.partition("{")[0].partition(" ")[0] for line in text.splitlines() if line[:1].isalpha()
@@ -176,7 +165,7 @@ class Prometheus:
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        wait_until(self.ready, "Prometheus ready", 30, self.log)
+        wait_until(self.ready, self, "Prometheus ready", 30)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -240,9 +229,9 @@ def test_a_real_prometheus_fires_lag_growing_while_redis_is_down_then_worker_dow
                 prometheus.value('churn_events_total{outcome="applied"}') == 2
                 and prometheus.value("churn_consumer_lag") == 0
             ),
+            worker,
             "the first events scraped, lag 0",
             30,
-            worker.log,
         )
         # Every expression of the dashboard is valid PromQL to Prometheus.
         for expr in dashboard_exprs():
@@ -259,9 +248,9 @@ def test_a_real_prometheus_fires_lag_growing_while_redis_is_down_then_worker_dow
         )
         wait_until(
             lambda: "ChurnConsumerLagGrowing" in prometheus.firing(),
+            worker,
             "ChurnConsumerLagGrowing firing",
             30,
-            worker.log,
         )
         assert prometheus.value("max(churn_consumer_lag)") > 1000
         assert prometheus.value('churn_infrastructure_errors_total{system="redis"}') > 0
@@ -272,9 +261,9 @@ def test_a_real_prometheus_fires_lag_growing_while_redis_is_down_then_worker_dow
         stopped = True
         wait_until(
             lambda: "ChurnWorkerDown" in prometheus.firing(),
+            prometheus,
             "ChurnWorkerDown firing",
             20,
-            prometheus.log,
         )
     finally:
         prometheus.stop()
