@@ -101,9 +101,10 @@ demo: venv services ## run the end-to-end demo
 bench-features: venv services ## feature store benchmark
 	$(WITH_SERVICES) $(BIN)/python -m bench.features
 
-bench: venv services ## stream app benchmark, then the drift monitor's cost (bench/drift.py)
+bench: venv services ## the stream benchmark, the drift monitor's cost (bench/drift.py), the decoder's (bench/decoder.py)
 	$(WITH_SERVICES) $(BIN)/python -m bench.stream
 	$(WITH_SERVICES) $(BIN)/python -m bench.drift
+	$(BIN)/python -m bench.decoder
 
 clean: ## stop services, delete .venv and .services (the Kafka jar cache in ~/.cache stays)
 	$(SERVICES) reset

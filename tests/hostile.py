@@ -22,6 +22,7 @@ import msgspec
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from bench.decoder import SHAPES
 from schemas import INPUT_EVENTS, schema_path, topics
 from stream_app.partitioning import partition_of
 
@@ -124,6 +125,7 @@ class Factory:
             topic.flatmap(self._bad_encoding),
             topic.flatmap(self._huge),
             topic.flatmap(self._deep),
+            topic.flatmap(self._costly),
             topic.flatmap(self._bad_key),
             topic.flatmap(self._tombstone),
             topic.flatmap(self._unknown_field),
@@ -277,6 +279,17 @@ class Factory:
             return Hostile("deep", topic, customer_id.encode(), value.encode(), "dead")
 
         return st.builds(build, st.integers(33, 5_000), st.booleans())
+
+    def _costly(self, topic: str) -> st.SearchStrategy[Hostile]:
+        # Shapes built to make the decoder's checks walk the whole message (unterminated
+        # strings, escapes, brackets inside strings, open brackets): each costs time
+        # linear in its size, so the worker keeps up whatever the mix.
+        def build(shape: str, size: int) -> Hostile:
+            value = SHAPES[shape](size)
+            return Hostile("costly", topic, self.customer().encode(), value, "dead")
+
+        sizes = st.integers(1024, self.max_message_bytes - 64)
+        return st.builds(build, st.sampled_from(sorted(SHAPES)), sizes)
 
     def _bad_key(self, topic: str) -> st.SearchStrategy[Hostile]:
         def build(how: str) -> Hostile:
