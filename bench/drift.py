@@ -34,16 +34,16 @@ from bench.common import ROOT, environment, train_model, write_results
 from bench.stream import Run, Window, brief, measure_workers
 from feature_store.definitions import FEATURE_NAMES
 from feature_store.online import event_time
-from feature_store.redis_drift import RedisDriftStore
 from feature_store.redis_store import RedisStateStore
+from feature_store.store import Commit
 from schemas import Order
 from schemas.topics import CUSTOMERS
 from scoring.artifact import load_model
 from scoring.drift import DriftConfig, DriftMonitor, DriftTally, Reference
-from scoring.pipeline import PartitionOutcome, Scores
-from scoring.store import Commit
+from scoring.outcome import PartitionOutcome, Scores
 from simulator import kafka_sink
 from simulator.history import generate_history
+from stream_app.redis_drift import RedisDriftStore
 from stream_app.settings import Settings
 
 DEFAULT_OUT = ROOT / "bench" / "drift.json"

@@ -59,13 +59,14 @@ from feature_store.online import (
     event_time,
 )
 from feature_store.redis_store import RedisStateStore
+from feature_store.store import Begin, Commit
 from schemas import ChurnRiskChanged, DeadLetter, topics
 from scoring.artifact import load_model
 from scoring.inactivity import first_due, next_due
 from scoring.merge import InputMessage
-from scoring.pipeline import PartitionOutcome, Scorer
+from scoring.outcome import PartitionOutcome
+from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner
-from scoring.store import Begin, Commit
 from simulator.history import Event, generate_history
 from simulator.kafka_sink import DEFAULT_PARTITIONS
 from stream_app.partitioning import partition_of

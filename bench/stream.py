@@ -94,6 +94,7 @@ from feature_store.online import (
     encode_state,
 )
 from feature_store.redis_store import RedisStateStore
+from feature_store.store import MemoryStore
 from schemas import (
     INPUT_EVENTS,
     ChurnRiskChanged,
@@ -103,12 +104,12 @@ from schemas import (
     Trigger,
     topics,
 )
-from scoring.artifact import Calibration, load_model, point_current, write_artifact
+from scoring.artifact import load_model, point_current, write_artifact
 from scoring.families import LightGBMModel
+from scoring.model import Calibration
 from scoring.pipeline import Scorer, reasons, utc
 from scoring.risk import RANK, RiskPolicy, is_news, transition_id
 from scoring.runner import BatchRunner
-from scoring.store import MemoryStore
 from simulator import kafka_sink
 from simulator.history import Event, generate_history
 from stream_app import kafka_security

@@ -10,7 +10,7 @@ can live on any node).
     {churn:p3}:idle        sorted set: customer -> next inactivity rescore (epoch s)
     {churn:p3}:c:<id>      string: the customer's state (MessagePack)
     {churn:p3}:t:<name>    hash: a tally, counters added to with each commit
-                           (`scoring.store.Tally`), expiring when left alone
+                           (`feature_store.store.Tally`), expiring when left alone
     {churn:p3}:samples     sorted set: pending samples of realised performance
                            (`scoring.performance.Sample` as JSON) -> due (epoch s)
 

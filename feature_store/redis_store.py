@@ -1,4 +1,4 @@
-"""The state store in Redis (or Redis Cluster): the `scoring.store.StateStore` port.
+"""The state store in Redis (or Redis Cluster): the `feature_store.store.StateStore` port.
 
 A batch costs a pipelined read (plus one for customers only due for a rescore) and
 two fenced scripts per partition, each a single-slot `partition.lua` call
@@ -17,7 +17,7 @@ import redis
 
 from feature_store.keys import Keys
 from feature_store.online import CustomerState, decode_state, encode_state
-from scoring.store import Begin, Claim, Commit, Loaded, Verdict, sample_customer
+from feature_store.store import Begin, Claim, Commit, Loaded, Verdict, sample_customer
 
 PARTITION_SCRIPT = files("feature_store").joinpath("partition.lua").read_text()
 _MSGPACK = msgspec.msgpack.Encoder()

@@ -28,10 +28,9 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 
-from scoring.merge import Decoded
-from scoring.pipeline import PartitionOutcome
-from scoring.runner import latencies
-from scoring.store import StateStore, Tally
+from feature_store.store import StateStore, Tally
+from scoring.merge import Decoded, latencies
+from scoring.outcome import PartitionOutcome
 
 TALLY_PREFIX = "daily:"
 # Long enough to report on last month; short enough that Redis forgets by itself.

@@ -12,7 +12,7 @@ as of a day's end, and the two are not comparable (every order scores recency 0)
 
 The live side, `DriftTally`: every score an input event triggers is binned, per
 event-time slice (an hour by default) of its as-of instant, into a tally committed
-with its partition's batch (`scoring.store.Tally`), so each event counts once through
+with its partition's batch (`feature_store.store.Tally`), so each event counts once through
 redelivery and crashes. Inactivity rescores are left out, here and in the reference:
 they re-read, 7 to 90 days on, what earlier events left, and would echo a past shift.
 
@@ -48,11 +48,12 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, get_args
+from typing import Any, Protocol, get_args
 
 import numpy as np
 
 from feature_store.definitions import FEATURE_NAMES
+from feature_store.store import MemoryStore, Tally
 from schemas import (
     DriftAlert,
     DriftReference,
@@ -62,11 +63,8 @@ from schemas import (
     Order,
 )
 from schemas.events import RiskLevel
-from scoring.store import MemoryStore, Tally
-
-if TYPE_CHECKING:  # the artifact reads references from here, and the pipeline needs it
-    from scoring.merge import Decoded
-    from scoring.pipeline import PartitionOutcome, Scores
+from scoring.merge import Decoded
+from scoring.outcome import PartitionOutcome, Scores
 
 LEVELS: tuple[str, ...] = get_args(RiskLevel)
 RANK = {level: rank for rank, level in enumerate(LEVELS)}
@@ -720,7 +718,7 @@ def _utc(ts: float) -> datetime:
 
 
 class MemoryDriftStore:
-    """A DriftStore over a `scoring.store.MemoryStore` (tests, replays)."""
+    """A DriftStore over a `feature_store.store.MemoryStore` (tests, replays)."""
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store

@@ -55,6 +55,12 @@ class Decoded:
         return (self.time, self.message.offset)
 
 
+def latencies(batch: Sequence[Decoded], durable_at: float) -> list[float]:
+    """End-to-end latency of each input of a batch: seconds from its broker append
+    time to the batch's outputs being durable (inputs without a broker time have none)."""
+    return [durable_at - d.message.timestamp for d in batch if d.message.timestamp is not None]
+
+
 class PartitionMerger:
     """The buffered, not yet released input of one partition (see the module doc)."""
 

@@ -11,7 +11,7 @@ in stream order: churned when their latest order is
 not after `as_of` (training's label: no order in (as_of, as_of + horizon]). An order
 that arrives later than that, behind the stream time, is not seen (nor by a replay).
 
-The outcomes are added to a tally (`scoring.store.Tally`, so each counts once through
+The outcomes are added to a tally (`feature_store.store.Tally`, so each counts once through
 redelivery and crashes) per (weekly cohort, model version): score histograms of the
 churned and the retained, the sum of probabilities per bin, and HIGH's confusion
 counts. `figures` turns the tally back into AUC, precision, recall and calibration.
@@ -19,23 +19,15 @@ counts. `figures` turns the tally back into AUC, precision, recall and calibrati
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
 
-import msgspec
-
-from feature_store.definitions import LAST_TIME, SECONDS_PER_DAY
-from feature_store.online import CustomerState
-from schemas import topics
+from feature_store.definitions import SECONDS_PER_DAY
+from feature_store.store import Tally
 from scoring.merge import Decoded
+from scoring.outcome import PartitionOutcome
 from scoring.risk import LEVELS
-from scoring.store import Tally
-
-if TYPE_CHECKING:
-    from scoring.pipeline import PartitionOutcome
+from scoring.samples import Sample
 
 TALLY = "performance"
 TALLY_TTL = 400 * SECONDS_PER_DAY  # a year of weekly cohorts, and their horizon
@@ -44,82 +36,6 @@ BINS = 100  # probability bins of the score histograms (AUC error <= about 1/BIN
 # (training.metrics.calibration_error; a test pins that both agree).
 CALIBRATION_BINS = 10
 HIGH = LEVELS[-1]
-_LAST_ORDER = LAST_TIME[topics.ORDERS]
-_EPOCH_MONDAY = date(1970, 1, 5)
-
-
-class Sample(msgspec.Struct, array_like=True, frozen=True):
-    """One sampled score, waiting for its horizon to pass."""
-
-    customer_id: str
-    as_of: float
-    probability: float
-    risk: str
-    model_version: str
-    horizon_days: int
-    # Which life of the customer's state it is of (CustomerState.origin): a customer
-    # erased and back is another life, whose orders say nothing of this sample.
-    origin: str = ""
-
-    @property
-    def due(self) -> float:
-        """The instant after which its outcome is decided."""
-        return self.as_of + self.horizon_days * SECONDS_PER_DAY
-
-    @property
-    def cohort(self) -> str:
-        return cohort(self.as_of)
-
-    def encode(self) -> str:
-        """The sample as the member of the partition's pending set."""
-        return _ENCODER.encode(self).decode()
-
-
-_ENCODER = msgspec.json.Encoder()
-_DECODER = msgspec.json.Decoder(Sample)
-
-
-def decode_sample(member: str | bytes) -> Sample:
-    return _DECODER.decode(member)
-
-
-def cohort(as_of: float) -> str:
-    """The weekly cohort of an instant: the Monday (UTC) its week starts on."""
-    return (_EPOCH_MONDAY + timedelta(weeks=_week(as_of))).isoformat()
-
-
-def _week(ts: float) -> int:
-    """Weeks (Monday to Sunday, UTC) since the first Monday of 1970."""
-    return (datetime.fromtimestamp(ts, tz=UTC).date() - _EPOCH_MONDAY).days // 7
-
-
-def in_sample(customer_id: str, rate: float) -> bool:
-    """A deterministic hash-sample of customers: the same on every worker and replay."""
-    if rate <= 0.0:
-        return False
-    digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") < rate * 2.0**64
-
-
-def horizon_days(metadata: Mapping[str, object]) -> int | None:
-    """The churn horizon a model was trained for (its artifact's metadata), or None:
-    a model that does not say is not sampled."""
-    days = metadata.get("horizon_days")
-    return days if isinstance(days, int) and days > 0 else None
-
-
-def first_of_week(scored_to: float | None, as_of: float) -> bool:
-    """Is a score as of `as_of` the customer's first of its week? (`scored_to`: the
-    latest instant they were scored as of before; scores move forward in time.)"""
-    return scored_to is None or _week(scored_to) != _week(as_of)
-
-
-def churned(state: CustomerState, as_of: float) -> bool:
-    """The outcome of a sample as of `as_of`, decided from the customer's state once
-    the stream time has passed its horizon: no order after `as_of` has been applied.
-    (Every event applied by then is at or before the horizon's end, in stream order.)"""
-    last_order = state.times.get(_LAST_ORDER)
-    return last_order is None or last_order <= as_of
 
 
 def _bin(probability: float) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,20 +39,14 @@ from feature_store.online import (
     apply_event,
     base_row,
 )
-from schemas import ChurnRiskChanged, DeadLetter, Reason, Trigger
-from scoring.artifact import Model
+from schemas import ChurnRiskChanged, Reason, Trigger
 from scoring.decoding import Erasure, InputDecoder
 from scoring.inactivity import first_due, next_due
 from scoring.merge import Decoded, InputMessage
-from scoring.performance import (
-    Sample,
-    churned,
-    decode_sample,
-    first_of_week,
-    horizon_days,
-    in_sample,
-)
+from scoring.model import Model
+from scoring.outcome import PartitionOutcome, Scores
 from scoring.risk import RANK, RiskPolicy, is_news, transition_id
+from scoring.samples import Sample, churned, decode_sample, first_of_week, horizon_days, in_sample
 
 TOP_REASONS = 3
 INACTIVITY = Trigger(kind="inactivity")
@@ -64,46 +57,6 @@ OUTCOMES = (APPLIED, DUPLICATE, LATE, ERASED, DEAD_LETTER)
 
 def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
-
-
-@dataclass
-class Scores:
-    """Every score of a batch, for the monitors: each scored row's model inputs, its
-    probability and category, the event-time instant it is as of, what made it
-    (`Trigger.kind`: an input event, or inactivity) and that event (None: inactivity)."""
-
-    model_version: str
-    features: np.ndarray  # one row per score, FEATURE_NAMES columns
-    probabilities: np.ndarray
-    risks: list[str]
-    as_of: list[float]
-    triggers: list[str]
-    events: list[object | None]
-
-
-@dataclass
-class PartitionOutcome:
-    """What processing one partition's released events produced."""
-
-    partition: int
-    changes: list[ChurnRiskChanged] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    # Everything to commit once the outputs are durable:
-    states: dict[str, CustomerState] = field(default_factory=dict)  # touched customers
-    erased: set[str] = field(default_factory=set)  # customers whose state is deleted
-    schedule: dict[str, float | None] = field(default_factory=dict)  # next rescore
-    offsets: dict[str, int] = field(default_factory=dict)  # last offset per topic
-    stream_time: float | None = None
-    # Input messages by (topic, outcome in OUTCOMES) and dead letters by category
-    # (scoring.decoding.REFUSALS), for metrics and reports.
-    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    refusals: Counter[str] = field(default_factory=Counter)
-    scored: int = 0
-    scores: Scores | None = None
-    # Realised performance (scoring.performance): pending samples to store (member ->
-    # due) or to remove (None), and the samples decided, with their outcome (churned).
-    samples: dict[str, float | None] = field(default_factory=dict)
-    matured: list[tuple[Sample, bool]] = field(default_factory=list)
 
 
 @dataclass

@@ -20,7 +20,9 @@ import numpy as np
 
 from feature_store.definitions import BASE_COLUMNS, FEATURE_NAMES, feature_matrix
 from feature_store.online import CustomerState, base_row
-from schemas.predict import (
+from scoring.model import Model
+from scoring.pipeline import reasons, utc
+from scoring.predict_contract import (
     MAX_BODY_BYTES,
     Lookup,
     PredictBody,
@@ -30,8 +32,6 @@ from schemas.predict import (
     base_values,
     from_guide,
 )
-from scoring.artifact import Model
-from scoring.pipeline import reasons, utc
 from scoring.risk import RANK, RiskPolicy
 
 S = TypeVar("S")

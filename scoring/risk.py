@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scoring.artifact import Thresholds
+from scoring.model import Thresholds
 
 LEVELS = ("LOW", "MEDIUM", "HIGH")
 RANK = {level: rank for rank, level in enumerate(LEVELS)}

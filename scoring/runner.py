@@ -33,10 +33,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from feature_store.store import Begin, Claim, Commit, StateStore, Tally, Verdict
 from schemas import ChurnRiskChanged, DeadLetter
-from scoring.merge import Decoded, InputMessage, PartitionMerger
-from scoring.pipeline import PartitionOutcome, Scorer
-from scoring.store import Begin, Claim, Commit, StateStore, Tally, Verdict
+from scoring.merge import Decoded, InputMessage, PartitionMerger, latencies
+from scoring.outcome import PartitionOutcome
+from scoring.pipeline import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,8 @@ Reread = Callable[[str, int, int, int], Awaitable[list[InputMessage]]]
 
 # What a batch adds to the counters kept with the state: its outcome and released
 # messages, and the wall-clock instant its outputs became durable, in; named tallies
-# out (`scoring.store.Tally`).
+# out (`feature_store.store.Tally`).
 TallySource = Callable[[PartitionOutcome, Sequence[Decoded], float], Mapping[str, Tally]]
-
-
-def latencies(batch: Sequence[Decoded], durable_at: float) -> list[float]:
-    """End-to-end latency of each input of a batch: seconds from its broker append
-    time to the batch's outputs being durable (inputs without a broker time have none)."""
-    return [durable_at - d.message.timestamp for d in batch if d.message.timestamp is not None]
 
 
 def _behind(behind: Callable[[str, int], bool], partition: int, topic: str) -> bool:

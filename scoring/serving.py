@@ -15,13 +15,14 @@ import msgspec
 import numpy as np
 
 from feature_store.definitions import FEATURE_NAMES
+from feature_store.store import MemoryStore, Tally
 from schemas import ChurnRiskChanged, DeadLetter, topics
-from scoring.artifact import Model
 from scoring.drift import counted, reference_profile
 from scoring.merge import Decoded, InputMessage
-from scoring.pipeline import PartitionOutcome, Scorer
+from scoring.model import Model
+from scoring.outcome import PartitionOutcome
+from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner, run_backlog
-from scoring.store import MemoryStore, Tally
 
 
 @dataclass

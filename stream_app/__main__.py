@@ -28,14 +28,8 @@ from stream_app.kafka_admin import (
     ensure_topics,
     input_partitions,
 )
-from stream_app.redis_client import (
-    RedisSetupError,
-    check_no_eviction,
-    connect_with,
-    redacted,
-    scrubbed,
-)
-from stream_app.settings import Settings, SettingsError, load_actions
+from stream_app.redis_client import RedisSetupError, check_no_eviction, connect_with, scrubbed
+from stream_app.settings import Settings, SettingsError, load_actions, redacted
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -149,9 +143,9 @@ def run_replay(path: Path, out_path: Path | None, alerts_path: Path | None) -> N
 
 
 def run_report(day: date, out: Path | None) -> None:
-    from feature_store.redis_drift import drift_status
     from feature_store.redis_store import RedisStateStore
     from scoring.daily import TTL_SECONDS, read_day
+    from stream_app.redis_drift import drift_status
     from stream_app.report import NO_DRIFT_STATE, DriftStates, report_html, summary_text
 
     try:

@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from typing import Any, cast
+from urllib.parse import quote, unquote, urlsplit
 
 import redis
 
-if TYPE_CHECKING:
-    from stream_app.settings import Settings
+from stream_app.settings import QUERY_PASSWORD, Settings, redacted
 
 # The worker's state has no TTL, so only these policies can evict it (volatile-* can
 # evict the daily report's counters, which expire: `scoring.daily`).
 EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
-_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
-
-
 # Every command the worker runs: the store (feature_store/redis_store.py and the
 # commands partition.lua calls, which ACLs check too), the drift monitor
-# (feature_store/redis_drift.py, drift.lua), the start-up checks (INFO for cluster
+# (stream_app/redis_drift.py, drift.lua), the start-up checks (INFO for cluster
 # mode and the eviction policy) and delete_namespace (SCAN, DEL).
 ACL_COMMANDS = (
     *("ping", "info", "evalsha", "script|load"),
@@ -51,24 +47,6 @@ class RedisSetupError(Exception):
     """The server is reachable but not fit to hold the state; the message says why."""
 
 
-def redacted(url: str) -> str:
-    """The URL without its password (in the user part or a `password=` query
-    argument, which redis-py also reads), for messages and logs. Never raises: a
-    URL too broken to parse hides everything after the scheme."""
-    try:
-        parts = urlsplit(url)
-        # rpartition, as urlsplit does: a password may hold a raw '@'.
-        userinfo, at, hostport = parts.netloc.rpartition("@")
-        if at and ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-        else:
-            netloc = parts.netloc
-        query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    except ValueError:
-        return url.split("://", 1)[0] + "://***"
-
-
 def scrubbed(text: str, url: str) -> str:
     """`text` (an error message, say) with the URL's password replaced by ***."""
     secrets: set[str] = set()
@@ -77,7 +55,7 @@ def scrubbed(text: str, url: str) -> str:
         userinfo, at, _ = parts.netloc.rpartition("@")
         if at and ":" in userinfo:
             secrets.add(userinfo.split(":", 1)[1])
-        secrets.update(m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(parts.query))
+        secrets.update(m.group(0).split("=", 1)[1] for m in QUERY_PASSWORD.finditer(parts.query))
     except ValueError:
         secrets.add(url)
     for secret in sorted(secrets, key=len, reverse=True):

@@ -4,7 +4,7 @@ No Kafka and no Redis: the lines of a JSON-lines file (`{"topic", "key", "value"
 as written by `python -m simulator jsonl`) stand in for messages. Each goes to the
 partition Kafka's default partitioner would choose for its key, at the next offset
 of that partition, so the runner sees what a live worker reads; the state lives in
-memory (`scoring.store.MemoryStore`). The same runner, merge and scorer as the live
+memory (`feature_store.store.MemoryStore`). The same runner, merge and scorer as the live
 worker: the same changes with the same ids. With `--drift-alerts FILE`, the drift
 monitor runs too (CHURN_DRIFT_* settings), judging after every batch as the live
 group does, and its alerts go to FILE.
@@ -21,14 +21,14 @@ from typing import IO, cast
 
 import msgspec
 
+from feature_store.store import MemoryStore
 from schemas import ChurnRiskChanged, DeadLetter, topics
-from scoring.artifact import Model
 from scoring.decoding import InputDecoder, Limits
 from scoring.drift import DriftConfig, DriftMonitor, DriftTally, Judgement, MemoryDriftStore
 from scoring.merge import InputMessage
+from scoring.model import Model
 from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner, StepReport, TallySource, run_backlog
-from scoring.store import MemoryStore
 from stream_app.partitioning import partition_of
 
 

@@ -8,16 +8,37 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from scoring.decoding import Limits
 from scoring.drift import DriftConfig
-from stream_app.redis_client import redacted
+
+# A `password=` argument of a URL's query, which redis-py reads too.
+QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+
+
+def redacted(url: str) -> str:
+    """The URL without its password (in the user part or a `password=` query
+    argument, which redis-py also reads), for messages and logs. Never raises: a
+    URL too broken to parse hides everything after the scheme."""
+    try:
+        parts = urlsplit(url)
+        # rpartition, as urlsplit does: a password may hold a raw '@'.
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        if at and ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+        else:
+            netloc = parts.netloc
+        query = QUERY_PASSWORD.sub(r"\1***", parts.query)
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return url.split("://", 1)[0] + "://***"
 
 
 class SettingsError(ValueError):

@@ -7,12 +7,12 @@ customer lookup and scoring on demand.
   503 names what failed.
 - `/metrics`: Prometheus, open like any scrape target (nothing per customer).
 - `/customers/{id}`: a customer's published category with the score behind it, and
-  their score as of the partition's event time (`schemas.predict.Lookup`). Off
+  their score as of the partition's event time (`scoring.predict_contract.Lookup`). Off
   unless CHURN_WEB_TOKEN is set, and then only for `Authorization: Bearer <token>`.
 - `POST /customers/{id}/score`: the stored customer scored as of a given instant
   (what-if); the same access control.
 - `POST /predict`: a score on demand from the base columns in the body
-  (`schemas.predict`); the same access control.
+  (`scoring.predict_contract`); the same access control.
 
 Blocking calls (Redis, Kafka metadata, the model) run in a thread pool of their own with a
 timeout: the event loop also drives the consumer and its heartbeats, and a hung
@@ -40,9 +40,10 @@ from prometheus_client import generate_latest
 from feature_store.online import CustomerState
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
-from schemas.predict import MAX_BODY_BYTES
 from scoring import predict as on_demand
-from scoring.artifact import Model, ServedModel
+from scoring.artifact import ServedModel
+from scoring.model import Model
+from scoring.predict_contract import MAX_BODY_BYTES
 from scoring.risk import RiskPolicy
 from stream_app.partitioning import partition_of
 from stream_app.settings import Settings

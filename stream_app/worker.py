@@ -30,10 +30,9 @@ from aiokafka.errors import KafkaError
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
-from feature_store.redis_drift import RedisDriftStore
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
-from scoring.artifact import Model, ServedModel
+from scoring.artifact import ServedModel
 from scoring.daily import daily_tally
 from scoring.decoding import InputDecoder
 from scoring.drift import (
@@ -46,6 +45,7 @@ from scoring.drift import (
     Reference,
 )
 from scoring.merge import InputMessage
+from scoring.model import Model
 from scoring.performance import TALLY, figures, performance_tally
 from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner, StepReport
@@ -53,6 +53,7 @@ from stream_app import kafka_security, metrics, web
 from stream_app.log_reader import LogReader
 from stream_app.partitioning import partition_of
 from stream_app.publisher import Publisher
+from stream_app.redis_drift import RedisDriftStore
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)

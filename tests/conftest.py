@@ -22,7 +22,7 @@ from feature_store.offline import History
 from feature_store.redis_store import RedisStateStore
 from scoring.artifact import load_model
 from simulator import generate_history, write_sqlite
-from stream_app.redis_client import redacted
+from stream_app.settings import redacted
 from tests.drift_shop import drift_model
 from tests.support import Worker, train_recency_model
 from training import load_history

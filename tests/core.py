@@ -13,12 +13,12 @@ from typing import Any
 import msgspec
 from aiokafka.partitioner import DefaultPartitioner
 
+from feature_store.store import MemoryStore, StateStore
 from schemas import ChurnRiskChanged, DeadLetter, topics
-from scoring.artifact import Model
 from scoring.merge import InputMessage
+from scoring.model import Model
 from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner, StepReport, TallySource
-from scoring.store import MemoryStore, StateStore
 
 PARTITIONS = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -31,14 +31,9 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from feature_store.definitions import FEATURE_NAMES, SECONDS_PER_DAY
-from scoring.artifact import (
-    CHECKSUM_FILE,
-    METADATA_FILE,
-    Calibration,
-    point_current,
-    write_artifact,
-)
+from scoring.artifact import CHECKSUM_FILE, METADATA_FILE, point_current, write_artifact
 from scoring.families import LIGHTGBM, LINEAR, MODEL_FILES, XGBOOST, FamilyModel, LightGBMModel
+from scoring.model import Calibration
 from training.dataset import Splits
 from training.models import fit_linear
 

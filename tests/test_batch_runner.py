@@ -22,12 +22,13 @@ import redis
 
 from feature_store.online import CustomerState
 from feature_store.redis_store import RedisStateStore
+from feature_store.store import MemoryStore, StateStore, Tally
 from schemas import Customer, Order, SupportTicket, topics
-from scoring.artifact import Model, load_model
+from scoring.artifact import load_model
 from scoring.merge import Decoded, InputMessage
+from scoring.model import Model
+from scoring.outcome import PartitionOutcome
 from scoring.performance import TALLY, figures, performance_tally
-from scoring.pipeline import PartitionOutcome
-from scoring.store import MemoryStore, StateStore, Tally
 from simulator.history import generate_history
 from tests.core import (
     FakeKafka,

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from feature_store.store import MemoryStore
 from schemas import topics
-from scoring.artifact import Model, load_model
+from scoring.artifact import load_model
 from scoring.daily import (
     MAX_LATENCY,
     MIN_LATENCY,
@@ -29,8 +30,8 @@ from scoring.daily import (
     tally_name,
 )
 from scoring.merge import Decoded, InputMessage
-from scoring.pipeline import PartitionOutcome
-from scoring.store import MemoryStore
+from scoring.model import Model
+from scoring.outcome import PartitionOutcome
 from simulator.history import generate_history
 from tests.core import PARTITIONS, FakeKafka, RecordingSink, drive, logs_of, make_runner
 from tests.support import train_soft_model

@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from feature_store.definitions import FEATURE_NAMES
-from feature_store.redis_drift import RedisDriftStore, drift_status
 from feature_store.redis_store import RedisStateStore
+from feature_store.store import Commit, MemoryStore, StateStore
 from schemas import Order
 from scoring.drift import (
     CLEARED,
@@ -45,8 +45,8 @@ from scoring.drift import (
     statistics,
     tally_name,
 )
-from scoring.pipeline import PartitionOutcome, Scores
-from scoring.store import Commit, MemoryStore, StateStore
+from scoring.outcome import PartitionOutcome, Scores
+from stream_app.redis_drift import RedisDriftStore, drift_status
 
 HOUR = 3600
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

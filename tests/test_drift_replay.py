@@ -16,9 +16,10 @@ import msgspec
 import numpy as np
 import pytest
 
-from scoring.artifact import Model, load_model
+from scoring.artifact import load_model
 from scoring.drift import ORDER_TOTAL, SUBJECTS, DriftConfig, Judgement
 from scoring.merge import InputMessage
+from scoring.model import Model
 from stream_app.partitioning import partition_of
 from stream_app.replay import FileSink, replay_stream
 from tests.drift_shop import SHIFTS, SINCE, check_alerts, day, shop

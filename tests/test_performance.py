@@ -13,21 +13,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
+from feature_store.store import MemoryStore
 from schemas import Order, SupportTicket, topics
-from scoring.artifact import Model, load_model
+from scoring.artifact import load_model
 from scoring.merge import InputMessage
-from scoring.performance import (
-    BINS,
-    HIGH,
-    Figures,
-    Sample,
-    auc_drop,
-    figures,
-    first_of_week,
-    in_sample,
-    tally_amounts,
-)
-from scoring.store import MemoryStore
+from scoring.model import Model
+from scoring.performance import BINS, HIGH, Figures, auc_drop, figures, tally_amounts
+from scoring.samples import Sample, first_of_week, in_sample
 from stream_app import metrics
 from tests.core import FakeKafka, RecordingSink, drive, logs_of, make_runner, partition_of
 from tests.support import train_soft_model

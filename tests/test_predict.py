@@ -13,11 +13,13 @@ import pytest
 from feature_store.definitions import BASE_COLUMNS
 from feature_store.online import CustomerState, decode_state, encode_state
 from schemas import Order, topics
-from schemas.predict import MAX_BODY_BYTES
-from scoring.artifact import Model, load_model
+from scoring.artifact import load_model
 from scoring.merge import Decoded, InputMessage
-from scoring.pipeline import PartitionOutcome, Scorer
+from scoring.model import Model
+from scoring.outcome import PartitionOutcome
+from scoring.pipeline import Scorer
 from scoring.predict import Refused, lookup, parse, parse_score, predict, score_state
+from scoring.predict_contract import MAX_BODY_BYTES
 from scoring.risk import RiskPolicy
 from tests.support import train_soft_model
 

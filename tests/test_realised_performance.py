@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
+from feature_store.store import MemoryStore
 from scoring.artifact import load_model
 from scoring.inactivity import RESCORE_AFTER_DAYS
 from scoring.performance import TALLY, figures, performance_tally
-from scoring.store import MemoryStore
 from simulator import generate_history, write_sqlite
 from tests.core import PARTITIONS, FakeKafka, RecordingSink, drive, logs_of, make_runner
 from training import TrainingConfig, load_history, save, train

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.redis_client import connect, redacted, scrubbed
-from stream_app.settings import Settings, SettingsError
+from stream_app.redis_client import connect, scrubbed
+from stream_app.settings import Settings, SettingsError, redacted
 
 
 @pytest.mark.parametrize(

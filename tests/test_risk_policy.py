@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scoring.artifact import Thresholds
+from scoring.model import Thresholds
 from scoring.risk import RiskPolicy, is_news, transition_id
 
 POLICY = RiskPolicy(Thresholds(medium=0.4, high=0.7), margin=0.05)

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from feature_store.offline import History
-from scoring.artifact import ArtifactError, Thresholds
+from scoring.artifact import ArtifactError
+from scoring.model import Thresholds
 from training.database import DatabaseError, load_history, load_truth
 from training.dataset import TrainingDataError
 from training.gate import (

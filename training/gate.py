@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from feature_store.offline import History
-from scoring.artifact import ArtifactError, Model, load_model
+from scoring.artifact import ArtifactError, load_model
+from scoring.model import Model
 from training.dataset import CutoffRows, cutoff_rows, dataset_rows, day_end, with_integer_ids
 from training.metrics import MAX_CALIBRATION_ERROR, evaluate
 from training.models import features, labels

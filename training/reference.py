@@ -20,7 +20,7 @@ import pandas as pd
 
 from feature_store.offline import History
 from schemas import Customer, Order, SupportTicket, topics
-from scoring.artifact import Model
+from scoring.model import Model
 from scoring.serving import served_scores
 
 # Customers whose scores make the reference: enough for the deciles of every feature

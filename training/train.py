@@ -37,8 +37,9 @@ from threadpoolctl import threadpool_limits
 
 from feature_store.definitions import FEATURE_NAMES, SECONDS_PER_DAY, FeatureParams
 from feature_store.offline import History
-from scoring.artifact import Calibration, Model, Thresholds, write_artifact
+from scoring.artifact import write_artifact
 from scoring.families import SIMPLICITY, XGBOOST, FamilyModel
+from scoring.model import Calibration, Model, Thresholds
 from training.dataset import (
     Fold,
     Splits,

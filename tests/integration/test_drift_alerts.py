@@ -16,9 +16,9 @@ import msgspec
 import pytest
 import redis
 
-from feature_store.redis_drift import drift_status
 from schemas import DriftAlert, topics
 from stream_app.kafka_admin import ensure_topics
+from stream_app.redis_drift import drift_status
 from tests.drift_shop import SHIFTS, SINCE, check_alerts, day, shop
 from tests.support import Worker, consume, encode, produce, sum_samples
 

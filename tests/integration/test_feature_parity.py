@@ -25,8 +25,9 @@ from feature_store.offline import History, features_as_of
 from feature_store.online import base_columns
 from feature_store.redis_store import RedisStateStore
 from schemas import Customer, Order, SupportTicket, topics
-from scoring.artifact import Model, load_model
+from scoring.artifact import load_model
 from scoring.merge import InputMessage
+from scoring.model import Model
 from tests.core import RecordingSink, make_runner
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from schemas import Order, topics
-from schemas.predict import MAX_BODY_BYTES
+from scoring.predict_contract import MAX_BODY_BYTES
 from tests.support import RedisServer, Worker, encode, produce
 
 pytestmark = pytest.mark.integration

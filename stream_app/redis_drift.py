@@ -21,7 +21,7 @@ import redis
 from feature_store.keys import Keys
 from scoring.drift import AlertBook, AlertState
 
-DRIFT_SCRIPT = files("feature_store").joinpath("drift.lua").read_text()
+DRIFT_SCRIPT = files("stream_app").joinpath("drift.lua").read_text()
 ALERT_FIELD = "a:"
 
 

@@ -47,7 +47,9 @@ _TYPES: dict[str, Any] = {
     "phone_verified": bool,
 }
 if set(_TYPES) | {AS_OF} != set(BASE_COLUMNS):
-    raise RuntimeError(f"schemas.predict gives no type to {set(BASE_COLUMNS) - set(_TYPES)}")
+    raise RuntimeError(
+        f"scoring.predict_contract gives no type to {set(BASE_COLUMNS) - set(_TYPES)}"
+    )
 
 PredictRequest: type[msgspec.Struct] = msgspec.defstruct(
     "PredictRequest",
