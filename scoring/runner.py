@@ -158,6 +158,39 @@ class BatchRunner:
         self.tasks.pop(partition, None)
         self.fenced.discard(partition)
 
+    # --- what the engine's processor asks -------------------------------------------
+
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this runner owns."""
+        return sorted(self.tasks)
+
+    def owns(self, partition: int) -> bool:
+        return partition in self.tasks
+
+    def committed(self, topic: str, partition: int) -> int:
+        """The last offset of the topic-partition whose processing is committed (-1:
+        none, or a partition not owned)."""
+        task = self.tasks.get(partition)
+        return -1 if task is None else task.offsets.get(topic, -1)
+
+    def position(self, topic: str, partition: int) -> int:
+        """The last offset of the topic-partition this runner has read: buffered, or
+        committed."""
+        task = self.tasks.get(partition)
+        if task is None:
+            return -1
+        return max(task.merger.last_offset.get(topic, -1), task.offsets.get(topic, -1))
+
+    def buffered_in(self, topic: str, partition: int) -> int:
+        """Messages of the topic-partition waiting in the merge."""
+        task = self.tasks.get(partition)
+        return 0 if task is None else len(task.merger.buffers[topic])
+
+    def stream_times(self) -> dict[int, float | None]:
+        """Each owned partition's stream time (None: it has processed no event yet)."""
+        return {partition: task.stream_time for partition, task in self.tasks.items()}
+
     # --- input -------------------------------------------------------------------
 
     def add(self, messages: Iterable[InputMessage]) -> Counter[str]:

@@ -177,3 +177,66 @@ def replayed(model: Model, logs: Log) -> RecordingSink:
     asyncio.run(runner.step(lambda topic, partition: False))
     assert not runner.buffered()
     return sink
+
+
+class LogSource:
+    """The `scoring.source.Source` port over in-memory logs, fetched in random chunks
+    (as `FakeKafka`), that records what the processor asked of it."""
+
+    def __init__(
+        self, logs: Log, rng: random.Random, chunk: int = 40, until: dict | None = None
+    ) -> None:
+        self.logs = logs
+        self.rng = rng
+        self.chunk = chunk
+        self.position = dict.fromkeys(logs, 0)  # the next offset to fetch
+        # Where fetching stops (the consumer stops there), per topic-partition.
+        self.until = until or {tp: len(log) for tp, log in logs.items()}
+        self.assigned = {p for _, p in logs}
+        self.paused: set[tuple[str, int]] = set()
+        self.pauses = 0
+        self.acknowledged: dict[tuple[str, int], int] = {}
+
+    def fetch(self) -> list[InputMessage]:
+        pending = [
+            tp
+            for tp in self.logs
+            if tp[1] in self.assigned
+            and tp not in self.paused
+            and self.position[tp] < self.until[tp]
+        ]
+        batch: list[InputMessage] = []
+        for tp in self.rng.sample(pending, k=min(len(pending), self.rng.randint(1, 3))):
+            start = self.position[tp]
+            end = min(start + self.rng.randint(1, self.chunk), self.until[tp])
+            chunk = self.logs[tp][start:end]
+            self.position[tp] = start + len(chunk)
+            batch += chunk
+        return batch
+
+    def done(self) -> bool:
+        return all(self.position[tp] >= self.until[tp] for tp in self.logs)
+
+    def unread(self, topic: str, partition: int, after: int) -> bool:
+        return after + 1 < len(self.logs.get((topic, partition), []))
+
+    def owns(self, partition: int) -> bool:
+        return partition in self.assigned
+
+    def pause(self, topic: str, partition: int) -> None:
+        self.paused.add((topic, partition))
+        self.pauses += 1
+
+    def resume(self, topic: str, partition: int) -> None:
+        self.paused.discard((topic, partition))
+
+    def acknowledge(self, topic: str, partition: int, through: int) -> None:
+        # As a Kafka group: an acknowledgement below what it committed changes nothing.
+        previous = self.acknowledged.get((topic, partition), -1)
+        self.acknowledged[(topic, partition)] = max(previous, through)
+
+    async def committed(self, partition: int) -> dict[str, int]:
+        return {t: o + 1 for (t, p), o in self.acknowledged.items() if p == partition}
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
+        return self.logs[(topic, partition)][start : end + 1]

@@ -1,0 +1,168 @@
+"""The worker's periodic jobs, each a class with one job: the consumer lag, the
+realised performance, the model's hot reload and the drift monitor. The worker runs
+each `tick` on a Faust timer; an exception leaving a Faust timer stops the worker,
+so none lets one out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import redis
+
+from feature_store.redis_store import RedisStateStore
+from schemas import topics
+from scoring.artifact import ServedModel
+from scoring.drift import STATISTICS, AlertBook, DriftConfig, DriftMonitor, Judgement
+from scoring.model import Model
+from scoring.performance import TALLY, figures
+from scoring.runner import BatchRunner
+from stream_app import metrics
+from stream_app.log_reader import LogReader
+from stream_app.observer import MetricsObserver
+from stream_app.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+class LagMonitor:
+    """The group's lag on every input partition, from the brokers (Faust's consumer
+    stops fetching, and its highwaters stop moving, when the agent is stuck), and the
+    event-time lag of the partitions this worker owns."""
+
+    def __init__(
+        self, reader: LogReader, runner: BatchRunner, observer: MetricsObserver, timeout: float
+    ) -> None:
+        self.reader = reader  # a consumer of its own: never waits behind a long reread
+        self.runner = runner
+        self.observer = observer
+        self.timeout = timeout
+        self.inputs = [(t, p) for t in topics.INPUT_TOPICS for p in range(observer.partitions)]
+
+    async def tick(self) -> None:
+        self.observer.stream_time(self.runner)
+        try:
+            lag = await asyncio.to_thread(self.reader.lag, self.inputs, self.timeout)
+        except Exception as err:  # unknown, not stale: no lag until the brokers answer
+            log.warning("consumer lag unknown: %s", err)
+            metrics.ERRORS.labels("kafka").inc()
+            metrics.CONSUMER_LAG.clear()
+            return
+        for (topic, partition), messages in lag.items():
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(messages)
+
+
+class PerformanceMonitor:
+    """Realised performance of every partition, from the store's tallies (it moves as
+    cohorts mature)."""
+
+    def __init__(self, store: RedisStateStore, partitions: int) -> None:
+        self.store = store
+        self.partitions = range(partitions)
+
+    async def tick(self) -> None:
+        try:
+            tally = await asyncio.to_thread(self.store.tallies, self.partitions, TALLY)
+        except redis.RedisError as err:
+            log.warning("realised performance not refreshed: %s", err)
+            metrics.ERRORS.labels("redis").inc()
+            return
+        metrics.show_performance(figures(tally))
+
+
+class ModelReloader:
+    """Follows CURRENT: a new version is verified off the event loop (a child process,
+    then the family's parse) and served once it passes; a failure is one more refused
+    version, and the old model serves on."""
+
+    def __init__(self, served: ServedModel, on_loaded: Callable[[Model], None]) -> None:
+        self.served = served
+        self.on_loaded = on_loaded
+
+    async def tick(self) -> None:
+        try:
+            change = await asyncio.to_thread(self.served.refresh)
+        except Exception as err:
+            failure = f"reload failed with {type(err).__name__}: {err}"
+            change = "refused", f"kept model {self.served().version}; {failure}"
+        if change is None:
+            return
+        outcome, message = change
+        metrics.MODEL_RELOADS.labels(outcome).inc()
+        if outcome == "loaded":
+            metrics.MODEL.info({"version": self.served().version})
+            log.info(message)
+            self.on_loaded(self.served())
+        else:
+            log.error(message)
+
+
+class DriftJudge:
+    """The drift monitor: every worker shows the group's alerts; the owner of
+    partition 0 judges the slices the group's watermark has passed (should two believe
+    they own it during a rebalance, the store's compare-and-set lets one judgement
+    through, and both published the same alert ids)."""
+
+    def __init__(
+        self,
+        monitor: DriftMonitor,
+        config: DriftConfig,
+        served: ServedModel,
+        publisher: Publisher,
+        runner: BatchRunner,
+        transient: tuple[type[BaseException], ...],
+    ) -> None:
+        self.monitor = monitor
+        self.config = config
+        self.served = served
+        self.publisher = publisher
+        self.runner = runner
+        self.transient = transient
+
+    async def tick(self) -> None:
+        model = self.served()
+        if model.drift is None:
+            return
+        try:
+            await self._judge(model)
+        except self.transient as err:
+            log.warning("drift monitor: %r; judging again at the next tick", err)
+        except Exception:
+            # Never stop scoring for the monitor: the next tick judges the same slices.
+            log.exception("drift monitor: unexpected error; judging again at the next tick")
+
+    async def _judge(self, model: Model) -> None:
+        assert model.drift is not None
+        book = await asyncio.to_thread(self.monitor.store.book)
+        show_alerts(book)
+        while self.runner.owns(0):
+            judgement = await asyncio.to_thread(
+                self.monitor.judge, model.drift, model.version, book
+            )
+            if judgement is None:
+                break
+            if judgement.alerts:
+                await self.publisher.publish_alerts(judgement.alerts)
+            if not await asyncio.to_thread(self.monitor.commit, judgement):
+                break  # another worker judged these slices first
+            book = judgement.book  # what the store now holds
+            observe(judgement)
+            if judgement.slices < self.config.max_slices:
+                break
+
+
+def show_alerts(book: AlertBook) -> None:
+    for feature, state in book.alerts.items():
+        metrics.DRIFT_ALERT.labels(feature).set(1 if state.raised else 0)
+
+
+def observe(judgement: Judgement) -> None:
+    for feature, stats in judgement.latest.items():
+        for statistic in STATISTICS:
+            value = getattr(stats, statistic)
+            if value is not None and value == value:  # not None, not NaN
+                metrics.DRIFT_STATISTIC.labels(feature, statistic).set(value)
+    for alert in judgement.alerts:
+        metrics.DRIFT_ALERTS.labels(alert.feature, alert.state).inc()
+    show_alerts(judgement.book)
