@@ -40,7 +40,7 @@ PYTEST_ARGS ?=
 # missing directory fails with a confusing 'Duplicate module named "__main__"'.
 PACKAGES := $(wildcard stream_app feature_store scoring training schemas simulator bench)
 
-.PHONY: help venv lock services services-down services-status tools lint test fuzz demo bench-features bench clean
+.PHONY: help venv lock services services-down services-status tools lint test fuzz demo bench-features bench bench-memory clean
 
 help: ## list targets
 	@echo "Targets:"
@@ -105,6 +105,9 @@ bench: venv services ## the stream benchmark, the drift monitor's cost (bench/dr
 	$(WITH_SERVICES) $(BIN)/python -m bench.stream
 	$(WITH_SERVICES) $(BIN)/python -m bench.drift
 	$(BIN)/python -m bench.decoder
+
+bench-memory: venv services ## the one worker's RSS over a long backlog (BENCH_MEMORY_EVENTS, default 5M): bench/memory.json
+	$(WITH_SERVICES) $(BIN)/python -m bench.stream --memory-only --events $${BENCH_MEMORY_EVENTS:-5000000} --out bench/memory.json
 
 clean: ## stop services, delete .venv and .services (the Kafka jar cache in ~/.cache stays)
 	$(SERVICES) reset
