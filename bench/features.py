@@ -10,11 +10,12 @@
   hash; per customer: its string plus its share of the partition's keys.
 * throughput: a slice of the same history's events applied to the states they meet
   at that point of the history (written to fresh namespaces first), three ways,
-  interleaved and repeated: the runner's store calls per batch of 500 (one
-  pipelined load, one fenced `begin` and one fenced `commit` per partition), the same
-  store calls for every single event, and a naive path (GET, apply, SET per event).
-  All three apply the events in Python (`feature_store.online.apply_event`); nothing
-  is scored, so this is the store's share of the worker's cost.
+  interleaved and repeated: the runner's store calls per batch of 500 (a fenced
+  `begin` per partition pipelined with the read of the batch's states, and a fenced
+  `commit` per partition), the same store calls for every single event, and a naive
+  path (GET, apply, SET per event). All three apply the events in Python
+  (`feature_store.online.apply_event`); nothing is scored, so this is the store's
+  share of the worker's cost.
 
 Every key it writes is in namespaces `bench-<random>...`, deleted at the end (other
 users share this Redis: it never flushes anything). REDIS_URL selects the server.
@@ -57,6 +58,8 @@ from feature_store.online import (
     decode_state,
     encode_state,
     event_time,
+    ids_of,
+    tiles_of,
 )
 from feature_store.redis_store import RedisStateStore
 from feature_store.store import Begin, Commit
@@ -67,6 +70,7 @@ from scoring.merge import InputMessage
 from scoring.outcome import PartitionOutcome
 from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner
+from scoring.timetable import Timetable
 from simulator.history import Event, generate_history
 from simulator.kafka_sink import DEFAULT_PARTITIONS
 from stream_app.partitioning import partition_of
@@ -241,8 +245,8 @@ def measure_memory(
         "blob_bytes_by_part_mean": {
             part: round(statistics.fmean(p[part] for p in parts), 1) for part in STATE_PARTS
         },
-        "tiles_per_customer": stats([len(s.tiles) for s in states]),
-        "ids_per_customer": stats([len(s.ids) for s in states]),
+        "tiles_per_customer": stats([len(tiles_of(s)[0]) for s in states]),
+        "ids_per_customer": stats([len(ids_of(s)) for s in states]),
         "key_example": names[0],
     }
 
@@ -306,10 +310,12 @@ def rescore_after(seen: float, due: float | None, instant: float) -> float | Non
 def run_batched(
     store: RedisStateStore, data: Slice, batch: int, partitions: int, rescores: bool
 ) -> None:
-    """The runner's store calls per `batch` events: load (states of the customers
-    involved and, with `rescores`, of those due for an inactivity rescore), begin,
-    commit; events applied in Python, nothing scored."""
-    epochs = {p: store.claim(p).epoch for p in range(partitions)}
+    """The runner's store calls per `batch` events: begin (fenced, reading the states
+    of the customers involved and, with `rescores`, of those due for an inactivity
+    rescore, from the schedule the claim gave), commit; events applied in Python,
+    nothing scored, no state kept between batches."""
+    claims = {p: store.claim(p) for p in range(partitions)}
+    schedules = {p: Timetable(claim.schedule) for p, claim in claims.items()}
     offsets: dict[int, dict[str, int]] = {p: {} for p in range(partitions)}
     stream_time: dict[int, float] = {}
     for start in range(0, len(data.events), batch):
@@ -319,52 +325,67 @@ def run_batched(
             by_partition.setdefault(data.partitions[event.customer_id], []).append(
                 (i, topic, event)
             )
-        wanted = {}
+        begins, dues = [], {}
         for partition, items in by_partition.items():
             times = [event_time(topic, event) for _, topic, event in items]
             stream_time[partition] = max(stream_time.get(partition, times[0]), *times)
-            due_before = stream_time[partition] if rescores else None
-            wanted[partition] = ({e.customer_id for _, _, e in items}, due_before)
-        loaded = store.load(wanted)
-        new_offsets: dict[int, dict[str, int]] = {}
-        begins, commits = [], []
-        for partition, items in by_partition.items():
-            states, due, _ = loaded[partition]
-            touched: dict[str, CustomerState] = {}
-            schedule: dict[str, float | None] = {}
-            for when, customer in due:  # rescored in the runner; here only rescheduled
-                state = states.get(customer)
-                following = (
-                    None if state is None or state.seen is None else next_due(state.seen, when)
-                )
-                schedule[customer] = following
-            for offset, topic, event in items:
-                customer = event.customer_id
-                state = touched.get(customer) or states.get(customer) or CustomerState(customer)
-                touched[customer] = state
-                seen = state.seen
-                if apply_event(state, topic, event) != DUPLICATE and state.seen != seen:
-                    schedule[customer] = first_due(state.seen)  # type: ignore[arg-type]
-                new_offsets.setdefault(partition, {})[topic] = offset
-            previous = {t: offsets[partition].get(t, -1) for t in new_offsets[partition]}
-            begins.append(Begin(partition, epochs[partition], previous, new_offsets[partition]))
-            commits.append(
-                Commit(
-                    partition,
-                    epochs[partition],
-                    previous,
-                    new_offsets[partition],
-                    stream_time[partition],
-                    list(touched.values()),
-                    schedule,
-                )
+            due = schedules[partition].take_before(stream_time[partition]) if rescores else []
+            dues[partition] = due
+            customers = {e.customer_id for _, _, e in items} | {c for _, c in due}
+            done = {topic: offset for offset, topic, _ in items}
+            previous = {t: offsets[partition].get(t, -1) for t in done}
+            begins.append(
+                Begin(partition, claims[partition].epoch, previous, done, sorted(customers))
             )
-        verdicts = {**store.begin(begins)}
-        verdicts.update(store.commit(commits))
+        begun = store.begin(begins)
+        commits = [
+            _commit(
+                claims[b.partition].epoch,
+                b,
+                by_partition[b.partition],
+                dues[b.partition],
+                begun[b.partition][1],
+                stream_time[b.partition],
+            )
+            for b in begins
+        ]
+        verdicts = {p: verdict for p, (verdict, _) in begun.items()}
+        verdicts.update((p, verdict) for p, (verdict, _) in store.commit(commits).items())
         if set(verdicts.values()) != {"committed"}:
             raise RuntimeError(f"the store refused a batch: {verdicts}")
-        for partition, done in new_offsets.items():
-            offsets[partition].update(done)
+        for commit in commits:
+            offsets[commit.partition].update(commit.offsets)
+            for customer, next_due_at in commit.schedule.items():
+                schedules[commit.partition].set(customer, next_due_at)
+
+
+def _commit(
+    epoch: int,
+    begin: Begin,
+    items: list[tuple[int, str, Any]],
+    due: list[tuple[float, str]],
+    read: dict[str, bytes],
+    stream_time: float,
+) -> Commit:
+    """A partition's batch applied to the states `begin` read."""
+    states = {c: decode_state(blob) for c, blob in read.items()}
+    touched: dict[str, CustomerState] = {}
+    schedule: dict[str, float | None] = {}
+    for when, customer in due:  # rescored in the runner; here only rescheduled
+        state = states.get(customer)
+        following = None if state is None or state.seen is None else next_due(state.seen, when)
+        schedule[customer] = following
+    for _, topic, event in items:
+        customer = event.customer_id
+        state = touched.get(customer) or states.get(customer) or CustomerState(customer)
+        touched[customer] = state
+        seen = state.seen
+        if apply_event(state, topic, event) != DUPLICATE and state.seen != seen:
+            schedule[customer] = first_due(state.seen)  # type: ignore[arg-type]
+    encoded = {c: encode_state(state) for c, state in touched.items()}
+    return Commit(
+        begin.partition, epoch, begin.previous, begin.through, stream_time, encoded, schedule
+    )
 
 
 def run_naive(client: redis.Redis, keys: Keys, data: Slice) -> None:
@@ -543,17 +564,17 @@ METHOD = {
     "customers had before it (apply_event over the earlier events, written to a fresh "
     "namespace with their inactivity schedule, untimed). Every path applies the events in "
     "Python (apply_event) and scores nothing. batched: per batch of 500 events, "
-    "RedisStateStore.load of the batch's customers (one pipelined MGET per partition), "
-    "RedisStateStore.begin and commit (a fenced partition.lua per partition each, states, "
-    "schedule and offsets): the runner's store traffic for the updates. "
-    "batched_with_rescores: the same, and load also reads the customers due for an "
-    "inactivity rescore (ZRANGEBYSCORE, then an MGET of those not in the batch), "
+    "RedisStateStore.begin (a fenced partition.lua per partition, pipelined with an MGET "
+    "of the batch's customers) and commit (a fenced partition.lua per partition: states, "
+    "schedule and offsets): the runner's store traffic for the updates when it keeps no "
+    "state between batches. batched_with_rescores: the same, and begin also reads the "
+    "customers due for an inactivity rescore (from the schedule the claim read), "
     "rescheduled as the runner would (not scored): the runner's whole store traffic. "
     "store_per_event: batched's calls for every event. naive: per event GET, apply_event, "
     "SET (no schedule, offsets or fencing: it does less). update_ratio = batched / naive "
     "(the same updates). Paths interleaved, median of the repeats.",
     "redis_usec": "commandstats: INFO commandstats usec summed over the commands the path "
-    "issues (MGET, ZRANGEBYSCORE, EVALSHA, HINCRBY, HGETALL, MULTI, EXEC, GET, SET; the "
+    "issues (MGET, ZRANGE, EVALSHA, HINCRBY, HGETALL, MULTI, EXEC, GET, SET; the "
     "commands a script runs are inside EVALSHA's time), per event. info_cpu: the server's "
     "used_cpu_user + used_cpu_sys, per event (includes networking; any other client's "
     "work in the same seconds counts too).",

@@ -9,8 +9,10 @@ can live on any node).
     {churn:p3}:meta        hash: epoch, off:<topic>, st (stream time), flight
     {churn:p3}:idle        sorted set: customer -> next inactivity rescore (epoch s)
     {churn:p3}:c:<id>      string: the customer's state (MessagePack)
-    {churn:p3}:t:<name>    hash: a tally, counters added to with each commit
-                           (`feature_store.store.Tally`), expiring when left alone
+    {churn:p3}:tally:<name>  string: a tally, a MessagePack map of counters added to
+                           with each commit (`feature_store.store.Tally`), expiring
+                           when left alone (until Dec 2026 a hash at :t:<name>,
+                           still read until it expires)
     {churn:p3}:samples     sorted set: pending samples of realised performance
                            (`scoring.performance.Sample` as JSON) -> due (epoch s)
 
@@ -43,6 +45,10 @@ class Keys:
         return f"{self.tag(partition)}:c:{customer_id}"
 
     def tally(self, partition: int, name: str) -> str:
+        return f"{self.tag(partition)}:tally:{name}"
+
+    def hash_tally(self, partition: int, name: str) -> str:
+        """Where a tally was a hash of counters (read, and dropped, until it expires)."""
         return f"{self.tag(partition)}:t:{name}"
 
     def samples(self, partition: int) -> str:

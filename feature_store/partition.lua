@@ -2,19 +2,28 @@
 --
 -- KEYS[1]  the partition's meta hash; for `commit` also KEYS[2] its schedule (sorted
 --          set), KEYS[3..] the state keys to write, in ARGV order, then the state keys
---          of erased customers, to delete, then the tally hashes, in header order,
---          and last the pending samples (sorted set)
+--          of erased customers, to delete, then the tally keys, in header order, and
+--          last the pending samples (sorted set)
 -- ARGV[1]  'begin' | 'commit'
 -- ARGV[2]  the writer's epoch
 -- ARGV[3]  MessagePack: {previous = {topic = "offset"}, offsets = {topic = "offset"},
---          stream_time = "seconds" | nil, schedule = {{customer, "due" | false}, ...},
---          tallies = {{ttl, {field, "amount", field, "amount", ...}}, ...},
---          samples = {{member, "due" | false}, ...},
---          states = number of states, erased = number of erased customers}
+--          stream_time = "seconds" | nil, erased = number of erased customers | nil,
+--          schedule = {"due", customer, "due", customer, ...} (flat: ZADD's order),
+--          unscheduled = {customer, ...},
+--          samples = {"due", member, ...}, decided = {member, ...},
+--          states = number of states, tallies = {{ttl, how, amounts}, ...}}: how is
+--          'add' (a MessagePack map: the amounts in the next ARGV after the states and
+--          earlier tallies' are added to it), 'whole' (that ARGV is its new value) or
+--          'each' (a hash: each of `amounts` added to its field)
 -- ARGV[4..] for `begin`, the batch's last offsets (kept as given, for the next owner);
---          for `commit`, the customers' states, in KEYS order
+--          for `commit`, the customers' states, in KEYS order, then the tallies'
 -- Returns  'committed' | 'fenced' (a later epoch claimed the partition) | 'diverged'
---          (the store no longer holds what the writer last committed)
+--          (the store no longer holds what the writer last committed); a commit that
+--          added to tallies returns {'committed', for each: its new value, or false
+--          when it had none (its value is what was added)}
+--
+-- Every kind of write is one command for the whole batch (MSET, DEL, ZADD, ZREM, in
+-- chunks): a command called from a script costs microseconds whatever it carries.
 local meta = KEYS[1]
 local epoch = tonumber(ARGV[2])
 local batch = cmsgpack.unpack(ARGV[3])
@@ -29,6 +38,20 @@ local function holds(offsets)
   return true
 end
 
+-- `command` over the items from `first` to `last`, a chunk at a time (a script's
+-- stack holds a few thousand values); `step` keeps pairs together.
+local function each_chunk(command, key, items, first, last)
+  local step = 1000
+  for i = first, last, step do
+    local j = math.min(i + step - 1, last)
+    if key then
+      redis.call(command, key, unpack(items, i, j))
+    else
+      redis.call(command, unpack(items, i, j))
+    end
+  end
+end
+
 if ARGV[1] == 'commit' and stored == epoch and holds(batch.offsets) then
   return 'committed' -- already: the reply to an earlier try was lost
 end
@@ -40,37 +63,53 @@ if ARGV[1] == 'begin' then
   return 'committed'
 end
 
-local written = #ARGV - 3
+local written = batch.states or 0
 local deleted = batch.erased or 0
-for i = 3, 2 + written + deleted do
-  if i - 2 <= written then
-    redis.call('SET', KEYS[i], ARGV[i + 1])
-  else
-    redis.call('DEL', KEYS[i])
+if written > 0 then
+  local pairs_ = {}
+  for i = 1, written do
+    pairs_[2 * i - 1] = KEYS[2 + i]
+    pairs_[2 * i] = ARGV[3 + i]
   end
+  each_chunk('MSET', nil, pairs_, 1, #pairs_)
 end
+if deleted > 0 then
+  each_chunk('DEL', nil, KEYS, 3 + written, 2 + written + deleted)
+end
+local reply = {'committed'}
+local next_arg = 3 + written
 for j, tally in ipairs(batch.tallies or {}) do
-  local key = KEYS[2 + written + deleted + j]
-  local amounts = tally[2]
-  for k = 1, #amounts, 2 do
-    redis.call('HINCRBYFLOAT', key, amounts[k], amounts[k + 1])
-  end
-  redis.call('EXPIRE', key, tally[1])
-end
-for _, entry in ipairs(batch.samples or {}) do
-  if entry[2] then
-    redis.call('ZADD', KEYS[#KEYS], entry[2], entry[1])
+  local key, ttl, how = KEYS[2 + written + deleted + j], tally[1], tally[2]
+  if how == 'each' then
+    for field, amount in pairs(tally[3]) do
+      redis.call('HINCRBYFLOAT', key, field, amount)
+    end
+    redis.call('EXPIRE', key, ttl)
   else
-    redis.call('ZREM', KEYS[#KEYS], entry[1])
+    next_arg = next_arg + 1
+    local value = ARGV[next_arg]
+    if how == 'add' then
+      local current = redis.call('GET', key)
+      if current then
+        local counters = cmsgpack.unpack(current)
+        for field, amount in pairs(cmsgpack.unpack(value)) do
+          counters[field] = (counters[field] or 0) + amount
+        end
+        value = cmsgpack.pack(counters)
+        reply[#reply + 1] = value
+      else
+        reply[#reply + 1] = false
+      end
+    end
+    redis.call('SET', key, value, 'EX', ttl)
   end
 end
-for _, entry in ipairs(batch.schedule) do
-  if entry[2] then
-    redis.call('ZADD', KEYS[2], entry[2], entry[1])
-  else
-    redis.call('ZREM', KEYS[2], entry[1])
-  end
+local function move(key, added, removed)
+  if added and #added > 0 then each_chunk('ZADD', key, added, 1, #added) end
+  if removed and #removed > 0 then each_chunk('ZREM', key, removed, 1, #removed) end
 end
+move(KEYS[#KEYS], batch.samples, batch.decided)
+move(KEYS[2], batch.schedule, batch.unscheduled)
 local fields = {}
 for topic, offset in pairs(batch.offsets) do
   fields[#fields + 1] = 'off:' .. topic
@@ -82,4 +121,5 @@ if batch.stream_time then
 end
 redis.call('HSET', meta, unpack(fields))
 redis.call('HDEL', meta, 'flight')
-return 'committed'
+if #reply == 1 then return 'committed' end
+return reply

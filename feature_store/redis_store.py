@@ -1,14 +1,16 @@
 """The state store in Redis (or Redis Cluster): the `feature_store.store.StateStore` port.
 
-A batch costs a pipelined read (plus one for customers only due for a rescore) and
-two fenced scripts per partition, each a single-slot `partition.lua` call
-(`feature_store.keys` has the layout). No script runs per event: events are applied
-in Python, from the one feature definition.
+A batch costs two round trips: `begin`, a fenced script per partition pipelined with
+an MGET of the states the owner has not seen, and `commit`, one fenced script per
+partition; each script is a single-slot `partition.lua` call (`feature_store.keys`
+has the layout). No script runs per event: events are applied in Python, from the
+one feature definition. A tally is one MessagePack map per name, which the commit
+script adds to in one GET and one SET, not a command per counter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from importlib.resources import files
 from typing import Any, cast
 
@@ -16,12 +18,13 @@ import msgspec
 import redis
 
 from feature_store.keys import Keys
-from feature_store.online import CustomerState, decode_state, encode_state
-from feature_store.store import Begin, Claim, Commit, Loaded, Verdict, sample_customer
+from feature_store.online import CustomerState, decode_state
+from feature_store.store import Begin, Begun, Claim, Commit, Committed, Tally, Verdict
 
 PARTITION_SCRIPT = files("feature_store").joinpath("partition.lua").read_text()
 _MSGPACK = msgspec.msgpack.Encoder()
 _FLIGHT = msgspec.msgpack.Decoder(dict[str, int])
+_AMOUNTS = msgspec.msgpack.Decoder(dict[str, float])
 
 
 class RedisStateStore:
@@ -41,14 +44,21 @@ class RedisStateStore:
         # On a cluster, redis-py loads it on every primary. The stubs lag behind.
         return str(cast(redis.Redis, self.client).script_load(PARTITION_SCRIPT))
 
-    def _run_scripts(self, calls: list[tuple[list[str], list[Any]]]) -> list[str]:
-        """Run `partition.lua` once per (keys, args), in one pipelined round trip.
-        A server that lost its script cache (a restart) gets it again and the calls
-        are run again: each is fenced and idempotent."""
+    def _run_scripts(
+        self,
+        calls: list[tuple[list[str], list[Any]]],
+        reads: Sequence[tuple[int, Sequence[str]]] = (),
+    ) -> tuple[list[Any], list[list[bytes | None]]]:
+        """Run `partition.lua` once per (keys, args), and MGET each partition's
+        customers of `reads`, in one pipelined round trip: the scripts' raw replies,
+        and the states read. A server that lost its script cache (a restart) gets it
+        again and the calls are run again: each is fenced and idempotent."""
         for _attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
             for keys, args in calls:
                 pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+            for partition, customers in reads:
+                _mget(pipe, [self.keys.customer(partition, c) for c in customers])
             replies = pipe.execute(raise_on_error=False)
             if not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                 break
@@ -56,7 +66,7 @@ class RedisStateStore:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return [r.decode() for r in replies]
+        return list(replies[: len(calls)]), replies[len(calls) :]
 
     def claim(self, partition: int) -> Claim:
         meta = self.keys.meta(partition)
@@ -65,93 +75,76 @@ class RedisStateStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.hincrby(meta, "epoch", 1)
         pipe.hgetall(meta)
-        epoch, fields = pipe.execute()
+        pipe.zrange(self.keys.idle(partition), 0, -1, withscores=True)
+        pipe.zrange(self.keys.samples(partition), 0, -1, withscores=True)
+        epoch, fields, schedule, samples = pipe.execute()
         text = {k.decode(): v for k, v in fields.items()}
         offsets = {k[4:]: int(v) for k, v in text.items() if k.startswith("off:")}
         stream_time = float(text["st"]) if "st" in text else None
         flight = _FLIGHT.decode(text["flight"]) if "flight" in text else None
-        return Claim(partition, int(epoch), offsets, stream_time, flight)
+        return Claim(
+            partition,
+            int(epoch),
+            offsets,
+            stream_time,
+            flight,
+            {c.decode(): float(t) for c, t in schedule},
+            {m.decode(): float(t) for m, t in samples},
+        )
 
-    def load(self, wanted: Mapping[int, tuple[Collection[str], float | None]]) -> dict[int, Loaded]:
-        pipe = self.client.pipeline(transaction=False)
-        order = []
-        for partition, (customer_ids, due_before) in wanted.items():
-            ids = list(customer_ids)
-            order.append((partition, ids, due_before is not None))
-            if ids:
-                _mget(pipe, [self.keys.customer(partition, c) for c in ids])
-            if due_before is not None:
-                # Exclusive: a rescore fires once stream time has passed it.
-                pipe.zrangebyscore(
-                    self.keys.idle(partition), "-inf", f"({due_before!r}", withscores=True
-                )
-                pipe.zrangebyscore(self.keys.samples(partition), "-inf", f"({due_before!r}")
-        replies = iter(pipe.execute())
-        loaded: dict[int, Loaded] = {}
-        missing: list[tuple[int, list[str]]] = []
-        for partition, ids, with_due in order:
-            states = _states(ids, next(replies)) if ids else {}
-            due = [(float(t), c.decode()) for c, t in next(replies)] if with_due else []
-            samples = [m.decode() for m in next(replies)] if with_due else []
-            loaded[partition] = (states, due, samples)
-            owners = {c for _, c in due} | set(map(sample_customer, samples))
-            unread = sorted(owners - set(ids))
-            if unread:
-                missing.append((partition, unread))
-        if missing:
-            pipe = self.client.pipeline(transaction=False)
-            for partition, ids in missing:
-                _mget(pipe, [self.keys.customer(partition, c) for c in ids])
-            for (partition, ids), blobs in zip(missing, pipe.execute(), strict=True):
-                loaded[partition][0].update(_states(ids, blobs))
-        return loaded
-
-    def begin(self, batches: Collection[Begin]) -> dict[int, Verdict]:
-        calls = []
+    def begin(self, batches: Collection[Begin]) -> dict[int, Begun]:
+        """The fenced scripts and the reads, in one pipelined round trip."""
+        scripts = []
         for b in batches:
-            header = {"previous": _text(b.previous), "offsets": {}, "schedule": []}
+            header = {"previous": _text(b.previous), "offsets": {}}
             args = ["begin", b.epoch, _MSGPACK.encode(header), _MSGPACK.encode(b.through)]
-            calls.append(([self.keys.meta(b.partition)], args))
-        verdicts = self._run_scripts(calls)
-        return {b.partition: cast(Verdict, v) for b, v in zip(batches, verdicts, strict=True)}
+            scripts.append(([self.keys.meta(b.partition)], args))
+        reads = [(b.partition, b.customers) for b in batches if b.customers]
+        verdicts, blobs = self._run_scripts(scripts, reads)
+        begun: dict[int, Begun] = {
+            b.partition: (cast(Verdict, v.decode()), {})
+            for b, v in zip(batches, verdicts, strict=True)
+        }
+        for (partition, customers), found in zip(reads, blobs, strict=True):
+            begun[partition][1].update(
+                (c, blob) for c, blob in zip(customers, found, strict=True) if blob is not None
+            )
+        return begun
 
-    def commit(self, commits: Collection[Commit]) -> dict[int, Verdict]:
-        calls = []
-        for c in commits:
-            header: dict[str, Any] = {
-                "previous": _text(c.previous),
-                "offsets": _text(c.offsets),
-                "schedule": [
-                    (customer, False if due is None else repr(due))
-                    for customer, due in c.schedule.items()
-                ],
-            }
-            if c.stream_time is not None:
-                header["stream_time"] = repr(c.stream_time)
-            if c.erased:
-                header["erased"] = len(c.erased)
-            if c.samples:
-                header["samples"] = [
-                    (member, False if due is None else repr(due))
-                    for member, due in c.samples.items()
-                ]
-            if c.tallies:
-                header["tallies"] = [
-                    (t.ttl, [x for key, amount in t.amounts.items() for x in (key, repr(amount))])
-                    for t in c.tallies.values()
-                ]
-            keys = [
-                self.keys.meta(c.partition),
-                self.keys.idle(c.partition),
-                *(self.keys.customer(c.partition, s.customer_id) for s in c.states),
-                *(self.keys.customer(c.partition, customer) for customer in c.erased),
-                *(self.keys.tally(c.partition, name) for name in c.tallies),
-                self.keys.samples(c.partition),
-            ]
-            args = ["commit", c.epoch, _MSGPACK.encode(header), *map(encode_state, c.states)]
-            calls.append((keys, args))
-        verdicts = self._run_scripts(calls)
-        return {c.partition: cast(Verdict, v) for c, v in zip(commits, verdicts, strict=True)}
+    def commit(self, commits: Collection[Commit]) -> dict[int, Committed]:
+        calls = [self._commit_call(c) for c in commits]
+        replies, _ = self._run_scripts(calls)
+        return {c.partition: _committed(c, r) for c, r in zip(commits, replies, strict=True)}
+
+    def _commit_call(self, c: Commit) -> tuple[list[str], list[Any]]:
+        header: dict[str, Any] = {
+            "previous": _text(c.previous),
+            "offsets": _text(c.offsets),
+            "states": len(c.states),
+        }
+        if c.stream_time is not None:
+            header["stream_time"] = repr(c.stream_time)
+        if c.erased:
+            header["erased"] = len(c.erased)
+        header["schedule"], header["unscheduled"] = _moves(c.schedule)
+        header["samples"], header["decided"] = _moves(c.samples)
+        header["tallies"] = [
+            (t.ttl, _how(t), t.amounts if t.sparse else {}) for t in c.tallies.values()
+        ]
+        keys = [
+            self.keys.meta(c.partition),
+            self.keys.idle(c.partition),
+            *(self.keys.customer(c.partition, customer) for customer in c.states),
+            *(self.keys.customer(c.partition, customer) for customer in c.erased),
+            *(
+                (self.keys.hash_tally if t.sparse else self.keys.tally)(c.partition, name)
+                for name, t in c.tallies.items()
+            ),
+            self.keys.samples(c.partition),
+        ]
+        values = [_MSGPACK.encode(t.amounts) for t in c.tallies.values() if not t.sparse]
+        args = ["commit", c.epoch, _MSGPACK.encode(header), *c.states.values(), *values]
+        return keys, args
 
     def read(self, partition: int, customer_ids: Collection[str]) -> dict[str, CustomerState]:
         ids = list(customer_ids)
@@ -172,15 +165,12 @@ class RedisStateStore:
         return states, None if replies[0] is None else float(replies[0])
 
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
-        pipe = self.client.pipeline(transaction=False)
-        for partition in partitions:
-            pipe.hgetall(self.keys.tally(partition, name))
-        total: dict[str, float] = {}
-        for fields in pipe.execute():
-            for key, amount in fields.items():
-                k = key.decode()
-                total[k] = total.get(k, 0.0) + float(amount)
-        return total
+        return self.tallies_of(partitions, [name])[0]
+
+    def tallies_of(
+        self, partitions: Collection[int], names: Sequence[str]
+    ) -> list[dict[str, float]]:
+        return read_tallies(self.client, self.keys, partitions, names)
 
     def offsets(self, partition: int) -> dict[str, int]:
         """The offsets recorded for a partition (for tests and operators)."""
@@ -203,6 +193,35 @@ class RedisStateStore:
         return removed
 
 
+def read_tallies(
+    client: redis.Redis | redis.RedisCluster,
+    keys: Keys,
+    partitions: Collection[int],
+    names: Sequence[str],
+) -> list[dict[str, float]]:
+    """Each named tally summed over the partitions, in one round trip. A tally written
+    before they were MessagePack maps (a hash of counters, kept until it expires)
+    counts too."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        for partition in partitions:
+            pipe.get(keys.tally(partition, name))
+            pipe.hgetall(keys.hash_tally(partition, name))
+    replies = iter(pipe.execute())
+    summed = []
+    for _name in names:
+        total: dict[str, float] = {}
+        for _partition in partitions:
+            blob, fields = next(replies), next(replies)
+            for key, amount in (_AMOUNTS.decode(blob) if blob else {}).items():
+                total[key] = total.get(key, 0.0) + amount
+            for raw, amount in fields.items():
+                field = raw.decode()
+                total[field] = total.get(field, 0.0) + float(amount)
+        summed.append(total)
+    return summed
+
+
 def _mget(pipe: Any, keys: list[str]) -> None:
     # As a raw command: redis-py's cluster pipeline refuses `mget()` (keys could span
     # slots), but these share one hash tag, so one node answers them all.
@@ -211,6 +230,35 @@ def _mget(pipe: Any, keys: list[str]) -> None:
 
 def _states(ids: list[str], blobs: list[bytes | None]) -> dict[str, CustomerState]:
     return {c: decode_state(b) for c, b in zip(ids, blobs, strict=True) if b is not None}
+
+
+def _how(tally: Tally) -> str:
+    return "each" if tally.sparse else "whole" if tally.whole else "add"
+
+
+def _committed(commit: Commit, reply: Any) -> Committed:
+    """A commit script's reply: its verdict, and the value of each tally it added to."""
+    if not isinstance(reply, list):
+        return cast(Verdict, reply.decode()), {}
+    added = [(name, t) for name, t in commit.tallies.items() if not (t.sparse or t.whole)]
+    values = {
+        name: t.amounts if blob is None else _AMOUNTS.decode(blob)
+        for (name, t), blob in zip(added, reply[1:], strict=True)
+    }
+    return cast(Verdict, reply[0].decode()), values
+
+
+def _moves(entries: Mapping[str, float | None]) -> tuple[list[str], list[str]]:
+    """A sorted set's changes: (due, member) pairs to add, flat as ZADD takes them
+    (dues as text: Lua numbers would print them rounded), and members to remove."""
+    added: list[str] = []
+    removed: list[str] = []
+    for member, due in entries.items():
+        if due is None:
+            removed.append(member)
+        else:
+            added += (repr(due), member)
+    return added, removed
 
 
 def _text(offsets: Mapping[str, int]) -> dict[str, str]:

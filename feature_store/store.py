@@ -5,7 +5,11 @@ State is kept per input partition, as Kafka Streams and Flink keep it: a partiti
 customer states, inactivity schedule, recorded offsets and stream time live
 together and change together, in one atomic commit per partition and batch. A
 worker that takes a partition over claims it (a new epoch); every later write
-checks that epoch, so a worker that lost the partition cannot write any more.
+checks that epoch, so a worker that lost the partition cannot write any more. The
+owner may therefore keep what it read and wrote (the schedule, the pending samples,
+the states it touched) and read from the store only what it has not seen: a claim
+gives it the partition's schedule and samples whole, and each batch's `begin`
+reads the states it lacks.
 """
 
 from __future__ import annotations
@@ -16,11 +20,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from feature_store.online import CustomerState, decode_state, encode_state
-
-# What `load` gives per partition: customer states, due (rescore time, customer), and
-# the pending samples (`scoring.performance`) due before the instant, as stored.
-Loaded = tuple[dict[str, CustomerState], list[tuple[float, str]], list[str]]
+from feature_store.online import CustomerState, decode_state
 
 # committed: done; fenced: another worker claimed the partition since (drop the
 # batch); diverged: the store no longer holds what this worker last committed (it
@@ -40,16 +40,27 @@ class Claim:
     # The batch in flight when the previous owner stopped (topic -> last offset of
     # the batch), or None: it is processed first, exactly, so its outputs repeat.
     in_flight: dict[str, int] | None
+    # The whole inactivity schedule (customer -> next rescore) and the pending samples
+    # of realised performance (member -> due, `Commit.samples`).
+    schedule: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Tally:
     """Amounts to add to a named set of counters with a partition's commit, so they
     count each event once however often it is delivered (the monitors' and the
-    daily report's sketches). Kept `ttl` seconds after their last change."""
+    daily report's sketches). Kept `ttl` seconds after their last change.
+
+    `sparse`: a few counters of many change per batch (realised performance): each
+    is added to on its own. Otherwise the tally is one value, written whole: the
+    batch's `amounts` are added to it, or, `whole`, are its new value (the owner of
+    the partition holds what it last wrote, so it can add them itself)."""
 
     ttl: int
     amounts: dict[str, float]
+    sparse: bool = False
+    whole: bool = False
 
 
 @dataclass
@@ -61,7 +72,7 @@ class Commit:
     previous: dict[str, int]  # offsets the store must still hold (-1: none)
     offsets: dict[str, int]
     stream_time: float | None
-    states: list[CustomerState] = field(default_factory=list)
+    states: dict[str, bytes] = field(default_factory=dict)  # customer -> encoded state
     schedule: dict[str, float | None] = field(default_factory=dict)  # None: unschedule
     erased: list[str] = field(default_factory=list)  # customers whose state is deleted
     tallies: dict[str, Tally] = field(default_factory=dict)  # name -> amounts to add
@@ -77,12 +88,22 @@ def sample_customer(member: str | bytes) -> str:
 
 @dataclass(frozen=True)
 class Begin:
-    """A partition's batch about to be published: its last offset per topic."""
+    """A partition's batch about to be processed: its last offset per topic, and the
+    customers whose states the owner has not seen yet."""
 
     partition: int
     epoch: int
     previous: dict[str, int]
     through: dict[str, int]
+    customers: list[str] = field(default_factory=list)
+
+
+# What `begin` answers per partition: the verdict, and the encoded states of the
+# customers asked for (those the store holds).
+Begun = tuple[Verdict, dict[str, bytes]]
+# What `commit` answers per partition: the verdict, and the value each tally it added
+# to (not sparse, not whole) holds now (none when the batch was committed already).
+Committed = tuple[Verdict, dict[str, dict[str, float]]]
 
 
 class StateStore(Protocol):
@@ -90,17 +111,13 @@ class StateStore(Protocol):
 
     def claim(self, partition: int) -> Claim: ...
 
-    def load(self, wanted: Mapping[int, tuple[Collection[str], float | None]]) -> dict[int, Loaded]:
-        """Per partition: the states of the given customers and of every customer due
-        for a rescore or with a sample due before the given instant, those (due time,
-        customer) and those samples."""
+    def begin(self, batches: Collection[Begin]) -> dict[int, Begun]:
+        """Record each batch about to be processed, fenced by the epoch (the next
+        owner processes exactly that batch first, should this one stop), and read
+        the states it asks for; in one round trip."""
         ...
 
-    def begin(self, batches: Collection[Begin]) -> dict[int, Verdict]:
-        """Record each batch about to be published, fenced by the epoch."""
-        ...
-
-    def commit(self, commits: Collection[Commit]) -> dict[int, Verdict]: ...
+    def commit(self, commits: Collection[Commit]) -> dict[int, Committed]: ...
 
     def read(self, partition: int, customer_ids: Collection[str]) -> dict[str, CustomerState]: ...
 
@@ -154,50 +171,42 @@ class MemoryStore:
         p = self._of(partition)
         p.epoch += 1
         in_flight = dict(p.in_flight) if p.in_flight else None
-        return Claim(partition, p.epoch, dict(p.offsets), p.stream_time, in_flight)
+        return Claim(
+            partition,
+            p.epoch,
+            dict(p.offsets),
+            p.stream_time,
+            in_flight,
+            dict(p.schedule),
+            dict(p.samples),
+        )
 
-    def load(self, wanted: Mapping[int, tuple[Collection[str], float | None]]) -> dict[int, Loaded]:
-        loaded = {}
-        for partition, (customer_ids, due_before) in wanted.items():
-            p = self._of(partition)
-            due, samples = [], []
-            if due_before is not None:
-                due = sorted((t, c) for c, t in p.schedule.items() if t < due_before)
-                samples = sorted(m for m, t in p.samples.items() if t < due_before)
-            names = set(customer_ids) | {c for _, c in due} | set(map(sample_customer, samples))
-            loaded[partition] = (
-                {c: decode_state(p.states[c]) for c in names if c in p.states},
-                due,
-                samples,
-            )
-        return loaded
-
-    def begin(self, batches: Collection[Begin]) -> dict[int, Verdict]:
-        verdicts: dict[int, Verdict] = {}
+    def begin(self, batches: Collection[Begin]) -> dict[int, Begun]:
+        begun: dict[int, Begun] = {}
         for batch in batches:
             p = self._of(batch.partition)
             verdict = check(p.epoch, batch.epoch, p.offsets, batch.previous)
             if verdict is None:
                 p.in_flight = dict(batch.through)
-            verdicts[batch.partition] = verdict or "committed"
-        return verdicts
+            states = {c: p.states[c] for c in batch.customers if c in p.states}
+            begun[batch.partition] = (verdict or "committed", states)
+        return begun
 
-    def commit(self, commits: Collection[Commit]) -> dict[int, Verdict]:
+    def commit(self, commits: Collection[Commit]) -> dict[int, Committed]:
         return {c.partition: self._commit(c) for c in commits}
 
-    def _commit(self, commit: Commit) -> Verdict:
+    def _commit(self, commit: Commit) -> Committed:
         p = self._of(commit.partition)
         if p.epoch == commit.epoch and all(
             p.offsets.get(t, -1) == o for t, o in commit.offsets.items()
         ):
-            return "committed"  # already: the reply to an earlier try was lost
+            return "committed", {}  # already: the reply to an earlier try was lost
         verdict = check(p.epoch, commit.epoch, p.offsets, commit.previous)
         if verdict is not None:
-            return verdict
+            return verdict, {}
         for customer_id in commit.erased:
             p.states.pop(customer_id, None)
-        for state in commit.states:
-            p.states[state.customer_id] = encode_state(state)
+        p.states.update(commit.states)
         for customer_id, due in commit.schedule.items():
             if due is None:
                 p.schedule.pop(customer_id, None)
@@ -208,14 +217,20 @@ class MemoryStore:
                 p.samples.pop(member, None)
             else:
                 p.samples[member] = due
+        merged = {}
         for name, tally in commit.tallies.items():
+            if tally.whole:
+                p.tallies[name] = dict(tally.amounts)
+                continue
             counters = p.tallies.setdefault(name, {})
             for key, amount in tally.amounts.items():
                 counters[key] = counters.get(key, 0.0) + amount
+            if not tally.sparse:
+                merged[name] = dict(counters)
         p.offsets.update(commit.offsets)
         p.stream_time = commit.stream_time
         p.in_flight = None
-        return "committed"
+        return "committed", merged
 
     def read(self, partition: int, customer_ids: Collection[str]) -> dict[str, CustomerState]:
         p = self._of(partition)

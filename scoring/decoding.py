@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import msgspec
 import msgspec.inspect
@@ -185,11 +186,12 @@ class InputDecoder:
             raise _Refused(
                 "key_mismatch", f"key mismatch: key {key!r}, customer_id {customer_id!r}"
             )
+        earliest = limits.min_event_time
         latest = (message.timestamp or self.clock()) + limits.max_clock_skew
         for name in _DATE_FIELDS[type(event)]:
             value = getattr(event, name)
-            if value is not None:
-                _check_time(name, value, limits.min_event_time, latest)
+            if value is not None and not earliest <= value.timestamp() <= latest:
+                _refuse_time(name, value, earliest, latest)
         return Decoded(message, event, event_time(message.topic, event))
 
     def _key(self, message: InputMessage) -> str:
@@ -266,20 +268,18 @@ def _depth(value: bytes, limit: int) -> int:
     return int(np.cumsum(2 * _OPENING[brackets] - 1).max(initial=0))
 
 
-def _check_time(name: str, value: datetime, earliest: float, latest: float) -> None:
-    ts = value.timestamp()
-    if ts < earliest:
+def _refuse_time(name: str, value: datetime, earliest: float, latest: float) -> NoReturn:
+    if value.timestamp() < earliest:
         raise _Refused(
             "before_floor",
             f"{name} {value.isoformat()} is before the earliest accepted event time "
             f"{_iso(earliest)} (min event time)",
         )
-    if ts > latest:
-        raise _Refused(
-            "beyond_skew",
-            f"{name} {value.isoformat()} is after the latest accepted event time "
-            f"{_iso(latest)} (the message's broker timestamp + max clock skew)",
-        )
+    raise _Refused(
+        "beyond_skew",
+        f"{name} {value.isoformat()} is after the latest accepted event time "
+        f"{_iso(latest)} (the message's broker timestamp + max clock skew)",
+    )
 
 
 def _iso(ts: float) -> str:

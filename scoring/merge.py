@@ -23,14 +23,16 @@ past it.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 
-@dataclass(frozen=True, slots=True)
-class InputMessage:
-    """A message as Kafka (or a replayed file) delivered it."""
+class InputMessage(msgspec.Struct, frozen=True, gc=False):
+    """A message as Kafka (or a replayed file) delivered it. (A Struct: made for every
+    message, at a fifth of a frozen dataclass's cost; never in a reference cycle.)"""
 
     topic: str
     partition: int
@@ -40,8 +42,7 @@ class InputMessage:
     timestamp: float | None = None  # the broker's (epoch s), if the message has one
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(msgspec.Struct, frozen=True, gc=False):
     """An input message with its event decoded, or the reason it could not be."""
 
     message: InputMessage
@@ -99,20 +100,27 @@ class PartitionMerger:
     def __len__(self) -> int:
         return sum(len(b) for b in self.buffers.values())
 
-    def release(self, now: float, behind: Callable[[str], bool]) -> list[Decoded]:
-        """The messages that can be processed now, in the partition's order.
+    def release(
+        self, now: float, behind: Callable[[str], bool], most: int | None = None
+    ) -> list[Decoded]:
+        """The messages that can be processed now, in the partition's order (at most
+        `most` of them; the rest wait for the next call).
 
         `behind(topic)`: that topic-partition still has messages unread in Kafka."""
         if self.replay_through is not None:
             return self._release_replayed(behind)
         released: list[Decoded] = []
         buffers = self.buffers
-        while True:
+        limit = len(self) if most is None else most
+        while len(released) < limit:
             empty = [t for t in self.topics if not buffers[t]]
             for topic in empty:
                 self._empty_since.setdefault(topic, now)
             if len(empty) == len(self.topics):
                 return released
+            if not empty:
+                self._release_while_none_empty(released, limit)
+                continue
             head = min(
                 (buffers[t][0] for t in self.topics if buffers[t]),
                 key=lambda d: (d.time, self.rank[d.message.topic], d.message.offset),
@@ -125,6 +133,24 @@ class PartitionMerger:
                         return released  # it may still deliver an earlier event
             self._arrived[topic].popleft()
             released.append(buffers[topic].popleft())
+        return released
+
+    def _release_while_none_empty(self, released: list[Decoded], limit: int) -> None:
+        """While every topic-partition has something buffered, the earliest head goes
+        next (the rule above, with nothing to wait for): a heap of the heads, until
+        one runs out."""
+        buffers, arrived, rank = self.buffers, self._arrived, self.rank
+        heads = [(b[0].time, rank[t], b[0].message.offset, t) for t, b in buffers.items()]
+        heapq.heapify(heads)
+        while len(released) < limit:
+            topic = heapq.heappop(heads)[3]
+            buffer = buffers[topic]
+            released.append(buffer.popleft())
+            arrived[topic].popleft()
+            if not buffer:
+                return
+            head = buffer[0]
+            heapq.heappush(heads, (head.time, rank[topic], head.message.offset, topic))
 
     def _release_replayed(self, behind: Callable[[str], bool]) -> list[Decoded]:
         through = self.replay_through or {}

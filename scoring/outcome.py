@@ -46,6 +46,7 @@ class PartitionOutcome:
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
     scored: int = 0
+    planned: int = 0  # rows read as of silent customers' later rungs (`scoring.pipeline`)
     scores: Scores | None = None
     # Realised performance (scoring.performance): pending samples to store (member ->
     # due) or to remove (None), and the samples decided, with their outcome (churned).

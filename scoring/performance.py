@@ -68,7 +68,7 @@ def performance_tally(
     """The outcomes a partition's batch decided (a TallySource)."""
     if not outcome.matured:
         return {}
-    return {TALLY: Tally(TALLY_TTL, tally_amounts(outcome.matured))}
+    return {TALLY: Tally(TALLY_TTL, tally_amounts(outcome.matured), sparse=True)}
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,18 @@ so a batch processed again starts from the same state and, the events coming in 
 same order (`scoring.merge`), publishes the same changes with the same ids.
 
 "Now" is event time. The partition's stream time is the latest event time released
-so far; a customer's inactivity rescore, due a fixed span after their latest event,
-fires once the stream time has passed it, before the event that passed it, and is
-scored as of the due instant. Neither depends on where batches begin and end.
+so far; a customer's inactivity rescore, due at a rung of their silence
+(`scoring.inactivity`), fires once the stream time has passed it, before the event
+that passed it, and is scored as of the due instant. Neither depends on where
+batches begin and end.
+
+A rescore that leaves a silent customer's category where it was changes nothing a
+store needs to keep, so their state is left as it was and not written again: the
+score behind the category moves only with it (or with an event), and the latest
+instant scored moves on with their events, which first count the rungs their
+silence has passed (`_catch_up`). The customers of the performance sample are the
+exception: their every score is what realised performance measures, so each of
+their rescores moves their latest instant scored on.
 """
 
 from __future__ import annotations
@@ -24,7 +33,6 @@ from datetime import UTC, datetime
 import numpy as np
 
 from feature_store.definitions import (
-    BASE_COLUMNS,
     EVENT_ID_FIELD,
     FEATURE_NAMES,
     SECONDS_PER_DAY,
@@ -34,14 +42,14 @@ from feature_store.online import (
     APPLIED,
     DUPLICATE,
     LATE,
+    BaseRows,
     CustomerState,
     InputError,
     apply_event,
-    base_row,
 )
 from schemas import ChurnRiskChanged, Reason, Trigger
 from scoring.decoding import Erasure, InputDecoder
-from scoring.inactivity import first_due, next_due
+from scoring.inactivity import first_due, next_due, rungs
 from scoring.merge import Decoded, InputMessage
 from scoring.model import Model
 from scoring.outcome import PartitionOutcome, Scores
@@ -64,28 +72,44 @@ class _Rows:
     """What one model call scores: base columns of customers as of instants, in order."""
 
     customers: list[CustomerState] = field(default_factory=list)
-    base: list[list[float]] = field(default_factory=list)
+    base: BaseRows = field(default_factory=BaseRows)
     as_of: list[float] = field(default_factory=list)
-    triggers: list[Trigger] = field(default_factory=list)
-    messages: list[InputMessage | None] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # Trigger.kind: event | inactivity
+    messages: list[InputMessage | None] = field(default_factory=list)  # None: inactivity
     events: list[object | None] = field(default_factory=list)
 
     def add(
         self,
         state: CustomerState,
         as_of: float,
-        trigger: Trigger,
         message: InputMessage | None,
         event: object | None,
+        advance: bool = True,
     ) -> None:
-        # Read now: the state moves on with the customer's later events.
-        self.base.append(base_row(state, as_of))
+        """A row of `state` as of `as_of`; `advance`: it moves the customer's
+        `scored_to` on (see the module doc)."""
+        self.base.add(state, as_of)  # read now: the state moves on with later events
         self.customers.append(state)
         self.as_of.append(as_of)
-        self.triggers.append(trigger)
+        self.kinds.append(INACTIVITY.kind if message is None else "event")
         self.messages.append(message)
         self.events.append(event)
-        state.scored_to = as_of if state.scored_to is None else max(state.scored_to, as_of)
+        if advance:
+            state.scored_to = as_of if state.scored_to is None else max(state.scored_to, as_of)
+
+    def trigger(self, row: int) -> Trigger:
+        """What made the row: made only for the rows whose change is published."""
+        message, event = self.messages[row], self.events[row]
+        if message is None:
+            return INACTIVITY
+        id_field = EVENT_ID_FIELD.get(message.topic)
+        return Trigger(
+            kind="event",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            event_id=None if id_field is None else getattr(event, id_field),
+        )
 
 
 class Scorer:
@@ -120,142 +144,23 @@ class Scorer:
         due: Sequence[tuple[float, str]],
         samples: Sequence[str],
         stream_time: float | None,
+        model: Model | None = None,
     ) -> PartitionOutcome:
         """Apply `released` (in order) to the pre-batch `states` of the customers
         involved and score them. `due`: the (due time, customer) rescores scheduled
         before the batch and due before its last stream time; `samples`: the pending
         samples due before it (their customers' states are in `states`). The states
         are changed in place: they must be the caller's own (a store's `load` decodes
-        them afresh for each batch)."""
-        model = self.model()
-        days = horizon_days(model.metadata) if self.sample_rate > 0 else None
-        horizon = 0.0 if days is None else days * SECONDS_PER_DAY
-        outcome = PartitionOutcome(partition, stream_time=stream_time)
-        touched = outcome.states
-        schedule = outcome.schedule
-        scheduled: dict[str, float | None] = {customer: when for when, customer in due}
-        timers = sorted(due)
-        rows = _Rows()
-        # Samples waiting for their horizon: (due, tie-break, the stored member or the
-        # row of a score of this batch), and those decided: (which, churned or None
-        # when the customer's state is gone).
-        order = itertools.count()
-        pending: list[tuple[float, int, str | int]] = []
-        for member in samples:
-            heapq.heappush(pending, (decode_sample(member).due, next(order), member))
-        decided: list[tuple[str | int, bool | None]] = []
-
-        def state_of(customer_id: str, message: InputMessage | None = None) -> CustomerState:
-            state = touched.get(customer_id)
-            if state is None:
-                if customer_id not in outcome.erased:
-                    state = states.get(customer_id)
-                if state is None:
-                    # Where this life of the state began: a customer erased and back
-                    # gets change ids of their own (`transition_id`).
-                    origin = "" if message is None else f"{message.topic}@{message.offset}"
-                    state = CustomerState(customer_id, origin=origin)
-                outcome.erased.discard(customer_id)
-                touched[customer_id] = state
-            return state
-
-        def fire_timers(until: float) -> None:
-            """Inactivity rescores due before `until`, in due order."""
-            while timers and timers[0][0] < until:
-                when, customer_id = heapq.heappop(timers)
-                if scheduled.get(customer_id) != when:
-                    continue  # rescheduled by an event since
-                state = state_of(customer_id)
-                if state.seen is None or when <= state.seen:
-                    scheduled[customer_id] = schedule[customer_id] = None
-                    continue
-                add_row(state, when, INACTIVITY, None, None, until)
-                following = next_due(state.seen, when)
-                scheduled[customer_id] = schedule[customer_id] = following
-                if following is not None:
-                    heapq.heappush(timers, (following, customer_id))
-
-        def peek(customer_id: str) -> CustomerState | None:
-            if customer_id in touched:
-                return touched[customer_id]
-            return None if customer_id in outcome.erased else states.get(customer_id)
-
-        def decide(until: float) -> None:
-            """Samples whose horizon ends before `until`: every event applied so far
-            is at or before that end, so the state tells the outcome."""
-            while pending and pending[0][0] < until:
-                _, _, which = heapq.heappop(pending)
-                if isinstance(which, str):
-                    sample = decode_sample(which)
-                    customer_id, as_of, origin = sample.customer_id, sample.as_of, sample.origin
-                else:
-                    scored_state = rows.customers[which]
-                    customer_id, origin = scored_state.customer_id, scored_state.origin
-                    as_of = rows.as_of[which]
-                state = peek(customer_id)
-                if state is None or state.origin != origin:
-                    decided.append((which, None))  # erased since: not counted
-                else:
-                    decided.append((which, churned(state, as_of)))
-
-        def add_row(
-            state: CustomerState,
-            as_of: float,
-            trigger: Trigger,
-            message: InputMessage | None,
-            event: object | None,
-            now: float,
-        ) -> None:
-            # Sampled: the customer's first score of the week, its horizon not yet past.
-            sampled = (
-                days is not None
-                and as_of + horizon >= now
-                and in_sample(state.customer_id, self.sample_rate)  # the cheaper test first
-                and first_of_week(state.scored_to, as_of)
-            )
-            if sampled:
-                heapq.heappush(pending, (as_of + horizon, next(order), len(rows.base)))
-            rows.add(state, as_of, trigger, message, event)
-
+        them afresh for each batch). `model`: the one to score with (the served one,
+        by default)."""
+        model = model or self.model()
+        batch = _Batch(self, model, partition, states, due, samples, stream_time)
         for decoded in released:
-            message = decoded.message
-            outcome.offsets[message.topic] = message.offset
-            if decoded.reason is not None or decoded.event is None:
-                reason = decoded.reason or "no event"
-                self._dead(outcome, message, reason, decoded.category or "contract")
-                continue
-            event = decoded.event
-            if isinstance(event, Erasure):
-                touched.pop(event.customer_id, None)
-                outcome.erased.add(event.customer_id)
-                scheduled[event.customer_id] = schedule[event.customer_id] = None
-                outcome.counts[message.topic, ERASED] += 1
-                continue
-            if outcome.stream_time is None or decoded.time > outcome.stream_time:
-                outcome.stream_time = decoded.time
-            fire_timers(outcome.stream_time)
-            decide(outcome.stream_time)
-            customer_id: str = event.customer_id  # type: ignore[attr-defined]
-            state = state_of(customer_id, message)
-            seen_before = state.seen
-            try:
-                result = apply_event(state, message.topic, event)
-            except InputError as err:
-                self._dead(outcome, message, str(err), "features_out_of_range")
-                continue
-            outcome.counts[message.topic, result] += 1
-            if result == DUPLICATE or state.seen is None:
-                continue  # nothing new, or a bare profile: nothing to score yet
-            as_of = state.seen if state.scored_to is None else max(state.seen, state.scored_to)
-            add_row(state, as_of, _trigger(message, event), message, event, outcome.stream_time)
-            if state.seen != seen_before:
-                # Silence now counts from this event: the first rescore moves on.
-                following = first_due(state.seen)
-                scheduled[customer_id] = schedule[customer_id] = following
-                heapq.heappush(timers, (following, customer_id))
-        scored = self._score(model, rows, outcome)
-        self._samples(model, days or 0, rows, scored, decided, pending, outcome)
-        return outcome
+            batch.take(decoded)
+        scored = self._score(model, batch.rows, batch.outcome)
+        days = batch.days or 0
+        self._samples(model, days, batch.rows, scored, batch.decided, batch.pending, batch.outcome)
+        return batch.outcome
 
     @staticmethod
     def _samples(
@@ -309,11 +214,23 @@ class Scorer:
         """Score every row in one model call, then walk them in order: each may
         change its customer's risk, which the next row of that customer starts from.
         Returns the (probability, category) of each row scored."""
-        if not rows.base:
+        if not rows.customers:
             return {}
         policy = self.policy(model)
-        features = feature_matrix(_columns(rows.base), model.feature_params)
+        features = feature_matrix(rows.base.columns(), model.feature_params)
         probabilities = self._predict(model, features, rows, outcome)
+        return self._walk(model, policy, rows, features, probabilities, outcome)
+
+    def _walk(
+        self,
+        model: Model,
+        policy: RiskPolicy,
+        rows: _Rows,
+        features: np.ndarray,
+        probabilities: np.ndarray,
+        outcome: PartitionOutcome,
+    ) -> dict[int, tuple[float, str]]:
+        """The rows in order through the policy: categories, changes, scores."""
         changes: list[tuple[int, str | None, str, int]] = []
         scored: list[int] = []
         risks: list[str] = []
@@ -322,9 +239,12 @@ class Scorer:
             if math.isnan(probability):
                 continue  # the model could not score this row: dead-lettered
             risk = policy.category(float(probability), state.risk)
-            state.risk_probability = float(probability)
-            state.risk_as_of = rows.as_of[row]
-            state.risk_model = model.version
+            if risk != state.risk or rows.messages[row] is not None:
+                # The score behind the category: an event's, or a rescore's that
+                # changed it (see the module doc).
+                state.risk_probability = float(probability)
+                state.risk_as_of = rows.as_of[row]
+                state.risk_model = model.version
             scored.append(row)
             risks.append(risk)
             if risk == state.risk:
@@ -343,7 +263,7 @@ class Scorer:
             probabilities[scored],
             risks,
             [rows.as_of[row] for row in scored],
-            [rows.triggers[row].kind for row in scored],
+            [rows.kinds[row] for row in scored],
             [rows.events[row] for row in scored],
         )
         if not changes:
@@ -365,7 +285,7 @@ class Scorer:
                     model_version=model.version,
                     reasons=reasons(features[row], contribution, toward_churn=went_up),
                     recommended_actions=list(policy.actions[risk]),
-                    trigger=rows.triggers[row],
+                    trigger=rows.trigger(row),
                     event_time=utc(rows.as_of[row]),
                     scored_at=scored_at,
                 )
@@ -392,20 +312,172 @@ class Scorer:
             return probabilities
 
 
-def _columns(base: list[list[float]]) -> dict[str, np.ndarray]:
-    matrix = np.asarray(base, dtype=np.float64)
-    return {name: matrix[:, j] for j, name in enumerate(BASE_COLUMNS)}
+class _Batch:
+    """One partition's batch as the scorer goes through it, event by event."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        model: Model,
+        partition: int,
+        states: Mapping[str, CustomerState],
+        due: Sequence[tuple[float, str]],
+        samples: Sequence[str],
+        stream_time: float | None,
+    ) -> None:
+        self.scorer = scorer
+        self.states = states
+        self.days = horizon_days(model.metadata) if scorer.sample_rate > 0 else None
+        self.horizon = 0.0 if self.days is None else self.days * SECONDS_PER_DAY
+        self.outcome = PartitionOutcome(partition, stream_time=stream_time)
+        self.scheduled: dict[str, float | None] = {customer: when for when, customer in due}
+        self.timers = sorted(due)
+        self.rows = _Rows()
+        # Samples waiting for their horizon: (due, tie-break, the stored member or the
+        # row of a score of this batch), and those decided: (which, churned or None
+        # when the customer's state is gone).
+        self.order = itertools.count()
+        self.pending: list[tuple[float, int, str | int]] = []
+        for member in samples:
+            heapq.heappush(self.pending, (decode_sample(member).due, next(self.order), member))
+        self.decided: list[tuple[str | int, bool | None]] = []
+
+    def take(self, decoded: Decoded) -> None:
+        """Apply one released message, after the rescores and samples it passes."""
+        outcome, message = self.outcome, decoded.message
+        outcome.offsets[message.topic] = message.offset
+        if decoded.reason is not None or decoded.event is None:
+            reason = decoded.reason or "no event"
+            self.scorer._dead(outcome, message, reason, decoded.category or "contract")
+            return
+        event = decoded.event
+        if isinstance(event, Erasure):
+            self.erase(event.customer_id)
+            outcome.counts[message.topic, ERASED] += 1
+            return
+        if outcome.stream_time is None or decoded.time > outcome.stream_time:
+            outcome.stream_time = decoded.time
+        now = outcome.stream_time
+        self.fire_timers(now)
+        self.decide(now)
+        customer_id: str = event.customer_id  # type: ignore[attr-defined]
+        state = self.state_of(customer_id, message)
+        seen_before = state.seen
+        if seen_before is not None and not self.sampled(customer_id):
+            _catch_up(state, now)
+        try:
+            result = apply_event(state, message.topic, event, decoded.time)
+        except InputError as err:
+            self.scorer._dead(outcome, message, str(err), "features_out_of_range")
+            return
+        outcome.counts[message.topic, result] += 1
+        if result == DUPLICATE or state.seen is None:
+            return  # nothing new, or a bare profile: nothing to score yet
+        as_of = state.seen if state.scored_to is None else max(state.seen, state.scored_to)
+        self.add_row(state, as_of, message, event, now)
+        if state.seen != seen_before:
+            # Silence now counts from this event: the first rescore moves on.
+            self.reschedule(customer_id, first_due(state.seen))
+
+    def reschedule(self, customer_id: str, due: float | None) -> None:
+        self.scheduled[customer_id] = self.outcome.schedule[customer_id] = due
+        if due is not None:
+            heapq.heappush(self.timers, (due, customer_id))
+
+    def erase(self, customer_id: str) -> None:
+        outcome = self.outcome
+        outcome.states.pop(customer_id, None)
+        outcome.erased.add(customer_id)
+        self.scheduled[customer_id] = outcome.schedule[customer_id] = None
+
+    def state_of(self, customer_id: str, message: InputMessage | None = None) -> CustomerState:
+        outcome = self.outcome
+        state = outcome.states.get(customer_id)
+        if state is None:
+            if customer_id not in outcome.erased:
+                state = self.states.get(customer_id)
+            if state is None:
+                # Where this life of the state began: a customer erased and back gets
+                # change ids of their own (`transition_id`).
+                origin = "" if message is None else f"{message.topic}@{message.offset}"
+                state = CustomerState(customer_id, origin=origin)
+            outcome.erased.discard(customer_id)
+            outcome.states[customer_id] = state
+        return state
+
+    def fire_timers(self, until: float) -> None:
+        """Inactivity rescores due before `until`, in due order."""
+        timers, scheduled = self.timers, self.scheduled
+        while timers and timers[0][0] < until:
+            when, customer_id = heapq.heappop(timers)
+            if scheduled.get(customer_id) != when:
+                continue  # rescheduled by an event since
+            state = self.state_of(customer_id)
+            if state.seen is None or when <= state.seen:
+                self.reschedule(customer_id, None)
+                continue
+            self.add_row(state, when, None, None, until)
+            self.reschedule(customer_id, next_due(state.seen, when))
+
+    def sampled(self, customer_id: str) -> bool:
+        """A customer of the performance sample (see the module doc)."""
+        return self.days is not None and in_sample(customer_id, self.scorer.sample_rate)
+
+    def peek(self, customer_id: str) -> CustomerState | None:
+        outcome = self.outcome
+        if customer_id in outcome.states:
+            return outcome.states[customer_id]
+        return None if customer_id in outcome.erased else self.states.get(customer_id)
+
+    def decide(self, until: float) -> None:
+        """Samples whose horizon ends before `until`: every event applied so far is at
+        or before that end, so the state tells the outcome."""
+        pending, rows = self.pending, self.rows
+        while pending and pending[0][0] < until:
+            _, _, which = heapq.heappop(pending)
+            if isinstance(which, str):
+                sample = decode_sample(which)
+                customer_id, as_of, origin = sample.customer_id, sample.as_of, sample.origin
+            else:
+                scored_state = rows.customers[which]
+                customer_id, origin = scored_state.customer_id, scored_state.origin
+                as_of = rows.as_of[which]
+            state = self.peek(customer_id)
+            if state is None or state.origin != origin:
+                self.decided.append((which, None))  # erased since: not counted
+            else:
+                self.decided.append((which, churned(state, as_of)))
+
+    def add_row(
+        self,
+        state: CustomerState,
+        as_of: float,
+        message: InputMessage | None,
+        event: object | None,
+        now: float,
+    ) -> None:
+        # Sampled: the customer's first score of the week, its horizon not yet past.
+        sampled = (
+            self.days is not None
+            and as_of + self.horizon >= now
+            and in_sample(state.customer_id, self.scorer.sample_rate)  # cheaper first
+            and first_of_week(state.scored_to, as_of)
+        )
+        if sampled:
+            entry = (as_of + self.horizon, next(self.order), len(self.rows.base))
+            heapq.heappush(self.pending, entry)
+        advance = message is not None or self.sampled(state.customer_id)
+        self.rows.add(state, as_of, message, event, advance)
 
 
-def _trigger(message: InputMessage, event: object) -> Trigger:
-    id_field = EVENT_ID_FIELD.get(message.topic)
-    return Trigger(
-        kind="event",
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        event_id=None if id_field is None else getattr(event, id_field),
-    )
+def _catch_up(state: CustomerState, now: float) -> None:
+    """The rungs of the state's silence that the stream time has passed count as
+    scored (their rescores left the state alone): a score moves forward in time, and
+    an event that leaves the silence where it was is scored as of the latest rung."""
+    assert state.seen is not None
+    passed = [rung for rung in rungs(state.seen) if rung < now]
+    if passed and (state.scored_to is None or passed[-1] > state.scored_to):
+        state.scored_to = passed[-1]
 
 
 def reasons(values: np.ndarray, contributions: np.ndarray, toward_churn: bool) -> list[Reason]:

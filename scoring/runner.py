@@ -28,18 +28,36 @@ import functools
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from feature_store.store import Begin, Claim, Commit, StateStore, Tally, Verdict
+from feature_store.online import CustomerState, decode_state, encode_state
+from feature_store.store import (
+    Begin,
+    Claim,
+    Commit,
+    StateStore,
+    Tally,
+    Verdict,
+    sample_customer,
+)
 from schemas import ChurnRiskChanged, DeadLetter
 from scoring.merge import Decoded, InputMessage, PartitionMerger, latencies
 from scoring.outcome import PartitionOutcome
 from scoring.pipeline import Scorer
+from scoring.timetable import Timetable
 
 log = logging.getLogger(__name__)
+
+# Customers whose encoded state the runner keeps, over all its partitions (~600 bytes
+# each with their key): the states a batch needs are read from the store only when
+# they are not kept.
+STATES_KEPT = 100_000
+# Tallies a partition's owner holds (a batch adds to a few: its day's, its drift
+# slices'): it writes them whole rather than have the store read, add and write.
+TALLIES_KEPT = 64
 
 T = TypeVar("T")
 
@@ -70,12 +88,35 @@ def _behind(behind: Callable[[str, int], bool], partition: int, topic: str) -> b
 
 @dataclass
 class Task:
-    """A partition this runner owns: its claim and its not yet released input."""
+    """A partition this runner owns: its claim, its not yet released input, and what it
+    knows of the partition's state, which no other worker can change while its epoch
+    holds: the committed offsets and stream time, the schedule, the pending samples
+    and the encoded states of the customers it saw last (least recent first)."""
 
     claim: Claim
     merger: PartitionMerger
     offsets: dict[str, int]  # committed so far
     stream_time: float | None
+    schedule: Timetable = field(default_factory=Timetable)
+    samples: Timetable = field(default_factory=Timetable)
+    states: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+    # The tallies it last wrote whole, by name: (when, by the wall clock, and the value).
+    tallies: OrderedDict[str, tuple[float, dict[str, float]]] = field(default_factory=OrderedDict)
+
+
+@dataclass
+class Prepared:
+    """A partition's released batch, before it is processed: its last offsets, the
+    stream time it reaches, the rescores and samples due before that (taken from the
+    task's timetables) and the customers whose states it needs."""
+
+    batch: list[Decoded]
+    offsets: dict[str, int]
+    stream_time: float | None
+    due: list[tuple[float, str]]
+    samples: list[tuple[float, str]]
+    customers: list[str]
+    missing: list[str]  # not in the task's states: read with the begin
 
 
 @dataclass
@@ -109,6 +150,8 @@ class BatchRunner:
         tallies: Sequence[TallySource] = (),
         wall: Callable[[], float] = time.time,
         on_retry: Callable[[str], None] = lambda port: None,
+        cache_size: int = STATES_KEPT,
+        step_limit: int | None = None,
     ) -> None:
         self.store = store
         self.scorer = scorer
@@ -123,6 +166,9 @@ class BatchRunner:
         # Told of each transient error as it is retried, with its port ("store" or
         # "sink"): a step that keeps failing never returns its report.
         self.on_retry = on_retry
+        self.cache_size = cache_size  # customers' states kept in memory, over all tasks
+        # Most messages of one partition per step: no commit writes thousands of keys.
+        self.step_limit = step_limit
         self.tasks: dict[int, Task] = {}
         self.fenced: set[int] = set()
 
@@ -145,7 +191,14 @@ class BatchRunner:
                 partition,
                 merger.replay_through,
             )
-        self.tasks[partition] = Task(claim, merger, dict(claim.offsets), claim.stream_time)
+        self.tasks[partition] = Task(
+            claim,
+            merger,
+            dict(claim.offsets),
+            claim.stream_time,
+            Timetable(claim.schedule),
+            Timetable(claim.samples),
+        )
         self.fenced.discard(partition)
         return claim
 
@@ -222,65 +275,83 @@ class BatchRunner:
         now = self.monotonic()
         released: dict[int, list[Decoded]] = {}
         for partition, task in self.tasks.items():
-            batch = task.merger.release(now, functools.partial(_behind, behind, partition))
+            batch = task.merger.release(
+                now, functools.partial(_behind, behind, partition), self.step_limit
+            )
             if batch:
                 released[partition] = batch
         if not released:
             return report
 
         owned = {p: self.tasks[p] for p in released}
-        wanted = {}
-        for partition, batch in released.items():
-            times = [d.time for d in batch if not math.isinf(d.time)]
-            stream_time = owned[partition].stream_time
-            if times:
-                stream_time = max(times) if stream_time is None else max(stream_time, *times)
-            customers = {d.event.customer_id for d in batch if d.event is not None}  # type: ignore[attr-defined]
-            wanted[partition] = (customers, stream_time)
-        loaded = await self._retry(lambda: self.store.load(wanted), report)
-        outcomes = {
-            p: self.scorer.process(p, batch, *loaded[p], owned[p].stream_time)
-            for p, batch in released.items()
-        }
-
+        model = self.scorer.model()  # one model for the whole step
+        prepared = {p: _prepare(owned[p], batch) for p, batch in released.items()}
         begins = [
-            Begin(p, owned[p].claim.epoch, self._previous(owned[p], o), o.offsets)
-            for p, o in outcomes.items()
+            Begin(
+                p, owned[p].claim.epoch, self._previous(owned[p], b.offsets), b.offsets, b.missing
+            )
+            for p, b in prepared.items()
         ]
-        verdicts = await self._retry(lambda: self.store.begin(begins), report)
-        outcomes = await self._settle(outcomes, owned, released, verdicts, report)
+        begun = await self._retry(lambda: self.store.begin(begins), report)
+        verdicts = {p: verdict for p, (verdict, _) in begun.items()}
+        prepared = await self._settle(prepared, owned, released, verdicts, report)
+        outcomes = {
+            p: self.scorer.process(
+                p,
+                b.batch,
+                _states(owned[p], b, begun[p][1]),
+                b.due,
+                [member for _, member in b.samples],
+                owned[p].stream_time,
+                model,
+            )
+            for p, b in prepared.items()
+        }
         changes = [c for o in outcomes.values() for c in o.changes]
         letters = [d for o in outcomes.values() for d in o.dead_letters]
         await self._publish(changes, letters, report)
         durable_at = self.wall()
-        tallies = {p: self._tallies(o, released[p], durable_at) for p, o in outcomes.items()}
-
+        encoded = {p: _changed(owned[p], o, begun[p][1]) for p, o in outcomes.items()}
         commits = [
             Commit(
                 p,
                 owned[p].claim.epoch,
-                self._previous(owned[p], o),
+                self._previous(owned[p], o.offsets),
                 o.offsets,
                 o.stream_time,
-                list(o.states.values()),
+                encoded[p],
                 o.schedule,
                 sorted(o.erased),
-                tallies[p],
+                _held(owned[p], self._tallies(o, released[p], durable_at), durable_at),
                 o.samples,
             )
             for p, o in outcomes.items()
         ]
-        verdicts = await self._retry(lambda: self.store.commit(commits), report)
+        committed = await self._retry(lambda: self.store.commit(commits), report)
+        verdicts = {p: verdict for p, (verdict, _) in committed.items()}
         outcomes = await self._settle(outcomes, owned, released, verdicts, report)
+        for commit in commits:
+            if commit.partition in outcomes:
+                _hold(owned[commit.partition], commit, committed[commit.partition][1], durable_at)
         for partition, outcome in outcomes.items():
             task = owned[partition]
-            task.offsets.update(outcome.offsets)
-            task.stream_time = outcome.stream_time
+            _committed(task, prepared[partition], outcome, encoded[partition], begun[partition][1])
             for topic, offset in outcome.offsets.items():
                 report.done[(topic, partition)] = offset
             report.outcomes.append(outcome)
             report.latencies.extend(latencies(released[partition], durable_at))
+        self._keep_within_budget()
         return report
+
+    def _keep_within_budget(self) -> None:
+        """Forget the least recently seen states beyond the cache's size, from the
+        partitions that keep the most."""
+        excess = sum(len(task.states) for task in self.tasks.values()) - self.cache_size
+        while excess > 0:
+            largest = max(self.tasks.values(), key=lambda task: len(task.states))
+            for _ in range(min(excess, len(largest.states))):
+                largest.states.popitem(last=False)
+                excess -= 1
 
     def _tallies(
         self, outcome: PartitionOutcome, batch: Sequence[Decoded], durable_at: float
@@ -292,22 +363,23 @@ class BatchRunner:
                     amounts = dict(merged[name].amounts)
                     for key, amount in tally.amounts.items():
                         amounts[key] = amounts.get(key, 0.0) + amount
-                    tally = Tally(max(tally.ttl, merged[name].ttl), amounts)
+                    ttl = max(tally.ttl, merged[name].ttl)
+                    tally = Tally(ttl, amounts, tally.sparse or merged[name].sparse)
                 merged[name] = tally
         return merged
 
     @staticmethod
-    def _previous(task: Task, outcome: PartitionOutcome) -> dict[str, int]:
-        return {topic: task.offsets.get(topic, -1) for topic in outcome.offsets}
+    def _previous(task: Task, offsets: Mapping[str, int]) -> dict[str, int]:
+        return {topic: task.offsets.get(topic, -1) for topic in offsets}
 
     async def _settle(
         self,
-        outcomes: dict[int, PartitionOutcome],
+        outcomes: dict[int, T],
         owned: Mapping[int, Task],
         released: Mapping[int, list[Decoded]],
         verdicts: Mapping[int, Verdict],
         report: StepReport,
-    ) -> dict[int, PartitionOutcome]:
+    ) -> dict[int, T]:
         """Keep the committed partitions; drop the fenced and those given up while the
         batch was under way (a rebalance); read the diverged again."""
         kept = {}
@@ -390,6 +462,115 @@ class BatchRunner:
                 log.warning("publishing failed (%r); retrying in %.1fs", err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _prepare(task: Task, batch: list[Decoded]) -> Prepared:
+    offsets: dict[str, int] = {}
+    customers: dict[str, None] = {}  # in order, once each
+    stream_time = task.stream_time
+    for decoded in batch:
+        offsets[decoded.message.topic] = decoded.message.offset
+        if decoded.event is not None:
+            customers[decoded.event.customer_id] = None  # type: ignore[attr-defined]
+            if not math.isinf(decoded.time) and (stream_time is None or decoded.time > stream_time):
+                stream_time = decoded.time
+    due, samples = [], []
+    if stream_time is not None:
+        due = task.schedule.take_before(stream_time)
+        samples = task.samples.take_before(stream_time)
+    customers.update((customer, None) for _, customer in due)
+    customers.update((sample_customer(member), None) for _, member in samples)
+    missing = [c for c in customers if c not in task.states]
+    return Prepared(batch, offsets, stream_time, due, samples, list(customers), missing)
+
+
+def _states(task: Task, prepared: Prepared, read: Mapping[str, bytes]) -> dict[str, CustomerState]:
+    """The pre-batch states of the batch's customers, decoded afresh (the scorer
+    changes them in place): from the task's, else as `begin` read them."""
+    kept = task.states
+    found = {}
+    for customer in prepared.customers:
+        blob = kept.get(customer)
+        if blob is None:
+            blob = read.get(customer)
+        if blob is not None:
+            found[customer] = decode_state(blob)
+    return found
+
+
+def _held(task: Task, tallies: Mapping[str, Tally], now: float) -> dict[str, Tally]:
+    """The batch's tallies as the commit writes them: those the task holds (written
+    by it within half their time to live, so still in the store), whole; the others
+    as amounts to add."""
+    out = {}
+    for name, tally in tallies.items():
+        held = None if tally.sparse else task.tallies.get(name)
+        if held is None or now - held[0] > tally.ttl / 2:
+            out[name] = tally
+            continue
+        whole = dict(held[1])
+        for key, amount in tally.amounts.items():
+            whole[key] = whole.get(key, 0.0) + amount
+        out[name] = Tally(tally.ttl, whole, whole=True)
+    return out
+
+
+def _hold(task: Task, commit: Commit, added: Mapping[str, dict[str, float]], now: float) -> None:
+    """What the store now holds of the tallies the commit wrote whole or added to."""
+    held = task.tallies
+    for name, tally in commit.tallies.items():
+        value = tally.amounts if tally.whole else added.get(name)
+        if value is None:
+            held.pop(name, None)  # a reply that was lost: not known, added to next time
+            continue
+        held[name] = (now, value)
+        held.move_to_end(name)
+    while len(held) > TALLIES_KEPT:
+        held.popitem(last=False)
+
+
+def _changed(task: Task, outcome: PartitionOutcome, read: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The states the batch changed, encoded: one it only looked at (a rescore that
+    left the category as it was) is not written again."""
+    kept = task.states
+    changed = {}
+    for customer, state in outcome.states.items():
+        blob = encode_state(state)
+        if blob != kept.get(customer, read.get(customer)):
+            changed[customer] = blob
+    return changed
+
+
+def _committed(
+    task: Task,
+    prepared: Prepared,
+    outcome: PartitionOutcome,
+    encoded: Mapping[str, bytes],
+    read: Mapping[str, bytes],
+) -> None:
+    """What the store now holds, in the task: offsets, stream time, states, and the
+    timetables (a due entry the batch left alone goes back)."""
+    task.offsets.update(outcome.offsets)
+    task.stream_time = outcome.stream_time
+    states = task.states
+    for customer, blob in read.items():  # committed states read with the begin
+        if customer not in states:
+            states[customer] = blob
+    for customer in outcome.erased:
+        states.pop(customer, None)
+    for customer, blob in encoded.items():
+        states[customer] = blob
+        states.move_to_end(customer)
+    for when, customer in prepared.due:
+        if customer not in outcome.schedule:
+            task.schedule.set(customer, when)
+    for customer, next_due in outcome.schedule.items():
+        task.schedule.set(customer, next_due)
+    for when, member in prepared.samples:
+        if member not in outcome.samples:
+            task.samples.set(member, when)
+    for member, due in outcome.samples.items():
+        task.samples.set(member, due)
 
 
 async def run_backlog(

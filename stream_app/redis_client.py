@@ -25,9 +25,9 @@ EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 # mode and the eviction policy) and delete_namespace (SCAN, DEL).
 ACL_COMMANDS = (
     *("ping", "info", "evalsha", "script|load"),
-    *("hget", "hgetall", "hincrby", "hset", "hdel", "mget", "set", "zadd", "zrem"),
-    *("zrangebyscore", "scan", "del"),
-    *("hincrbyfloat", "expire"),  # the tallies partition.lua adds to with each commit
+    *("hget", "hgetall", "hincrby", "hset", "hdel", "mget", "mset", "set", "zadd", "zrem"),
+    *("zrange", "scan", "del"),
+    *("get", "hincrbyfloat", "expire"),  # the tallies partition.lua adds to with each commit
 )
 # What redis-py's cluster client adds: the slot map and the command table.
 ACL_CLUSTER_COMMANDS = ("cluster|slots", "command")

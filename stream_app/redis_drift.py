@@ -1,6 +1,6 @@
 """The drift monitor's store in Redis (or Redis Cluster): `scoring.drift.DriftStore`.
 
-The tallies are the partitions' own (`{ns:pN}:t:drift:<version>:<slice>`, written
+The tallies are the partitions' own (`{ns:pN}:tally:drift:<version>:<slice>`, written
 with each commit); the watermark is read off the partitions' meta hashes (`st`); the
 alert book is one hash with a hash tag of its own, `{ns:drift}:alerts`, changed only
 by `drift.lua`, a compare-and-set on its `cursor`. Every call is a pipeline of
@@ -19,6 +19,7 @@ from typing import cast
 import redis
 
 from feature_store.keys import Keys
+from feature_store.redis_store import read_tallies
 from scoring.drift import AlertBook, AlertState
 
 DRIFT_SCRIPT = files("stream_app").joinpath("drift.lua").read_text()
@@ -41,26 +42,14 @@ class RedisDriftStore:
         return min(times) if times else None
 
     def slices(self, partitions: Collection[int], names: Sequence[str]) -> list[dict[str, float]]:
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            for partition in partitions:
-                pipe.hgetall(self.keys.tally(partition, name))
-        replies = iter(pipe.execute())
-        summed = []
-        for _name in names:
-            total: dict[str, float] = {}
-            for _partition in partitions:
-                for key, amount in next(replies).items():
-                    field = key.decode()
-                    total[field] = total.get(field, 0.0) + float(amount)
-            summed.append(total)
-        return summed
+        return read_tallies(self.client, self.keys, partitions, names)
 
     def drop(self, partitions: Collection[int], names: Sequence[str]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             for partition in partitions:
                 pipe.delete(self.keys.tally(partition, name))
+                pipe.delete(self.keys.hash_tally(partition, name))
         pipe.execute()
 
     def book(self) -> AlertBook:

@@ -142,6 +142,7 @@ def build_app(
             *([DriftTally(drift_reference, drift)] if settings.drift_monitor else []),
         ],
         on_retry=count_retry,
+        step_limit=settings.batch_size,
     )
     observer = MetricsObserver(partitions)
     processor = StreamProcessor(runner, source, observer)

@@ -152,8 +152,14 @@ def resume(runner: BatchRunner, kafka: FakeKafka) -> None:
     )
 
 
-def drive(runner: BatchRunner, kafka: FakeKafka, steps: int | None = None) -> list[StepReport]:
-    """Fetch and step until Kafka has nothing unread and nothing is buffered."""
+def drive(
+    runner: BatchRunner,
+    kafka: FakeKafka,
+    steps: int | None = None,
+    on_step: list[int] | None = None,
+) -> list[StepReport]:
+    """Fetch and step until Kafka has nothing unread and nothing is buffered (or for
+    `steps` steps); `on_step[0]` counts the steps made, as they are made."""
     reports = []
 
     async def loop() -> None:
@@ -162,6 +168,8 @@ def drive(runner: BatchRunner, kafka: FakeKafka, steps: int | None = None) -> li
             runner.add(kafka.fetch())
             reports.append(await runner.step(kafka.behind))
             count += 1
+            if on_step is not None:
+                on_step[0] = count
             if steps is not None and count >= steps:
                 return
 

@@ -20,9 +20,9 @@ import msgspec
 import pytest
 import redis
 
-from feature_store.online import CustomerState
+from feature_store.online import CustomerState, ids_of
 from feature_store.redis_store import RedisStateStore
-from feature_store.store import MemoryStore, StateStore, Tally
+from feature_store.store import Begin, Commit, MemoryStore, StateStore, Tally
 from schemas import Customer, Order, SupportTicket, topics
 from scoring.artifact import load_model
 from scoring.merge import Decoded, InputMessage
@@ -345,8 +345,12 @@ def test_a_tombstone_erases_the_customer_and_a_customer_who_comes_back_gets_new_
     assert sum(o.counts["customers", "erased"] for o in first.outcomes) == 1
     partition = partition_of(gone)
     assert store.read(partition, [gone]) == {}
-    [(states, due, _)] = store.load({partition: ((gone,), float("inf"))}).values()
-    assert gone not in states and all(customer != gone for _, customer in due)
+    claim = store.claim(partition)  # a new owner finds no state and no rescore of theirs
+    assert gone not in claim.schedule
+    assert store.begin([Begin(partition, claim.epoch, {}, {}, [gone])]) == {
+        partition: ("committed", {})
+    }
+    runner.assign(partition, claim)
 
     # Time passes on the partition: a customer still there would be rescored as silent.
     runner.add([order(f"L{day}", other, day, 5.0) for day in range(42, 90, 3)])
@@ -374,7 +378,7 @@ def test_an_order_and_a_ticket_with_the_same_id_are_two_events(model: Model) -> 
     [outcome] = asyncio.run(runner.step(lambda topic, partition: False)).outcomes
     assert outcome.counts == {("orders", "applied"): 1, ("support-tickets", "applied"): 1}
     state = store.read(partition_of("SAME"), ["SAME"])["SAME"]
-    assert set(state.ids) == {"orders:X1", "support-tickets:X1"}
+    assert set(ids_of(state)) == {"orders:X1", "support-tickets:X1"}
 
 
 def count_inputs(outcome: PartitionOutcome, batch: Sequence[Decoded], durable_at: float) -> dict:
@@ -444,7 +448,7 @@ def test_a_step_reports_the_latency_of_each_message_with_a_broker_timestamp(
     runner = make_runner(MemoryStore(), model, RecordingSink())
     appended = time.time() - 5
     messages = [
-        dataclasses.replace(m, timestamp=None if m.offset == 0 else appended)
+        msgspec.structs.replace(m, timestamp=None if m.offset == 0 else appended)
         for log in logs_of([(topics.ORDERS, o) for o in orders]).values()
         for m in log
     ]
@@ -456,3 +460,63 @@ def test_a_step_reports_the_latency_of_each_message_with_a_broker_timestamp(
     # A first order: recency 0, the soft model's lowest risk.
     risks = [risk for o in report.outcomes if o.scores for risk in o.scores.risks]
     assert risks == ["LOW"] * len(orders)
+
+
+def recording_begins(store: MemoryStore, asked: list[str]) -> MemoryStore:
+    """`store`, noting in `asked` every customer whose state a begin reads."""
+    begin = store.begin
+
+    def recording(batches):  # type: ignore[no-untyped-def]
+        asked.extend(c for b in batches for c in b.customers)
+        return begin(batches)
+
+    store.begin = recording  # type: ignore[method-assign]
+    return store
+
+
+def test_a_runner_reads_from_the_store_only_the_states_it_has_not_kept(
+    model: Model, logs: Log
+) -> None:
+    asked: list[str] = []
+    sink = RecordingSink()
+    drive(
+        make_runner(recording_begins(MemoryStore(), asked), model, sink),
+        FakeKafka(logs, random.Random(8)),
+    )
+    customers = {m.key.decode() for log in logs.values() for m in log if m.key}
+    # Each customer's state is read once, when first needed (absent then), and kept.
+    assert sorted(asked) == sorted(customers)
+    assert by_id(sink.changes) == by_id(replayed(model, logs).changes)
+    # With room for a handful of states only, the rest are read again when needed.
+    asked.clear()
+    small = make_runner(recording_begins(MemoryStore(), asked), model, sink := RecordingSink())
+    small.cache_size = 5
+    drive(small, FakeKafka(logs, random.Random(8)))
+    assert len(asked) > len(customers)
+    assert sum(len(task.states) for task in small.tasks.values()) <= 5
+    assert by_id(sink.changes) == by_id(replayed(model, logs).changes)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_a_tally_kept_as_a_hash_before_it_was_a_map_still_counts(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    backend = Backend(kind, request)
+    try:
+        store = backend.new()
+        assert isinstance(store, RedisStateStore)
+        # As the store kept tallies until December 2026: a hash of counters.
+        store.client.hset(store.keys.hash_tally(1, "daily:2026-12-01"), "events:orders", 3)
+        claim = store.claim(1)
+        tally = Tally(3600, {"events:orders": 2.0, "outcome:applied": 2.0})
+        commit = Commit(
+            1, claim.epoch, {}, {"orders": 0}, None, tallies={"daily:2026-12-01": tally}
+        )
+        assert store.commit([commit])[1][0] == "committed"
+        assert store.tallies([0, 1], "daily:2026-12-01") == {
+            "events:orders": 5.0,
+            "outcome:applied": 2.0,
+        }
+    finally:
+        backend.close()

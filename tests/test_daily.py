@@ -4,12 +4,12 @@ quantiles read off the buckets are within the stated relative error."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from collections import Counter
 from datetime import UTC, date, datetime
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given
@@ -83,7 +83,7 @@ def test_a_days_counters_equal_what_the_runner_published_and_scored(model: Model
     rng = random.Random(3)
     # Broker append times up to 5 s before the batch's outputs are durable.
     logs = {
-        tp: [dataclasses.replace(m, timestamp=DURABLE_AT - rng.uniform(0, 5)) for m in log]
+        tp: [msgspec.structs.replace(m, timestamp=DURABLE_AT - rng.uniform(0, 5)) for m in log]
         for tp, log in logs.items()
     }
     orders = next(tp for tp in logs if tp[0] == topics.ORDERS)

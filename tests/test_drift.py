@@ -377,7 +377,7 @@ class Shop:
                 )
             ]
         )
-        assert verdict == {partition: "committed"}
+        assert verdict[partition][0] == "committed"
 
     def hours(self, first: int, last: int, **shift: float) -> None:
         """Hours first..last (from T0) of scores, 100 an hour in each partition."""
@@ -393,7 +393,7 @@ class Shop:
             return {name for p in self.store.partitions.values() for name in p.tallies}
         assert isinstance(self.store, RedisStateStore)
         keys = (key.decode() for key in self.store.scan())
-        return {key.split(":t:", 1)[1] for key in keys if ":t:" in key}
+        return {key.split(":tally:", 1)[1] for key in keys if ":tally:" in key}
 
 
 def judge_all(monitor: DriftMonitor, reference: Reference) -> list:

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from feature_store.redis_store import RedisStateStore
+from feature_store.store import Begin
 from schemas import Order, SupportTicket, topics
 from stream_app.partitioning import partition_of
 from stream_app.redis_client import RedisSetupError, acl_rules, check_no_eviction, connect
@@ -112,7 +113,7 @@ def test_the_worker_scores_events_over_tls_as_an_acl_user_confined_to_its_namesp
         time.sleep(0.2)
     keys = [k.decode() for k in admin.scan_iter(count=1000)]
     assert keys and all(k.startswith(f"{{{namespace}:") for k in keys), keys
-    assert any(":t:drift:" in k for k in keys), keys
+    assert any(":tally:drift:" in k for k in keys), keys
     # The worker never ran into its ACL: the rule holds everything it needs.
     assert admin.acl_log() == [], admin.acl_log()
 
@@ -262,7 +263,7 @@ def test_a_tls_redis_cluster_with_the_acl_user_holds_the_state_and_is_checked_fo
         store = RedisStateStore(client, namespace)
         claim = store.claim(2)
         assert claim.epoch == 1
-        assert store.load({2: (["A"], 0.0)}) == {2: ({}, [], [])}
+        assert store.begin([Begin(2, claim.epoch, {}, {}, ["A"])]) == {2: ("committed", {})}
         assert store.delete_namespace() == 1  # the meta hash the claim raised
         assert admin.acl_log() == [], admin.acl_log()
 
