@@ -77,14 +77,13 @@ def measure(
     runner: BatchRunner, client: redis.Redis, messages: list[InputMessage], first: int
 ) -> dict[str, Any]:
     """Run the backlog; the costs over messages `first` to the end."""
-    counted = {"events": 0, "rows": 0, "planned": 0, "changes": 0}
+    counted = {"events": 0, "rows": 0, "changes": 0}
     marks: dict[str, Any] = {}
 
     def after(report: StepReport) -> None:
         for outcome in report.outcomes:
             counted["events"] += sum(outcome.counts.values())
             counted["rows"] += outcome.scored
-            counted["planned"] += outcome.planned
             counted["changes"] += len(outcome.changes)
         if not marks and counted["events"] >= first:
             marks.update(counted, cpu=time.process_time(), wall=time.perf_counter())
@@ -105,8 +104,6 @@ def measure(
             (redis_counters(client)["cpu_s"] - marks["redis"]) / events * 1e6, 1
         ),
         "rows_per_event": round((counted["rows"] - marks["rows"]) / events, 3),
-        # Rows read as of silent customers' later rungs, to plan their next rescore.
-        "planned_rows_per_event": round((counted["planned"] - marks["planned"]) / events, 3),
         "changes_per_event": round((counted["changes"] - marks["changes"]) / events, 3),
     }
 
@@ -132,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"core, events {result['events'][0]:,}..{result['events'][1]:,}: "
         f"{result['eps']:,} events/s, {result['cpu_us_per_event']} us CPU and "
         f"{result['redis_us_per_event']} us Redis per event, {result['rows_per_event']} rows "
-        f"(+{result['planned_rows_per_event']} planned) and {result['changes_per_event']} "
-        "changes per event"
+        f"and {result['changes_per_event']} changes per event"
     )
     write_results(args.out, result, summary)
 

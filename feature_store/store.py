@@ -14,9 +14,10 @@ reads the states it lacks.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import msgspec
 
@@ -46,19 +47,35 @@ class Claim:
     samples: dict[str, float] = field(default_factory=dict)
 
 
+# A tally's counters: by name, or a vector of a fixed layout (see `Tally`).
+Amounts = dict[str, float] | list[float]
+
+
+def added(to: Amounts, amounts: Amounts) -> Amounts:
+    """`to` with `amounts` added (both of a kind)."""
+    if isinstance(to, list):
+        return [a + b for a, b in zip(to, cast(list[float], amounts), strict=True)]
+    total = dict(to)
+    for key, amount in cast(dict[str, float], amounts).items():
+        total[key] = total.get(key, 0.0) + amount
+    return total
+
+
 @dataclass(frozen=True)
 class Tally:
     """Amounts to add to a named set of counters with a partition's commit, so they
     count each event once however often it is delivered (the monitors' and the
     daily report's sketches). Kept `ttl` seconds after their last change.
 
-    `sparse`: a few counters of many change per batch (realised performance): each
-    is added to on its own. Otherwise the tally is one value, written whole: the
-    batch's `amounts` are added to it, or, `whole`, are its new value (the owner of
-    the partition holds what it last wrote, so it can add them itself)."""
+    `amounts`: counters by name, or a vector, the counters of a fixed layout position
+    by position (the drift monitor's). `sparse`: a few counters of many change per
+    batch (realised performance): each is added to on its own. Otherwise the tally
+    is one value, written whole: the batch's `amounts` are added to it, or, `whole`,
+    are its new value (the owner of the partition holds what it last wrote, so it
+    can add them itself)."""
 
     ttl: int
-    amounts: dict[str, float]
+    amounts: Amounts
     sparse: bool = False
     whole: bool = False
 
@@ -103,7 +120,7 @@ class Begin:
 Begun = tuple[Verdict, dict[str, bytes]]
 # What `commit` answers per partition: the verdict, and the value each tally it added
 # to (not sparse, not whole) holds now (none when the batch was committed already).
-Committed = tuple[Verdict, dict[str, dict[str, float]]]
+Committed = tuple[Verdict, dict[str, Amounts]]
 
 
 class StateStore(Protocol):
@@ -129,7 +146,8 @@ class StateStore(Protocol):
         ...
 
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
-        """A tally summed over the given partitions (a missing one counts as empty)."""
+        """A tally of counters by name summed over the given partitions (a missing one
+        counts as empty)."""
         ...
 
 
@@ -155,7 +173,7 @@ class _Partition:
     states: dict[str, bytes] = field(default_factory=dict)  # encoded, as a store keeps them
     schedule: dict[str, float] = field(default_factory=dict)
     samples: dict[str, float] = field(default_factory=dict)
-    tallies: dict[str, dict[str, float]] = field(default_factory=dict)  # (no expiry here)
+    tallies: dict[str, Amounts] = field(default_factory=dict)  # (no expiry here)
 
 
 class MemoryStore:
@@ -219,14 +237,11 @@ class MemoryStore:
                 p.samples[member] = due
         merged = {}
         for name, tally in commit.tallies.items():
-            if tally.whole:
-                p.tallies[name] = dict(tally.amounts)
-                continue
-            counters = p.tallies.setdefault(name, {})
-            for key, amount in tally.amounts.items():
-                counters[key] = counters.get(key, 0.0) + amount
-            if not tally.sparse:
-                merged[name] = dict(counters)
+            held = p.tallies.get(name)
+            value = tally.amounts if tally.whole or held is None else added(held, tally.amounts)
+            p.tallies[name] = copy.copy(value)
+            if not (tally.sparse or tally.whole):
+                merged[name] = copy.copy(value)
         p.offsets.update(commit.offsets)
         p.stream_time = commit.stream_time
         p.in_flight = None
@@ -244,6 +259,7 @@ class MemoryStore:
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
         total: dict[str, float] = {}
         for partition in partitions:
-            for key, amount in self._of(partition).tallies.get(name, {}).items():
-                total[key] = total.get(key, 0.0) + amount
+            kept = self._of(partition).tallies.get(name)
+            if isinstance(kept, dict):
+                total = cast(dict[str, float], added(total, kept))
         return total

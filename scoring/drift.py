@@ -53,7 +53,7 @@ from typing import Any, Protocol, get_args
 import numpy as np
 
 from feature_store.definitions import FEATURE_NAMES
-from feature_store.store import MemoryStore, Tally
+from feature_store.store import Amounts, MemoryStore, Tally
 from schemas import (
     DriftAlert,
     DriftReference,
@@ -273,9 +273,17 @@ class Layout:
         object.__setattr__(self, "fields", (*names, "rows"))
         object.__setattr__(self, "sums", np.asarray(offsets) + np.asarray(sizes))
 
-    def vector(self, tally: Mapping[str, float]) -> np.ndarray:
-        """A tally as a vector in `fields` order (fields it lacks are 0)."""
-        return np.array([tally.get(name, 0.0) for name in self.fields])
+    def vector(self, parts: Sequence[Amounts]) -> np.ndarray:
+        """A tally's parts summed, as a vector in `fields` order: vectors as they are,
+        counters by name (as tallies were kept until December 2026) by their fields
+        (a field a part lacks is 0)."""
+        total = np.zeros(len(self.fields))
+        for part in parts:
+            if isinstance(part, dict):
+                total += np.array([part.get(name, 0.0) for name in self.fields])
+            else:
+                total += np.asarray(part, dtype=np.float64)
+        return total
 
     def binned(self, scores: Scores, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The subjects' values of scores[rows] (one column each), and the index of
@@ -296,13 +304,13 @@ class Layout:
             where[:, j] = np.where(found < 0, len(self.fields), offset + found)
         return values, where
 
-    def amounts(self, values: np.ndarray, where: np.ndarray) -> dict[str, float]:
-        """The counts of binned rows (`binned`), as tally amounts (zeros left out)."""
+    def amounts(self, values: np.ndarray, where: np.ndarray) -> list[float]:
+        """The counts of binned rows (`binned`), as a tally's vector."""
         counts = np.bincount(where.ravel(), minlength=len(self.fields) + 1)
         vector = counts[: len(self.fields)].astype(np.float64)
         vector[self.sums] = np.where(np.isfinite(values), values, 0.0).sum(axis=0)
         vector[-1] = len(values)
-        return {self.fields[i]: float(vector[i]) for i in np.flatnonzero(vector)}
+        return vector.tolist()
 
 
 @dataclass(frozen=True)
@@ -448,6 +456,32 @@ def binned_ks(expected: np.ndarray, observed: np.ndarray) -> float:
     return float(np.max(np.abs(np.cumsum(e) / e.sum() - np.cumsum(o) / o.sum())))
 
 
+def window_statistics(subject: Subject, counts: np.ndarray, totals: np.ndarray) -> list[Statistics]:
+    """`statistics` of many windows at once: their bin counts (one row each) and the
+    sums of their non-missing values. Row by row the same numbers, to the last bit:
+    every reduction runs along a row, as it does on one window."""
+    scores = counts.sum(axis=1)
+    present = scores - counts[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        observed = np.where(scores[:, None] > 0, counts / scores[:, None], 0.0)
+        e, o = np.maximum(subject.shares, PSI_FLOOR), np.maximum(observed, PSI_FLOOR)
+        psis = np.sum((o - e) * np.log(o / e), axis=1)
+        expected, seen = subject.shares[:-1], observed[:, :-1]
+        sums = seen.sum(axis=1)
+        gaps = np.abs(
+            np.cumsum(expected) / expected.sum() - np.cumsum(seen, axis=1) / sums[:, None]
+        )
+        kss = np.where((expected.sum() > 0) & (sums > 0), np.max(gaps, axis=1), math.nan)
+    out = []
+    for k in range(len(counts)):
+        mean = float(totals[k] / present[k]) if present[k] else None
+        shift = None
+        if mean is not None and subject.mean is not None and subject.mean != 0:
+            shift = (mean - subject.mean) / abs(subject.mean)
+        out.append(Statistics(float(psis[k]), float(kss[k]), shift, mean, round(float(scores[k]))))
+    return out
+
+
 def statistics(subject: Subject, counts: np.ndarray, total: float) -> Statistics:
     """Statistics of a window: its bin counts and the sum of its non-missing values."""
     scores = float(counts.sum())
@@ -546,8 +580,8 @@ class DriftStore(Protocol):
         left out); None when none has one."""
         ...
 
-    def slices(self, partitions: Collection[int], names: Sequence[str]) -> list[dict[str, float]]:
-        """Each named tally summed over the partitions."""
+    def slices(self, partitions: Collection[int], names: Sequence[str]) -> list[list[Amounts]]:
+        """Each named tally's parts over the partitions (`Layout.vector` sums them)."""
         ...
 
     def drop(self, partitions: Collection[int], names: Sequence[str]) -> None: ...
@@ -620,13 +654,22 @@ class DriftMonitor:
         alerts = dict(book.alerts)
         judgement = Judgement(book.cursor, AlertBook(ends[-1], alerts))
         now = self.clock()
-        for k, end in enumerate(ends):
-            window = totals[k + config.window_slices] - totals[k]
-            if window[-1] < config.min_scores:
-                continue
-            for subject, offset in zip(reference.subjects, layout.offsets, strict=True):
-                size = subject.size
-                stats = statistics(subject, window[offset : offset + size], window[offset + size])
+        windows = (
+            totals[config.window_slices : config.window_slices + len(ends)] - totals[: len(ends)]
+        )
+        judged = np.flatnonzero(windows[:, -1] >= config.min_scores)
+        per_subject = [
+            window_statistics(
+                subject,
+                windows[judged, offset : offset + subject.size],
+                windows[judged, offset + subject.size],
+            )
+            for subject, offset in zip(reference.subjects, layout.offsets, strict=True)
+        ]
+        for row, k in enumerate(judged):
+            end = ends[k]
+            for subject, judged_stats in zip(reference.subjects, per_subject, strict=True):
+                stats = judged_stats[row]
                 judgement.latest[subject.name] = stats
                 state, change = advance(
                     alerts.get(subject.name, AlertState()),
@@ -730,8 +773,12 @@ class MemoryDriftStore:
         known = [t for t in times if t is not None]
         return min(known) if known else None
 
-    def slices(self, partitions: Collection[int], names: Sequence[str]) -> list[dict[str, float]]:
-        return [self.store.tallies(partitions, name) for name in names]
+    def slices(self, partitions: Collection[int], names: Sequence[str]) -> list[list[Amounts]]:
+        kept = self.store.partitions
+        return [
+            [kept[p].tallies[name] for p in partitions if p in kept and name in kept[p].tallies]
+            for name in names
+        ]
 
     def drop(self, partitions: Collection[int], names: Sequence[str]) -> None:
         for partition in partitions:

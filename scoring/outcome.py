@@ -37,6 +37,9 @@ class PartitionOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # Everything to commit once the outputs are durable:
     states: dict[str, CustomerState] = field(default_factory=dict)  # touched customers
+    # Those of `states` the batch changed (the others were only read: by a rescore
+    # that left the category where it was, or to decide a sample): written back.
+    changed: set[str] = field(default_factory=set)
     erased: set[str] = field(default_factory=set)  # customers whose state is deleted
     schedule: dict[str, float | None] = field(default_factory=dict)  # next rescore
     offsets: dict[str, int] = field(default_factory=dict)  # last offset per topic
@@ -46,7 +49,6 @@ class PartitionOutcome:
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
     scored: int = 0
-    planned: int = 0  # rows read as of silent customers' later rungs (`scoring.pipeline`)
     scores: Scores | None = None
     # Realised performance (scoring.performance): pending samples to store (member ->
     # due) or to remove (None), and the samples decided, with their outcome (churned).

@@ -245,6 +245,7 @@ class Scorer:
                 state.risk_probability = float(probability)
                 state.risk_as_of = rows.as_of[row]
                 state.risk_model = model.version
+                outcome.changed.add(state.customer_id)
             scored.append(row)
             risks.append(risk)
             if risk == state.risk:
@@ -363,14 +364,17 @@ class _Batch:
         customer_id: str = event.customer_id  # type: ignore[attr-defined]
         state = self.state_of(customer_id, message)
         seen_before = state.seen
-        if seen_before is not None and not self.sampled(customer_id):
-            _catch_up(state, now)
+        caught_up = seen_before is not None and not self.sampled(customer_id)
+        if caught_up and _catch_up(state, now):
+            outcome.changed.add(customer_id)
         try:
             result = apply_event(state, message.topic, event, decoded.time)
         except InputError as err:
             self.scorer._dead(outcome, message, str(err), "features_out_of_range")
             return
         outcome.counts[message.topic, result] += 1
+        if result != DUPLICATE:
+            outcome.changed.add(customer_id)
         if result == DUPLICATE or state.seen is None:
             return  # nothing new, or a bare profile: nothing to score yet
         as_of = state.seen if state.scored_to is None else max(state.seen, state.scored_to)
@@ -468,16 +472,21 @@ class _Batch:
             heapq.heappush(self.pending, entry)
         advance = message is not None or self.sampled(state.customer_id)
         self.rows.add(state, as_of, message, event, advance)
+        if advance:
+            self.outcome.changed.add(state.customer_id)
 
 
-def _catch_up(state: CustomerState, now: float) -> None:
+def _catch_up(state: CustomerState, now: float) -> bool:
     """The rungs of the state's silence that the stream time has passed count as
     scored (their rescores left the state alone): a score moves forward in time, and
-    an event that leaves the silence where it was is scored as of the latest rung."""
+    an event that leaves the silence where it was is scored as of the latest rung.
+    Whether the state changed."""
     assert state.seen is not None
     passed = [rung for rung in rungs(state.seen) if rung < now]
     if passed and (state.scored_to is None or passed[-1] > state.scored_to):
         state.scored_to = passed[-1]
+        return True
+    return False
 
 
 def reasons(values: np.ndarray, contributions: np.ndarray, toward_churn: bool) -> list[Reason]:

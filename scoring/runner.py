@@ -35,12 +35,14 @@ from typing import Protocol, TypeVar
 
 from feature_store.online import CustomerState, decode_state, encode_state
 from feature_store.store import (
+    Amounts,
     Begin,
     Claim,
     Commit,
     StateStore,
     Tally,
     Verdict,
+    added,
     sample_customer,
 )
 from schemas import ChurnRiskChanged, DeadLetter
@@ -101,7 +103,7 @@ class Task:
     samples: Timetable = field(default_factory=Timetable)
     states: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     # The tallies it last wrote whole, by name: (when, by the wall clock, and the value).
-    tallies: OrderedDict[str, tuple[float, dict[str, float]]] = field(default_factory=OrderedDict)
+    tallies: OrderedDict[str, tuple[float, Amounts]] = field(default_factory=OrderedDict)
 
 
 @dataclass
@@ -311,7 +313,7 @@ class BatchRunner:
         letters = [d for o in outcomes.values() for d in o.dead_letters]
         await self._publish(changes, letters, report)
         durable_at = self.wall()
-        encoded = {p: _changed(owned[p], o, begun[p][1]) for p, o in outcomes.items()}
+        encoded = {p: _changed(o) for p, o in outcomes.items()}
         commits = [
             Commit(
                 p,
@@ -360,9 +362,7 @@ class BatchRunner:
         for source in self.tally_sources:
             for name, tally in source(outcome, batch, durable_at).items():
                 if name in merged:
-                    amounts = dict(merged[name].amounts)
-                    for key, amount in tally.amounts.items():
-                        amounts[key] = amounts.get(key, 0.0) + amount
+                    amounts = added(merged[name].amounts, tally.amounts)
                     ttl = max(tally.ttl, merged[name].ttl)
                     tally = Tally(ttl, amounts, tally.sparse or merged[name].sparse)
                 merged[name] = tally
@@ -508,18 +508,15 @@ def _held(task: Task, tallies: Mapping[str, Tally], now: float) -> dict[str, Tal
         if held is None or now - held[0] > tally.ttl / 2:
             out[name] = tally
             continue
-        whole = dict(held[1])
-        for key, amount in tally.amounts.items():
-            whole[key] = whole.get(key, 0.0) + amount
-        out[name] = Tally(tally.ttl, whole, whole=True)
+        out[name] = Tally(tally.ttl, added(held[1], tally.amounts), whole=True)
     return out
 
 
-def _hold(task: Task, commit: Commit, added: Mapping[str, dict[str, float]], now: float) -> None:
+def _hold(task: Task, commit: Commit, sums: Mapping[str, Amounts], now: float) -> None:
     """What the store now holds of the tallies the commit wrote whole or added to."""
     held = task.tallies
     for name, tally in commit.tallies.items():
-        value = tally.amounts if tally.whole else added.get(name)
+        value = tally.amounts if tally.whole else sums.get(name)
         if value is None:
             held.pop(name, None)  # a reply that was lost: not known, added to next time
             continue
@@ -529,16 +526,10 @@ def _hold(task: Task, commit: Commit, added: Mapping[str, dict[str, float]], now
         held.popitem(last=False)
 
 
-def _changed(task: Task, outcome: PartitionOutcome, read: Mapping[str, bytes]) -> dict[str, bytes]:
-    """The states the batch changed, encoded: one it only looked at (a rescore that
-    left the category as it was) is not written again."""
-    kept = task.states
-    changed = {}
-    for customer, state in outcome.states.items():
-        blob = encode_state(state)
-        if blob != kept.get(customer, read.get(customer)):
-            changed[customer] = blob
-    return changed
+def _changed(outcome: PartitionOutcome) -> dict[str, bytes]:
+    """The states the batch changed, encoded (one it only read is not written again)."""
+    states = outcome.states
+    return {c: encode_state(states[c]) for c in outcome.changed if c in states}
 
 
 def _committed(

@@ -20,6 +20,7 @@ import redis
 
 from feature_store.keys import Keys
 from feature_store.redis_store import read_tallies
+from feature_store.store import Amounts
 from scoring.drift import AlertBook, AlertState
 
 DRIFT_SCRIPT = files("stream_app").joinpath("drift.lua").read_text()
@@ -41,7 +42,7 @@ class RedisDriftStore:
         times = [float(t) for t in pipe.execute() if t is not None]
         return min(times) if times else None
 
-    def slices(self, partitions: Collection[int], names: Sequence[str]) -> list[dict[str, float]]:
+    def slices(self, partitions: Collection[int], names: Sequence[str]) -> list[list[Amounts]]:
         return read_tallies(self.client, self.keys, partitions, names)
 
     def drop(self, partitions: Collection[int], names: Sequence[str]) -> None:

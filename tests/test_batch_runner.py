@@ -20,7 +20,7 @@ import msgspec
 import pytest
 import redis
 
-from feature_store.online import CustomerState, ids_of
+from feature_store.online import CustomerState, encode_state, ids_of
 from feature_store.redis_store import RedisStateStore
 from feature_store.store import Begin, Commit, MemoryStore, StateStore, Tally
 from schemas import Customer, Order, SupportTicket, topics
@@ -520,3 +520,26 @@ def test_a_tally_kept_as_a_hash_before_it_was_a_map_still_counts(
         }
     finally:
         backend.close()
+
+
+def test_a_state_a_batch_only_read_is_left_exactly_as_it_was(model: Model, logs: Log) -> None:
+    # What the runner does not write again (not in `changed`) must be unchanged, to
+    # the byte: a rescore that left the category where it was, a sample decided.
+    model = dataclasses.replace(model, metadata={**model.metadata, "horizon_days": 30})
+    runner = make_runner(MemoryStore(), model, RecordingSink(), sample_rate=0.5)
+    process = runner.scorer.process
+    unchanged = 0
+
+    def checked(partition, released, states, *rest):  # type: ignore[no-untyped-def]
+        nonlocal unchanged
+        before = {c: encode_state(s) for c, s in states.items()}
+        outcome = process(partition, released, states, *rest)
+        for customer, state in outcome.states.items():
+            if customer not in outcome.changed and customer in before:
+                assert encode_state(state) == before[customer], customer
+                unchanged += 1
+        return outcome
+
+    runner.scorer.process = checked  # type: ignore[method-assign]
+    drive(runner, FakeKafka(logs, random.Random(12), chunk=8))
+    assert unchanged > 100
