@@ -4,7 +4,7 @@ simulated backlog, its state in Redis, its outputs dropped.
     python -m bench.core [--events 1000000] [--from 200000] [--out bench/core.json]
 
 The messages are the backlog as Kafka holds it (`bench.common.in_log_order`), fed to
-the runner 500 at a time as the worker takes them; the model is trained the
+the runner `CHURN_BATCH_SIZE` at a time as the worker takes them; the model is trained the
 product's way (`bench.common.train_model`), the drift monitor and the daily and
 performance tallies are on, as in the worker. It measures what the worker adds to
 Faust's own cost (decode, merge, state, features, scoring, tallies, the store's
@@ -42,7 +42,6 @@ from scoring.runner import BatchRunner, StepReport, run_backlog
 from stream_app.settings import Settings
 
 DEFAULT_OUT = ROOT / "bench" / "core.json"
-BATCH = 500
 
 
 class Dropped:
@@ -93,7 +92,7 @@ def measure(
         runner.assign(partition)
     gc.collect()
     gc.freeze()  # as the worker does after start-up
-    asyncio.run(run_backlog(runner, messages, BATCH, after))
+    asyncio.run(run_backlog(runner, messages, Settings.from_env().batch_size, after))
     events = counted["events"] - marks["events"]
     cpu = time.process_time() - marks["cpu"]
     return {

@@ -177,7 +177,7 @@ OPTIONS: dict[str, Option] = {
         "CHURN_MODELS_DIR", "artifacts/models", Path, "model artifacts (CURRENT pointer)"
     ),
     "batch_size": Option(
-        "CHURN_BATCH_SIZE", "500", _positive_int, "most events processed per batch"
+        "CHURN_BATCH_SIZE", "1000", _positive_int, "most events processed per batch"
     ),
     "batch_wait_ms": Option(
         "CHURN_BATCH_WAIT_MS", "10", _positive_int, "longest wait to fill a batch"
