@@ -1523,31 +1523,50 @@ class ProfileRecorder:
 # (FILE_RULES): a sample in Faust's stream code counts as Faust's, even when our
 # agent's loop is further up the stack; then for asyncio and mode (LAST_RULES).
 FUNCTION_RULES: list[tuple[str, tuple[str, ...]]] = [
-    ("ours: store load (MGET + due, decode states)", ("load (feature_store/redis_store",)),
-    ("ours: store begin (fenced script)", ("begin (feature_store/redis_store",)),
-    ("ours: store commit (encode states, fenced script)", ("commit (feature_store/redis_store",)),
+    # The store's calls run in a thread (`BatchRunner._retry`): on the event loop's
+    # thread they show as waiting, on the thread's as these.
+    ("ours: store begin (fenced script, states read)", ("begin (feature_store/redis_store",)),
+    ("ours: store commit (fenced script)", ("commit (feature_store/redis_store",)),
     ("ours: store claim", ("claim (feature_store/redis_store",)),
-    ("ours: model predict", ("predict (scoring/artifact.py",)),
-    ("ours: model TreeSHAP contributions", ("contributions (scoring/artifact.py",)),
+    ("ours: states decoded (decode_state)", ("decode_state (feature_store/online.py",)),
+    ("ours: states encoded (encode_state)", ("encode_state (feature_store/online.py",)),
+    ("ours: model predict", ("predict (scoring/model.py",)),
+    ("ours: model TreeSHAP contributions", ("contributions (scoring/model.py",)),
+    (
+        "ours: base rows (BaseRows)",
+        ("add_many (feature_store/online.py", "columns (feature_store/online.py"),
+    ),
     ("ours: feature_matrix", ("feature_matrix (feature_store/definitions.py",)),
-    ("ours: base_row", ("base_row (feature_store/online.py",)),
     ("ours: apply_event", ("apply_event (feature_store/online.py",)),
     ("ours: decode input", ("_decode (scoring/decoding.py",)),
     ("ours: inactivity timers", ("fire_timers (scoring/pipeline.py",)),
-    ("ours: policy + change events", ("_score (scoring/pipeline.py",)),
+    ("ours: policy + change events", ("_walk (scoring/pipeline.py",)),
     ("ours: publish (encode, produce, await acks)", ("publish (stream_app/publisher.py",)),
-    ("ours: acknowledge (Faust's ack per event)", ("acknowledge (stream_app/worker.py",)),
+    ("ours: acknowledge (Faust's ack per event)", ("acknowledge (stream_app/faust_source.py",)),
     (
         "ours: merge (buffer, release, behind)",
-        ("add (scoring/runner.py", "release (scoring/merge.py", "behind (stream_app/worker.py"),
+        (
+            "add (scoring/runner.py",
+            "release (scoring/merge.py",
+            "unread (stream_app/faust_source.py",
+        ),
     ),
-    ("ours: metrics", ("_observe (stream_app/worker.py", "_observe_lag (stream_app/worker.py")),
+    ("ours: tallies (drift, daily, performance)", ("_tallies (scoring/runner.py",)),
+    ("ours: metrics", ("(stream_app/observer.py",)),
 ]
 FILE_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("ours: scorer other", ("(scoring/pipeline.py",)),
     ("ours: merge (buffer, release, behind)", ("(scoring/merge.py",)),
     ("ours: runner other", ("(scoring/runner.py",)),
-    ("ours: worker other", ("(stream_app/worker.py",)),
+    (
+        "ours: worker other",
+        (
+            "(scoring/processor.py",
+            "(stream_app/faust_source.py",
+            "(stream_app/worker.py",
+            "(stream_app/jobs.py",
+        ),
+    ),
     ("idle: event loop select", ("select (selectors.py",)),
     ("aiokafka: producer sender, connections", ("(aiokafka/",)),
     ("faust: sensors (Monitor)", ("(faust/sensors/",)),
