@@ -151,7 +151,7 @@ class BatchRunner:
         monotonic: Callable[[], float] = time.monotonic,
         tallies: Sequence[TallySource] = (),
         wall: Callable[[], float] = time.time,
-        on_retry: Callable[[str], None] = lambda port: None,
+        on_retry: Callable[[str, BaseException], None] = lambda port, error: None,
         cache_size: int = STATES_KEPT,
         step_limit: int | None = None,
     ) -> None:
@@ -166,7 +166,7 @@ class BatchRunner:
         self.tally_sources = tuple(tallies)
         self.wall = wall
         # Told of each transient error as it is retried, with its port ("store" or
-        # "sink"): a step that keeps failing never returns its report.
+        # "sink") and the error: a step that keeps failing never returns its report.
         self.on_retry = on_retry
         self.cache_size = cache_size  # customers' states kept in memory, over all tasks
         # Most messages of one partition per step: no commit writes thousands of keys.
@@ -440,7 +440,7 @@ class BatchRunner:
                 return await asyncio.to_thread(action)
             except self.transient as err:
                 report.retries += 1
-                self.on_retry("store")
+                self.on_retry("store", err)
                 log.warning("transient error (%r); retrying in %.1fs", err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -458,7 +458,7 @@ class BatchRunner:
                 return
             except self.transient as err:
                 report.retries += 1
-                self.on_retry("sink")
+                self.on_retry("sink", err)
                 log.warning("publishing failed (%r); retrying in %.1fs", err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -94,6 +94,13 @@ RETRIES = Counter(
     "Batch steps and output deliveries retried after a Redis or Kafka error",
     ["system"],
 )
+STORE_REFUSALS = Counter(
+    "churn_store_write_refusals_total",
+    "Batch steps Redis refused to write, retried until it takes writes again: full "
+    "(maxmemory reached) or read_only (a replica; a failover under way)",
+    ["reason"],
+)
+STORE_REFUSAL_REASONS = ("full", "read_only")
 FENCED = Counter(
     "churn_fenced_batches_total", "Batches dropped: another worker had claimed the partition"
 )
@@ -152,6 +159,8 @@ def initialise(features: Iterable[str]) -> None:
     for system in SYSTEMS:
         ERRORS.labels(system)
         RETRIES.labels(system)
+    for reason in STORE_REFUSAL_REASONS:
+        STORE_REFUSALS.labels(reason)
     for outcome in ("loaded", "refused"):
         MODEL_RELOADS.labels(outcome)
     for feature in features:

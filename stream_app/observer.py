@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping
 
 from scoring.runner import BatchRunner, StepReport
 from stream_app import metrics
+from stream_app.redis_client import RedisFull, RedisReadOnly
 
 
 class MetricsObserver:
@@ -73,9 +74,13 @@ class MetricsObserver:
             metrics.PREDICTED_CHURN_RATE.set(rate)
 
 
-def count_retry(port: str) -> None:
+def count_retry(port: str, error: BaseException) -> None:
     """A runner's step retried after a transient error: its store is Redis, its sink
-    Kafka."""
+    Kafka. A Redis that refuses writes (full, read-only) is counted by reason too."""
     system = "redis" if port == "store" else "kafka"
     metrics.ERRORS.labels(system).inc()
     metrics.RETRIES.labels(system).inc()
+    if isinstance(error, RedisFull):
+        metrics.STORE_REFUSALS.labels("full").inc()
+    elif isinstance(error, RedisReadOnly):
+        metrics.STORE_REFUSALS.labels("read_only").inc()

@@ -15,6 +15,12 @@ import redis
 
 from stream_app.settings import QUERY_PASSWORD, Settings, redacted
 
+# What redis-py raises when Redis refuses a write: full (maxmemory reached under
+# noeviction) or read-only (a replica; a failover under way). (The type stubs predate
+# OutOfMemoryError.)
+RedisFull: type[Exception] = redis.exceptions.OutOfMemoryError  # type: ignore[attr-defined]
+RedisReadOnly: type[Exception] = redis.exceptions.ReadOnlyError
+
 # The worker's state has no TTL, so only these policies can evict it (volatile-* can
 # evict the daily report's counters, which expire: `scoring.daily`).
 EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")

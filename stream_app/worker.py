@@ -39,6 +39,7 @@ from stream_app.log_reader import LogReader
 from stream_app.observer import MetricsObserver, count_retry
 from stream_app.partitioning import partition_of
 from stream_app.publisher import Publisher
+from stream_app.redis_client import RedisFull, RedisReadOnly
 from stream_app.redis_drift import RedisDriftStore
 from stream_app.settings import Settings
 
@@ -49,6 +50,10 @@ TRANSIENT_ERRORS = (
     redis.TimeoutError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
+    # Redis refusing writes: a script is refused at its first write, so nothing is
+    # half-written, and the step waits until Redis takes writes again.
+    RedisFull,
+    RedisReadOnly,
     KafkaError,
     asyncio.TimeoutError,
 )

@@ -6,7 +6,9 @@ features in the store (equal to the offline computation).
   back from an AOF that lost its last writes;
 - a worker stops (SIGSTOP) past its session timeout while another takes its
   partitions over, then resumes;
-- the worker is stopped (SIGTERM) while Redis is down.
+- the worker is stopped (SIGTERM) while Redis is down;
+- Redis refuses writes, full (maxmemory) and then read-only (a replica), while a
+  batch waits to commit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -223,6 +226,66 @@ def test_a_batch_caught_in_a_redis_outage_at_sigterm_is_published_after_a_restar
         (c["previous_risk"], c["risk"], c["trigger"]["kind"])
         for c in (json.loads(m.value()) for m in changes)
     ] == [
+        ("LOW", "MEDIUM", "inactivity"),
+        ("MEDIUM", "HIGH", "inactivity"),
+        ("HIGH", "LOW", "event"),
+    ]
+
+
+def wait_until(
+    condition: Callable[[], bool], what: str, worker: Worker, timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}; worker log: {worker.log()[-2000:]}"
+        time.sleep(0.2)
+
+
+def test_a_worker_whose_redis_is_full_then_read_only_stays_up_and_resumes_when_it_takes_writes(
+    worker_env: dict[str, str], kafka_bootstrap: str, models: Path, tmp_path: Path
+) -> None:
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+    admin = redis.Redis.from_url(own.url)
+    prefix = worker_env["CHURN_TOPIC_PREFIX"]
+    env = {**worker_env, "REDIS_URL": own.url, "CHURN_MODELS_DIR": str(models)}
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    first = Order("O1", "REFUSED", t0, 40.0, "card", "delivered")
+    later = Order("O2", "REFUSED", t0 + timedelta(days=50), 40.0, "card", "delivered")
+    worker = Worker(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "REFUSED", encode(first))])
+        wait_until(lambda: worker.get("/customers/REFUSED")[0] == 200, "first order", worker)
+        admin.config_set("maxmemory", 1)  # noeviction (the default): every write refused
+        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "REFUSED", encode(later))])
+        full = 'churn_store_write_refusals_total{reason="full"}'
+        wait_until(lambda: worker.metric(full) >= 2, "no write refused as full", worker)
+
+        admin.config_set("maxmemory", 0)
+        admin.replicaof("127.0.0.1", 1)  # a primary that never answers: read-only, data kept
+        read_only = 'churn_store_write_refusals_total{reason="read_only"}'
+        wait_until(lambda: worker.metric(read_only) >= 2, "no write refused as read-only", worker)
+        assert worker.process is not None and worker.process.poll() is None, worker.log()[-2000:]
+        # The batch is begun (recorded in Redis) before it is published: refused, so
+        # nothing of it is out yet.
+        early = consume(kafka_bootstrap, [prefix + topics.CHURN_RISK], lambda m: False, 3)
+
+        admin.replicaof("NO", "ONE")
+        # Read for 30 s: a fourth message would be one published twice.
+        changes = consume(
+            kafka_bootstrap, [prefix + topics.CHURN_RISK], lambda m: len(m) > 3, timeout=30
+        )
+        assert worker.process.poll() is None, worker.log()[-2000:]
+        assert worker.metric('churn_infrastructure_retries_total{system="redis"}') >= 4
+    finally:
+        worker.stop()
+        own.kill()
+    assert early == []
+    # Published once when Redis took writes again: 30 and 45 quiet days, then day 50.
+    values = [json.loads(m.value()) for m in changes]
+    assert len({c["event_id"] for c in values}) == len(values) == 3, values
+    assert [(c["previous_risk"], c["risk"], c["trigger"]["kind"]) for c in values] == [
         ("LOW", "MEDIUM", "inactivity"),
         ("MEDIUM", "HIGH", "inactivity"),
         ("HIGH", "LOW", "event"),
