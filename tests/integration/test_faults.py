@@ -68,6 +68,26 @@ def models(tmp_path: Path) -> Path:
     return train_soft_model(tmp_path / "models", "recency_days", 5, 55, "soft-recency")
 
 
+def first_and_fifty_days_later(customer: str) -> tuple[bytes, bytes]:
+    """A customer's first order, and one 50 days later: the later one's batch publishes
+    QUIET_THEN_BACK (30 and 45 quiet days, then the order)."""
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    first = Order("O1", customer, t0, 40.0, "card", "delivered")
+    later = Order("O2", customer, t0 + timedelta(days=50), 40.0, "card", "delivered")
+    return encode(first), encode(later)
+
+
+QUIET_THEN_BACK = [
+    ("LOW", "MEDIUM", "inactivity"),
+    ("MEDIUM", "HIGH", "inactivity"),
+    ("HIGH", "LOW", "event"),
+]
+
+
+def transitions(changes: list[dict]) -> list[tuple[str, str, str]]:
+    return [(c["previous_risk"], c["risk"], c["trigger"]["kind"]) for c in changes]
+
+
 def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_last_writes(
     worker_env: dict[str, str], kafka_bootstrap: str, models: Path, tmp_path: Path
 ) -> None:
@@ -190,19 +210,17 @@ def test_a_batch_caught_in_a_redis_outage_at_sigterm_is_published_after_a_restar
     own.start()
     prefix = worker_env["CHURN_TOPIC_PREFIX"]
     env = {**worker_env, "REDIS_URL": own.url, "CHURN_MODELS_DIR": str(models)}
-    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    first = Order("O1", "OUTAGE", t0, 40.0, "card", "delivered")
-    later = Order("O2", "OUTAGE", t0 + timedelta(days=50), 40.0, "card", "delivered")
+    first, later = first_and_fifty_days_later("OUTAGE")
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()
     try:
-        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "OUTAGE", encode(first))])
+        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "OUTAGE", first)])
         deadline = time.monotonic() + 30
         while worker.get("/customers/OUTAGE")[0] != 200:
             assert time.monotonic() < deadline, worker.log()[-2000:]
             time.sleep(0.2)
         own.kill()
-        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "OUTAGE", encode(later))])
+        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "OUTAGE", later)])
         deadline = time.monotonic() + 30
         while "transient error" not in worker.log():
             assert time.monotonic() < deadline, "the worker never met the outage"
@@ -221,15 +239,7 @@ def test_a_batch_caught_in_a_redis_outage_at_sigterm_is_published_after_a_restar
     finally:
         worker.stop()
         own.kill()
-    # 30 and 45 quiet days (MEDIUM, then HIGH), then the order of day 50 (LOW).
-    assert [
-        (c["previous_risk"], c["risk"], c["trigger"]["kind"])
-        for c in (json.loads(m.value()) for m in changes)
-    ] == [
-        ("LOW", "MEDIUM", "inactivity"),
-        ("MEDIUM", "HIGH", "inactivity"),
-        ("HIGH", "LOW", "event"),
-    ]
+    assert transitions([json.loads(m.value()) for m in changes]) == QUIET_THEN_BACK
 
 
 def wait_until(
@@ -249,16 +259,14 @@ def test_a_worker_whose_redis_is_full_then_read_only_stays_up_and_resumes_when_i
     admin = redis.Redis.from_url(own.url)
     prefix = worker_env["CHURN_TOPIC_PREFIX"]
     env = {**worker_env, "REDIS_URL": own.url, "CHURN_MODELS_DIR": str(models)}
-    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
-    first = Order("O1", "REFUSED", t0, 40.0, "card", "delivered")
-    later = Order("O2", "REFUSED", t0 + timedelta(days=50), 40.0, "card", "delivered")
+    first, later = first_and_fifty_days_later("REFUSED")
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()
     try:
-        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "REFUSED", encode(first))])
+        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "REFUSED", first)])
         wait_until(lambda: worker.get("/customers/REFUSED")[0] == 200, "first order", worker)
         admin.config_set("maxmemory", 1)  # noeviction (the default): every write refused
-        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "REFUSED", encode(later))])
+        produce(kafka_bootstrap, [(prefix + topics.ORDERS, "REFUSED", later)])
         full = 'churn_store_write_refusals_total{reason="full"}'
         wait_until(lambda: worker.metric(full) >= 2, "no write refused as full", worker)
 
@@ -285,8 +293,4 @@ def test_a_worker_whose_redis_is_full_then_read_only_stays_up_and_resumes_when_i
     # Published once when Redis took writes again: 30 and 45 quiet days, then day 50.
     values = [json.loads(m.value()) for m in changes]
     assert len({c["event_id"] for c in values}) == len(values) == 3, values
-    assert [(c["previous_risk"], c["risk"], c["trigger"]["kind"]) for c in values] == [
-        ("LOW", "MEDIUM", "inactivity"),
-        ("MEDIUM", "HIGH", "inactivity"),
-        ("HIGH", "LOW", "event"),
-    ]
+    assert transitions(values) == QUIET_THEN_BACK
