@@ -26,6 +26,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,10 @@ MAX_MODEL_BYTES = 1024 * 1024 * 1024
 PARAMETER_LINE = re.compile(r"\[[A-Za-z0-9_]+: .*\]")
 PROBE_SCRIPT = Path(__file__).with_name("model_probe.py")
 PROBE_TIMEOUT_SECONDS = 60.0
+# What the model check's child process is given of the worker's environment: enough to
+# start Python and find the project, and none of the worker's secrets (REDIS_URL,
+# password files, tokens), which a parser of an untrusted file has no need of.
+PROBE_ENVIRONMENT = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH")
 XGBOOST_EXTRA = (
     "install the project's xgboost extra: pip install '.[xgboost]' "
     "(locked: requirements/requirements-xgboost.txt)"
@@ -460,6 +465,12 @@ def _check_parameter_lines(text: str, path: Path) -> None:
         )
 
 
+def probe_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The model check's environment: PROBE_ENVIRONMENT's variables, one thread."""
+    kept = {name: environ[name] for name in PROBE_ENVIRONMENT if name in environ}
+    return {**kept, "OMP_NUM_THREADS": "1"}
+
+
 def _probe_in_child(
     command: list[str], data: bytes, path: Path, version: str, library: str
 ) -> None:
@@ -471,7 +482,7 @@ def _probe_in_child(
             input=data,
             capture_output=True,
             timeout=PROBE_TIMEOUT_SECONDS,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            env=probe_environment(os.environ),
             check=False,
         )
     except subprocess.TimeoutExpired as err:

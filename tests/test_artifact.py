@@ -617,3 +617,19 @@ def test_linear_contributions_sum_to_the_log_odds_minus_the_base_value(
     assert {FEATURE_NAMES[j] for j in strongest} == {"recency_days", "orders_90d"}
     recency = FEATURE_NAMES.index("recency_days")
     assert np.corrcoef(x[:, recency], contributions[:, recency])[0, 1] > 0.99
+
+
+def test_the_model_check_child_is_given_no_secret_of_the_worker_environment() -> None:
+    worker_environment = {
+        "PATH": "/usr/bin",
+        "PYTHONPATH": "/app",
+        "REDIS_URL": "redis://worker:s3cret@redis:6379/0",
+        "KAFKA_SASL_PASSWORD_FILE": "/run/secrets/kafka",
+        "CHURN_WEB_TOKEN": "token",
+        "AWS_SECRET_ACCESS_KEY": "key",
+    }
+    assert artifact.probe_environment(worker_environment) == {
+        "PATH": "/usr/bin",
+        "PYTHONPATH": "/app",
+        "OMP_NUM_THREADS": "1",
+    }
