@@ -272,3 +272,36 @@ def test_a_tls_redis_cluster_with_the_acl_user_holds_the_state_and_is_checked_fo
             check_no_eviction(client)
     finally:
         server.kill()
+
+
+def test_compose_gives_its_redis_user_exactly_the_worker_acl_rules(tmp_path: Path) -> None:
+    """docker-compose.yml's redis.conf, started by a real redis-server: its `churn` user
+    has what `acl_rules` of the default namespace gives, and can answer the healthcheck."""
+    from stream_app.settings import OPTIONS
+    from tests.test_compose import compose, example_env, interpolate
+
+    env = example_env()
+    text = interpolate(compose()["configs"]["redis-conf"]["content"], env)
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    churn = [line.removeprefix("user ") for line in lines if line.startswith("user churn ")]
+    others = [line for line in lines if not line.startswith("user ")]
+    assert len(churn) == 1, lines
+    server = RedisServer(tmp_path / "redis", users=churn, config=others)
+    server.start()
+    try:
+        admin = server.admin()
+        namespace = OPTIONS["redis_namespace"].default
+        admin.execute_command(
+            "ACL", "SETUSER", "expected", "on", ">x", *acl_rules(namespace).split()
+        )
+        composed, expected = admin.acl_getuser("churn"), admin.acl_getuser("expected")
+        assert composed is not None and expected is not None
+        for field in ("keys", "channels", "commands"):
+            assert composed[field] == expected[field], field
+        user = redis.Redis.from_url(server.url_for(USER, env["REDIS_PASSWORD"]))
+        assert user.ping()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            user.get("{other:p0}:meta")
+    finally:
+        server.kill()
