@@ -38,19 +38,19 @@ from scoring.drift import DriftConfig, DriftTally, Reference
 from scoring.merge import InputMessage
 from scoring.performance import performance_tally
 from scoring.pipeline import Scorer
-from scoring.runner import BatchRunner, StepReport, run_backlog
+from scoring.runner import BatchRunner, Collector, StepReport, run_backlog
 from stream_app.settings import Settings
 
 DEFAULT_OUT = ROOT / "bench" / "core.json"
 
 
-class Dropped:
+class Dropped(Collector):
     """A sink that counts what it would publish."""
 
     def __init__(self) -> None:
         self.changes = 0
 
-    async def publish(
+    def collect(
         self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
     ) -> None:
         self.changes += len(changes)

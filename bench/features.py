@@ -69,7 +69,7 @@ from scoring.inactivity import first_due, next_due
 from scoring.merge import InputMessage
 from scoring.outcome import PartitionOutcome
 from scoring.pipeline import Scorer
-from scoring.runner import BatchRunner
+from scoring.runner import BatchRunner, Collector
 from scoring.timetable import Timetable
 from simulator.history import Event, generate_history
 from simulator.kafka_sink import DEFAULT_PARTITIONS
@@ -92,14 +92,14 @@ STATE_PARTS = tuple(CustomerState.__struct_fields__)
 # --- Building the state with the real runner ------------------------------------------------
 
 
-class CountingSink:
+class CountingSink(Collector):
     """The runner's sink: counts the outputs and drops them."""
 
     def __init__(self) -> None:
         self.changes = 0
         self.dead_letters = 0
 
-    async def publish(
+    def collect(
         self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
     ) -> None:
         self.changes += len(changes)

@@ -129,13 +129,13 @@ from scoring.families import MODEL_FILES, LightGBMModel
 from scoring.model import Calibration
 from scoring.pipeline import Scorer, reasons, utc
 from scoring.risk import RANK, RiskPolicy, is_news, transition_id
-from scoring.runner import BatchRunner
+from scoring.runner import BatchRunner, Collector
 from simulator import kafka_sink
 from simulator.history import Event, generate_history
 from stream_app import kafka_security
 from stream_app.kafka_admin import ensure_topics
 from stream_app.partitioning import partition_of
-from stream_app.publisher import Publisher
+from stream_app.publisher import Publisher, output_messages
 from stream_app.settings import OPTIONS, Settings
 from stream_app.worker import faust_app, install_uvloop
 
@@ -1196,7 +1196,7 @@ def naive_throughput(
                     event_time=utc(as_of),
                     scored_at=datetime.now(UTC),
                 )
-                for out_topic, out_key, out_value in publisher.messages([change], []):
+                for out_topic, out_key, out_value in output_messages([change], [], prefix):
                     producer.produce(out_topic, value=out_value, key=out_key)
                 producer.flush(30)
                 changes += 1
@@ -1222,8 +1222,8 @@ def preload(
 ) -> None:
     """The states `events` leave, by the batch runner on an in-memory store, in Redis."""
 
-    class Discard:
-        async def publish(self, changes: Sequence[Any], dead_letters: Sequence[Any]) -> None:
+    class Discard(Collector):
+        def collect(self, changes: Sequence[Any], dead_letters: Sequence[Any]) -> None:
             pass
 
     store = MemoryStore()
@@ -1839,6 +1839,20 @@ def run_bench(run: Run, n: int, spans: Spans, profile: bool, levers: bool) -> di
             run, "w1", backlog, models, 1, spans.early, n, track_commits=True, steady=spans.steady
         )
         record["result"] = brief(runs["one_worker"]["steady"])
+    with run.phase("one worker, no transactions") as record:
+        # What exactly-once costs: the same worker, CHURN_PROCESSING_GUARANTEE=at_least_once.
+        runs["at_least_once"] = measure_workers(
+            run,
+            "w1-alo",
+            backlog,
+            models,
+            1,
+            spans.early,
+            n,
+            steady=spans.steady,
+            extra_env={"CHURN_PROCESSING_GUARANTEE": "at_least_once"},
+        )
+        record["result"] = brief(runs["at_least_once"]["steady"])
     with run.phase("outputs digest") as record:
         # Now: later phases (--profile, --levers) run workers on the same topics.
         outputs = outputs_digest(run, backlog)
@@ -1997,6 +2011,11 @@ def headline(runs: dict[str, Any]) -> dict[str, Any]:
         "ratio_vs_bare": round(eps / bare["eps"], 3),
         "naive_throughput_eps": runs["naive"]["eps"],
         "ratio": round(eps / runs["naive"]["eps"], 2),
+        "sustained_eps_at_least_once": runs["at_least_once"]["steady"]["eps"],
+        "exactly_once_ratio": round(eps / runs["at_least_once"]["steady"]["eps"], 3),
+        "worker_cpu_us_per_event_at_least_once": runs["at_least_once"]["steady"][
+            "cpu_us_per_event"
+        ],
         "sustained_eps_2w": two["eps"],
         "scaling_2w": round(two["eps"] / eps, 2),
         "p99_ms": fast["p99_ms"],
@@ -2207,6 +2226,10 @@ def throughput_lines(result: dict[str, Any]) -> list[str]:
         f"({result['redis_commandstats_us_per_event']} us of its commands), "
         f"{result['rows_per_event']} rows scored, {result['changes_per_event']} risk changes "
         "published",
+        f"    no txns     {result['sustained_eps_at_least_once']:,} events/s, "
+        f"{result['worker_cpu_us_per_event_at_least_once']} us of worker CPU per event "
+        f"(CHURN_PROCESSING_GUARANTEE=at_least_once; exactly-once runs at "
+        f"{result['exactly_once_ratio']} of it)",
         f"    tenths      {result['tenth_rates']} events/s from the first event "
         f"(spread {result['tenth_spread']})",
         f"    early       {early['eps']:,} events/s over events {early['events'][0]:,}-"

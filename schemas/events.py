@@ -227,6 +227,29 @@ class DriftAlert(msgspec.Struct, frozen=True):
     schema_version: Literal[1] = 1
 
 
+class BatchRecord(msgspec.Struct, frozen=True):
+    """One batch of one input partition, as committed (internal topic `churn-batches`,
+    compacted, keyed by the input partition, in the same Kafka transaction as the
+    batch's outputs).
+
+    The batch ran over each input topic's offsets after `after` through `through`
+    (its cut), under the state store's claim `epoch`; `model_version` scored it with
+    the risk policy of `margin` (hysteresis) and `actions`, whose fingerprint is
+    `policy_fingerprint`. A store that lost writes is brought forward by computing
+    these batches again, exactly as they were cut and scored, without publishing.
+    """
+
+    partition: int
+    epoch: int
+    after: dict[str, int]
+    through: dict[str, int]
+    model_version: str
+    margin: float
+    actions: dict[str, list[str]]
+    policy_fingerprint: str
+    schema_version: Literal[1] = 1
+
+
 INPUT_EVENTS: dict[str, type[msgspec.Struct]] = {
     "orders": Order,
     "support-tickets": SupportTicket,
@@ -245,4 +268,5 @@ SCHEMA_FILES: dict[str, type[msgspec.Struct]] = {
     "churn-risk": ChurnRiskChanged,
     "dead-letter": DeadLetter,
     "drift-alerts": DriftAlert,
+    "batches": BatchRecord,
 }

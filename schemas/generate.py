@@ -54,6 +54,13 @@ CHANNELS: dict[str, tuple[str, str, str, str]] = {
         "send",
         "feature",
     ),
+    topics.BATCHES: (
+        "batches",
+        "Internal: the record of each committed batch (compacted), written in the "
+        "batch's transaction; how a store that lost writes is brought forward",
+        "send",
+        "input partition",
+    ),
 }
 
 

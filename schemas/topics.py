@@ -9,10 +9,15 @@ CHURN_RISK_HIGH = "churn-risk-high"
 DEAD_LETTER = "churn-dead-letter"
 # The drift monitor's alerts, raised and cleared, keyed by feature.
 DRIFT_ALERTS = "churn-drift-alerts"
+# Internal: each committed batch's record, written in the batch's transaction.
+BATCHES = "churn-batches"
 
 # The inputs, in the order events of equal event time are applied: a profile change
 # before an order or ticket of the same instant (`scoring.merge`).
 INPUT_TOPICS = (CUSTOMERS, ORDERS, SUPPORT_TICKETS)
+
+# Hours of batch records the batch log keeps whole (`BatchRecord`).
+BATCH_LOG_HOURS = 1
 
 # Inputs carry the broker's clock (LogAppendTime): a message's timestamp bounds how far
 # ahead its event time may be (`scoring.decoding.Limits`), and a producer cannot set it.
@@ -24,6 +29,13 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     SUPPORT_TICKETS: _APPEND_TIME,
     # A few alerts a day at most: keep a year of them, for looking back.
     DRIFT_ALERTS: {"retention.ms": str(365 * 24 * 3600 * 1000)},
+    # Compaction keeps each partition's last batch for good, and every batch for an
+    # hour at least: how far back a store that lost writes can be brought forward.
+    BATCHES: {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": str(BATCH_LOG_HOURS * 3600 * 1000),
+        "segment.ms": str(BATCH_LOG_HOURS * 3600 * 1000),
+    },
 }
 
 

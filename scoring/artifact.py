@@ -545,9 +545,20 @@ class ServedModel:
         self.models_dir = models_dir
         self.model = model
         self._seen: tuple[object, ...] | None = None
+        self._older: Model | None = None
 
     def __call__(self) -> Model:
         return self.model
+
+    def version(self, version: str) -> Model:
+        """A version by name: the served one, or one loaded (and verified) from the
+        directory, kept while it is asked for (batches committed in Kafka and not in
+        the store name the version that scored them). Raises ArtifactError."""
+        if version == self.model.version:
+            return self.model
+        if self._older is None or self._older.version != version:
+            self._older = load_model(self.models_dir, version)
+        return self._older
 
     def refresh(self) -> tuple[str, str] | None:
         """Check CURRENT; returns ("loaded" | "refused", message) when something changed.

@@ -145,6 +145,7 @@ class Scorer:
         samples: Sequence[str],
         stream_time: float | None,
         model: Model | None = None,
+        policy: RiskPolicy | None = None,
     ) -> PartitionOutcome:
         """Apply `released` (in order) to the pre-batch `states` of the customers
         involved and score them. `due`: the (due time, customer) rescores scheduled
@@ -152,12 +153,13 @@ class Scorer:
         samples due before it (their customers' states are in `states`). The states
         are changed in place: they must be the caller's own (a store's `load` decodes
         them afresh for each batch). `model`: the one to score with (the served one,
-        by default)."""
+        by default); `policy`: the risk policy (this scorer's, with the model's
+        thresholds, by default)."""
         model = model or self.model()
         batch = _Batch(self, model, partition, states, due, samples, stream_time)
         for decoded in released:
             batch.take(decoded)
-        scored = self._score(model, batch.rows, batch.outcome)
+        scored = self._score(model, policy or self.policy(model), batch.rows, batch.outcome)
         days = batch.days or 0
         self._samples(model, days, batch.rows, scored, batch.decided, batch.pending, batch.outcome)
         return batch.outcome
@@ -209,14 +211,13 @@ class Scorer:
         outcome.dead_letters.append(self.decoder.dead_letter(message, reason, self.clock()))
 
     def _score(
-        self, model: Model, rows: _Rows, outcome: PartitionOutcome
+        self, model: Model, policy: RiskPolicy, rows: _Rows, outcome: PartitionOutcome
     ) -> dict[int, tuple[float, str]]:
         """Score every row in one model call, then walk them in order: each may
         change its customer's risk, which the next row of that customer starts from.
         Returns the (probability, category) of each row scored."""
         if not rows.customers:
             return {}
-        policy = self.policy(model)
         features = feature_matrix(rows.base.columns(), model.feature_params)
         probabilities = self._predict(model, features, rows, outcome)
         return self._walk(model, policy, rows, features, probabilities, outcome)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
+from scoring.batches import PartitionStopped
 from scoring.merge import InputMessage
 from scoring.runner import BatchRunner, StepReport
 from scoring.source import Source
@@ -99,8 +100,10 @@ class StreamProcessor:
         async with self.lock:
             for partition in set(self.runner.partitions) - set(partitions):
                 self._revoke(partition)
-            for partition in sorted(set(partitions) - set(self.runner.partitions)):
-                await self._claim(partition)
+            # At once: a claim waits on the store and on Kafka (its producer fenced,
+            # its batch log read), each partition's on its own.
+            new = sorted(set(partitions) - set(self.runner.partitions))
+            await asyncio.gather(*(self._claim(partition) for partition in new))
 
     def revoked(self, partitions: Collection[int]) -> None:
         for partition in partitions:
@@ -125,6 +128,7 @@ class StreamProcessor:
             if (
                 not self.runner.owns(partition)
                 and partition not in self.runner.fenced
+                and partition not in self.runner.stopped
                 and self.source.owns(partition)
             ):
                 await self._claim(partition)  # before the rebalance signal got to it
@@ -133,6 +137,8 @@ class StreamProcessor:
     async def _step(self) -> StepReport:
         started = time.perf_counter()
         report = await self.runner.step(self.behind)
+        for partition in report.stopped:
+            self._stop(partition)
         self._acknowledge()
         self._bound()
         self.observer.stepped(report, time.perf_counter() - started, self.runner)
@@ -161,7 +167,13 @@ class StreamProcessor:
         """Take a partition over; resume it from the offsets its state records,
         reading again from the log what lies between them and what the group
         committed or this consumer was already given."""
-        claim = await self.runner.take(partition)
+        try:
+            bounds = await self.source.bounds(partition)
+            claim = await self.runner.take(partition, bounds)
+        except PartitionStopped as stop:
+            log.error("%s", stop)
+            self._stop(partition)
+            return
         committed = await self.source.committed(partition)
         for topic in self.runner.topics:
             start = claim.offsets.get(topic, -1) + 1
@@ -178,6 +190,14 @@ class StreamProcessor:
                 self.observer.reread(topic, partition, start, end)
                 self.runner.add(await self.source.read(topic, partition, start, end))
         log.info("claimed partition %d (epoch %d)", partition, claim.epoch)
+        self.observer.owned(self.runner.partitions)
+
+    def _stop(self, partition: int) -> None:
+        """Leave a stopped partition alone: paused at the source until it is revoked."""
+        for topic in self.runner.topics:
+            if (topic, partition) not in self.paused:
+                self.source.pause(topic, partition)
+                self.paused.add((topic, partition))
         self.observer.owned(self.runner.partitions)
 
     def _revoke(self, partition: int) -> None:

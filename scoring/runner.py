@@ -4,32 +4,35 @@ One runner serves the Faust worker and `replay` alike. Per batch, for the partit
 that have events to release (`scoring.merge`):
 
 1. read the pre-batch state of every customer involved, and of every customer due
-   for an inactivity rescore, in one round trip;
+   for an inactivity rescore, in one round trip (and record, fenced by the
+   partition's epoch, which offsets the batch ends at);
 2. apply the events and score in Python (`scoring.pipeline`);
-3. record, fenced by the partition's epoch, which offsets the batch ends at, so a
-   new owner processes exactly this batch first should this one stop here;
-4. publish the outputs and wait until they are durable;
-5. commit, atomically per partition and fenced by its epoch: the new customer
+3. publish the outputs with the batch's record (`scoring.batches`): in the worker,
+   one Kafka transaction per partition, fenced so that only its current owner's
+   commits; this is where the batch commits for the readers of `churn-risk`;
+4. commit, atomically per partition and fenced by its epoch: the new customer
    states, the inactivity schedule, the offsets, the stream time and the batch's
    tallies (the monitors' counters, `TallySource`), so each event counts once.
 
-Nothing is written to the state before the outputs are durable, so a batch processed
-again after any failure reads the same state, releases the same events in the same
-order, and publishes the same changes with the same ids. A transient error retries
-the step that failed, never the ones before it. A partition claimed by another
-worker since is fenced: its batch is dropped, unacknowledged. A store that lost
-writes (diverged) is read again from its recorded offsets.
+Nothing is written to the state before the outputs are committed, so a batch
+processed again after any failure reads the same state. A batch whose outputs were
+committed and whose state was not (a crash between 3 and 4, a store that lost
+writes) is computed again from its record, as it was cut and scored, and not
+published again; one whose outputs were not committed is processed anew. A
+transient error retries the step that failed, never the ones before it. A partition
+claimed by another worker since is fenced: its batch is dropped, unacknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -45,10 +48,20 @@ from feature_store.store import (
     added,
     sample_customer,
 )
-from schemas import ChurnRiskChanged, DeadLetter
-from scoring.merge import Decoded, InputMessage, PartitionMerger, latencies
+from schemas import BatchRecord, ChurnRiskChanged, DeadLetter
+from scoring.batches import (
+    BatchLog,
+    PartitionStopped,
+    batch_record,
+    beyond,
+    check_within,
+    to_recover,
+)
+from scoring.merge import Decoded, InputMessage, PartitionMerger, latencies, merged
+from scoring.model import Model
 from scoring.outcome import PartitionOutcome
 from scoring.pipeline import Scorer
+from scoring.risk import RiskPolicy
 from scoring.timetable import Timetable
 
 log = logging.getLogger(__name__)
@@ -64,13 +77,39 @@ TALLIES_KEPT = 64
 T = TypeVar("T")
 
 
+@dataclass
+class Outputs:
+    """One partition's batch as published: its changes, dead letters and record."""
+
+    partition: int
+    changes: Sequence[ChurnRiskChanged]
+    dead_letters: Sequence[DeadLetter]
+    record: BatchRecord
+
+
 class Sink(Protocol):
-    async def publish(
+    async def publish(self, batches: Sequence[Outputs]) -> Collection[int]:
+        """Return once every output is durable, with the partitions whose batch was
+        fenced (another worker owns them now: none of their outputs is published);
+        raise a transient error otherwise (a retry must not send again what is
+        already sent or still queued)."""
+        ...
+
+
+class Collector:
+    """A sink without transactions (a replay, a benchmark, a test): `collect` gets a
+    step's changes and dead letters, all partitions' together; nothing is fenced."""
+
+    async def publish(self, batches: Sequence[Outputs]) -> Collection[int]:
+        self.collect(
+            [c for b in batches for c in b.changes], [d for b in batches for d in b.dead_letters]
+        )
+        return ()
+
+    def collect(
         self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
     ) -> None:
-        """Return once every output is durable; raise a transient error otherwise
-        (a retry must not send again what is already sent or still queued)."""
-        ...
+        raise NotImplementedError
 
 
 # Reads a topic-partition's messages from an offset through another, from the log
@@ -131,6 +170,7 @@ class StepReport:
     done: dict[tuple[str, int], int] = field(default_factory=dict)
     fenced: list[int] = field(default_factory=list)
     diverged: list[int] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)  # `scoring.batches.PartitionStopped`
     skipped: int = 0  # redelivered messages already committed
     retries: int = 0
     # Seconds from each committed input's broker append time to its batch's outputs
@@ -154,6 +194,8 @@ class BatchRunner:
         on_retry: Callable[[str, BaseException], None] = lambda port, error: None,
         cache_size: int = STATES_KEPT,
         step_limit: int | None = None,
+        batch_log: BatchLog | None = None,
+        versions: Callable[[str], Model] | None = None,
     ) -> None:
         self.store = store
         self.scorer = scorer
@@ -171,8 +213,13 @@ class BatchRunner:
         self.cache_size = cache_size  # customers' states kept in memory, over all tasks
         # Most messages of one partition per step: no commit writes thousands of keys.
         self.step_limit = step_limit
+        # Where batches commit for readers (None: the sink's outputs are at least once),
+        # and the model versions its records name, loaded (None: only the served one).
+        self.batch_log = batch_log
+        self.versions = versions
         self.tasks: dict[int, Task] = {}
         self.fenced: set[int] = set()
+        self.stopped: dict[int, str] = {}  # partition -> why (`PartitionStopped`)
 
     # --- ownership -------------------------------------------------------------
 
@@ -204,14 +251,91 @@ class BatchRunner:
         self.fenced.discard(partition)
         return claim
 
-    async def take(self, partition: int) -> Claim:
-        """`assign`, the store's claim made off the event loop (retried like a step's)."""
+    async def take(
+        self, partition: int, bounds: Mapping[str, tuple[int, int]] | None = None
+    ) -> Claim:
+        """`assign`, the store's claim made off the event loop (retried like a step's);
+        then, with a batch log, fence the partition's earlier writers and compute again
+        the batches committed in the log that the store has not (`scoring.batches`).
+        Returns the claim as the store holds it now. Raises PartitionStopped when the
+        store's offsets lie outside the input logs' `bounds` (start, end per topic),
+        or the log's batches cannot be computed again (the partition is not taken)."""
         claim = await self._retry(lambda: self.store.claim(partition), StepReport())
-        return self.assign(partition, claim)
+        claim = self.assign(partition, claim)
+        log_ = self.batch_log
+        try:
+            if bounds is not None:
+                check_within(partition, claim.offsets, bounds)
+            if log_ is None:
+                return claim
+            records = await self._retry_async(
+                lambda: log_.claim(partition, claim.offsets), StepReport(), "sink"
+            )
+            await self._catch_up(partition, to_recover(partition, records, claim.offsets))
+        except PartitionStopped as stop:
+            self.revoke(partition)
+            self.stopped[partition] = str(stop)
+            raise
+        task = self.tasks[partition]
+        through = task.merger.replay_through
+        if through is not None and not beyond(through, task.offsets):
+            task.merger.replay_through = None  # the batch in flight was committed in the log
+        return dataclasses.replace(claim, offsets=dict(task.offsets), stream_time=task.stream_time)
 
     def revoke(self, partition: int) -> None:
         self.tasks.pop(partition, None)
         self.fenced.discard(partition)
+        self.stopped.pop(partition, None)
+        if self.batch_log is not None:
+            self.batch_log.release(partition)
+
+    async def _catch_up(self, partition: int, records: Sequence[BatchRecord]) -> None:
+        """Compute again, as they were cut and scored and without publishing them, the
+        batches the log committed past the store (oldest first)."""
+        task = self.tasks[partition]
+        for record in records:
+            model = self._version(partition, record.model_version)
+            actions = {level: tuple(names) for level, names in record.actions.items()}
+            policy = RiskPolicy(model.thresholds, record.margin, actions)
+            parts: list[Decoded] = []
+            for topic in self.topics:
+                start, end = record.after.get(topic, -1) + 1, record.through.get(topic, -1)
+                if start <= end:
+                    messages = await self._read(topic, partition, start, end)
+                    parts += map(self.scorer.decoder, messages)
+            report = StepReport()
+            await self._run({partition: merged(parts, task.merger.rank)}, report, model, policy)
+            if self.tasks.get(partition) is not task or report.fenced:
+                return  # claimed by another worker meanwhile: theirs to do
+            task.merger.skip_through(task.offsets)
+            log.warning(
+                "partition %d: the batch through %s was committed in Kafka, not in the "
+                "store: computed again with model %s, not published again",
+                partition,
+                record.through,
+                record.model_version,
+            )
+
+    def _version(self, partition: int, version: str) -> Model:
+        served = self.scorer.model()
+        if version == served.version:
+            return served
+        try:
+            if self.versions is None:
+                raise LookupError("only the served model can be loaded here")
+            return self.versions(version)
+        except Exception as err:
+            raise PartitionStopped(
+                f"partition {partition}: a batch committed in Kafka but not in the state "
+                f"store was scored by model {version}, which cannot be loaded ({err}). "
+                f"Put version {version} back in the models directory (README, 'Retiring "
+                "model versions'); the partition is left alone until then"
+            ) from err
+
+    async def _read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
+        if self.reread is None:
+            raise RuntimeError(f"partition {partition}: input must be read again; nothing can")
+        return await self.reread(topic, partition, start, end)
 
     # --- what the engine's processor asks -------------------------------------------
 
@@ -284,9 +408,21 @@ class BatchRunner:
                 released[partition] = batch
         if not released:
             return report
+        model = self.scorer.model()  # one model and policy for the whole step
+        await self._run(released, report, model, self.scorer.policy(model), publish=True)
+        self._keep_within_budget()
+        return report
 
+    async def _run(
+        self,
+        released: Mapping[int, list[Decoded]],
+        report: StepReport,
+        model: Model,
+        policy: RiskPolicy,
+        publish: bool = False,
+    ) -> None:
+        """Read, compute, publish (or not: a batch the log committed already), commit."""
         owned = {p: self.tasks[p] for p in released}
-        model = self.scorer.model()  # one model for the whole step
         prepared = {p: _prepare(owned[p], batch) for p, batch in released.items()}
         begins = [
             Begin(
@@ -306,12 +442,18 @@ class BatchRunner:
                 [member for _, member in b.samples],
                 owned[p].stream_time,
                 model,
+                policy,
             )
             for p, b in prepared.items()
         }
-        changes = [c for o in outcomes.values() for c in o.changes]
-        letters = [d for o in outcomes.values() for d in o.dead_letters]
-        await self._publish(changes, letters, report)
+        if publish:
+            outputs = [
+                Outputs(p, o.changes, o.dead_letters, self._record(owned[p], o, model, policy))
+                for p, o in outcomes.items()
+            ]
+            fenced = await self._publish(outputs, report)
+            verdicts = {p: "fenced" if p in fenced else "committed" for p in outcomes}
+            outcomes = await self._settle(outcomes, owned, released, verdicts, report)
         durable_at = self.wall()
         encoded = {p: _changed(o) for p, o in outcomes.items()}
         commits = [
@@ -342,8 +484,20 @@ class BatchRunner:
                 report.done[(topic, partition)] = offset
             report.outcomes.append(outcome)
             report.latencies.extend(latencies(released[partition], durable_at))
-        self._keep_within_budget()
-        return report
+
+    def _record(
+        self, task: Task, outcome: PartitionOutcome, model: Model, policy: RiskPolicy
+    ) -> BatchRecord:
+        after = {topic: task.offsets.get(topic, -1) for topic in self.topics}
+        return batch_record(
+            task.claim.partition,
+            task.claim.epoch,
+            after,
+            {**after, **outcome.offsets},
+            model.version,
+            policy.margin,
+            policy.actions,
+        )
 
     def _keep_within_budget(self) -> None:
         """Forget the least recently seen states beyond the cache's size, from the
@@ -404,7 +558,12 @@ class BatchRunner:
                     "recorded offsets",
                     partition,
                 )
-                await self._recover(partition, released[partition])
+                try:
+                    await self._recover(partition, released[partition])
+                except PartitionStopped as stop:
+                    log.error("%s", stop)
+                    report.stopped.append(partition)
+                    continue
                 report.diverged.append(partition)
         return kept
 
@@ -430,38 +589,30 @@ class BatchRunner:
                     merger.add(self.scorer.decoder(message), self.monotonic())
 
     async def _retry(self, action: Callable[[], T], report: StepReport) -> T:
-        """Run `action` until it succeeds; transient errors are logged and retried
-        with backoff (capped at 5 s), anything else propagates. It runs in a thread:
-        a store's calls block on the network, and the event loop must keep serving
-        Kafka's heartbeats and the web while they wait (one hop, ~0.1 ms, per call)."""
+        """Run the store's `action` until it succeeds (`_retry_async`). It runs in a
+        thread: a store's calls block on the network, and the event loop must keep
+        serving Kafka's heartbeats and the web while they wait (one hop, ~0.1 ms)."""
+        return await self._retry_async(lambda: asyncio.to_thread(action), report, "store")
+
+    async def _retry_async(
+        self, action: Callable[[], Awaitable[T]], report: StepReport, port: str
+    ) -> T:
+        """Await `action` until it succeeds; transient errors are logged and retried
+        with backoff (capped at 5 s), anything else propagates."""
         delay = 0.1
         while True:
             try:
-                return await asyncio.to_thread(action)
+                return await action()
             except self.transient as err:
                 report.retries += 1
-                self.on_retry("store", err)
-                log.warning("transient error (%r); retrying in %.1fs", err, delay)
+                self.on_retry(port, err)
+                log.warning("%s: transient error (%r); retrying in %.1fs", port, err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _publish(
-        self,
-        changes: Sequence[ChurnRiskChanged],
-        letters: Sequence[DeadLetter],
-        report: StepReport,
-    ) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self.sink.publish(changes, letters)
-                return
-            except self.transient as err:
-                report.retries += 1
-                self.on_retry("sink", err)
-                log.warning("publishing failed (%r); retrying in %.1fs", err, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    async def _publish(self, outputs: Sequence[Outputs], report: StepReport) -> Collection[int]:
+        """Publish the step's batches; returns the partitions fenced."""
+        return await self._retry_async(lambda: self.sink.publish(outputs), report, "sink")
 
 
 def _prepare(task: Task, batch: list[Decoded]) -> Prepared:

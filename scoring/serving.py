@@ -22,7 +22,7 @@ from scoring.merge import Decoded, InputMessage
 from scoring.model import Model
 from scoring.outcome import PartitionOutcome
 from scoring.pipeline import Scorer
-from scoring.runner import BatchRunner, run_backlog
+from scoring.runner import BatchRunner, Collector, run_backlog
 
 
 @dataclass
@@ -64,8 +64,8 @@ class ServedScores:
         )
 
 
-class _Discard:
-    async def publish(
+class _Discard(Collector):
+    def collect(
         self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
     ) -> None:
         return None

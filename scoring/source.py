@@ -16,9 +16,11 @@ the processor calls back:
   committed in the state store, so the group may commit past it;
 * `committed(partition)` and `read(topic, partition, start, end)`: the group's
   committed offsets and the log itself, to read again what lies between the state's
-  offsets and what the consumer was already given (a claim, a store that lost writes).
+  offsets and what the consumer was already given (a claim, a store that lost writes);
+* `bounds(partition)`: where each input topic's log of the partition starts and ends
+  (a claim checks the state's offsets lie within).
 
-Every method but the last two is called on the event loop and must not block.
+Every method but the last three is called on the event loop and must not block.
 """
 
 from __future__ import annotations
@@ -47,4 +49,9 @@ class Source(Protocol):
 
     async def read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
         """The messages of offsets start..end (inclusive) that the log still holds."""
+        ...
+
+    async def bounds(self, partition: int) -> Mapping[str, tuple[int, int]]:
+        """Per input topic, the partition's log start offset and end offset (the next
+        offset to be written)."""
         ...

@@ -143,3 +143,8 @@ class FaustSource:
 
     async def read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
         return await self.reader.reread(topic, partition, start, end)
+
+    async def bounds(self, partition: int) -> Mapping[str, tuple[int, int]]:
+        wanted = [(topic, partition) for topic in self.qualified]
+        found = await asyncio.to_thread(self.reader.bounds, wanted)
+        return {topic: offsets for (topic, _), offsets in found.items()}

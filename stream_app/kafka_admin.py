@@ -6,7 +6,13 @@ import time
 from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic, TopicMetadata
+from confluent_kafka.admin import (
+    AdminClient,
+    ClusterMetadata,
+    ConfigResource,
+    NewTopic,
+    TopicMetadata,
+)
 
 from schemas import topics
 from stream_app.kafka_security import KafkaConfig
@@ -19,6 +25,7 @@ ALL_TOPICS = (
     topics.CHURN_RISK_HIGH,
     topics.DEAD_LETTER,
     topics.DRIFT_ALERTS,
+    topics.BATCHES,
 )
 
 
@@ -91,19 +98,42 @@ def ensure_topics(
         if time.monotonic() > deadline:
             raise TopicLayoutError(f"topics {unseen} are not visible after {timeout}s")
         time.sleep(0.2)
+    check_timestamps(admin, prefix, timeout)
     return _input_partitions(existing, prefix)
 
 
 def input_partitions(config: KafkaConfig, prefix: str = "", timeout: float = 30.0) -> int:
     """The number of partitions of the input topics, which must exist (and agree)."""
-    _, metadata = connect_admin(config, timeout)
+    admin, metadata = connect_admin(config, timeout)
     missing = _unseen(metadata.topics, prefix)
     if missing:
         raise TopicLayoutError(
             f"the input topics {missing} do not exist: no worker has run with "
             f"CHURN_TOPIC_PREFIX={prefix!r} on this cluster"
         )
+    check_timestamps(admin, prefix, timeout)
     return _input_partitions(metadata.topics, prefix)
+
+
+def check_timestamps(admin: AdminClient, prefix: str, timeout: float) -> None:
+    """The input topics must stamp messages with the broker's clock (LogAppendTime):
+    a message's timestamp bounds how far ahead its event time may be
+    (`scoring.decoding.Limits`), and with CreateTime any producer sets it at will (a
+    topic the broker auto-created has CreateTime)."""
+    names = [topics.qualified(name, prefix) for name in topics.INPUT_TOPICS]
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    wrong = []
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        entry = future.result().get("message.timestamp.type")
+        if entry is None or entry.value != "LogAppendTime":
+            wrong.append(f"{resource.name} ({None if entry is None else entry.value})")
+    if wrong:
+        raise TopicLayoutError(
+            f"the input topics must use the broker's clock, message.timestamp.type="
+            f"LogAppendTime; these do not: {', '.join(wrong)}. Set it: kafka-configs.sh "
+            "--bootstrap-server ... --alter --entity-type topics --entity-name TOPIC "
+            "--add-config message.timestamp.type=LogAppendTime"
+        )
 
 
 def _unseen(existing: Mapping[str, TopicMetadata], prefix: str) -> list[str]:

@@ -62,6 +62,18 @@ class LogReader:
                 lag[(tp.topic.removeprefix(self.prefix), tp.partition)] = max(0, high - start)
         return lag
 
+    def bounds(
+        self, partitions: Iterable[tuple[str, int]], timeout: float = 30.0
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """Each topic-partition's log start and end offsets, asked of the brokers."""
+        with self.lock:
+            return {
+                (t, p): self.consumer.get_watermark_offsets(
+                    TopicPartition(self.prefix + t, p), timeout=timeout, cached=False
+                )
+                for t, p in partitions
+            }
+
     def read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
         """The messages of offsets start..end (inclusive) that still exist."""
         out: list[InputMessage] = []

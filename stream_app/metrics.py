@@ -94,6 +94,12 @@ RETRIES = Counter(
     "Batch steps and output deliveries retried after a Redis or Kafka error",
     ["system"],
 )
+TRANSACTIONS = Counter(
+    "churn_transactions_total",
+    "Kafka transactions of batches (one per partition per batch): committed, aborted "
+    "(and sent again) or fenced (another worker owns the partition now)",
+    ["outcome"],
+)
 STORE_REFUSALS = Counter(
     "churn_store_write_refusals_total",
     "Batch steps Redis refused to write, retried until it takes writes again: full "
@@ -163,6 +169,8 @@ def initialise(features: Iterable[str]) -> None:
         STORE_REFUSALS.labels(reason)
     for outcome in ("loaded", "refused"):
         MODEL_RELOADS.labels(outcome)
+    for outcome in ("committed", "aborted", "fenced"):
+        TRANSACTIONS.labels(outcome)
     for feature in features:
         DRIFT_ALERT.labels(feature)
         for state in (RAISED, CLEARED):

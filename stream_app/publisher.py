@@ -1,4 +1,7 @@
-"""Publishes a batch's outputs and returns once Kafka has every one of them.
+"""Publishes outputs without a transaction, and returns once Kafka has every one.
+
+The worker's batches go out in transactions (`stream_app.transactions`); this
+publisher sends the drift alerts, and the batches when exactly-once is turned off.
 
 Through Faust, each `Topic.send` costs about 100 us of Python, and aiokafka's sender
 shipped one request per message or two (bench/PROFILE.md). librdkafka takes a
@@ -16,22 +19,47 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import msgspec
 from confluent_kafka import KafkaError, Producer
 
 from schemas import ChurnRiskChanged, DeadLetter, DriftAlert, topics
+from scoring.runner import Outputs
 from stream_app import metrics
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 5.0
 
+Message = tuple[str, bytes | None, bytes]  # topic, key, value
+
+
+def output_messages(
+    changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter], prefix: str = ""
+) -> list[Message]:
+    """A batch's outputs as messages, in order: each change on `churn-risk` (and on
+    `churn-risk-high` when into HIGH), keyed by customer; then the dead letters, keyed
+    by the input's key."""
+    churn_risk = topics.qualified(topics.CHURN_RISK, prefix)
+    churn_risk_high = topics.qualified(topics.CHURN_RISK_HIGH, prefix)
+    dead_letter = topics.qualified(topics.DEAD_LETTER, prefix)
+    out: list[Message] = []
+    for change in changes:
+        key, value = change.customer_id.encode(), msgspec.json.encode(change)
+        out.append((churn_risk, key, value))
+        if change.risk == "HIGH":
+            out.append((churn_risk_high, key, value))
+    for letter in dead_letters:
+        original_key = None if letter.key is None else letter.key.encode()
+        out.append((dead_letter, original_key, msgspec.json.encode(letter)))
+    return out
+
 
 class Publisher:
-    """The worker's sink: `churn-risk`, `churn-risk-high` and the dead letters; and
-    the drift monitor's alerts, on `churn-drift-alerts`."""
+    """The drift monitor's alerts, on `churn-drift-alerts`; and, with
+    CHURN_PROCESSING_GUARANTEE=at_least_once, the worker's sink (without transactions:
+    a batch processed again after a crash is published again, with the same ids)."""
 
     def __init__(self, config: dict[str, object], prefix: str = "") -> None:
         self.producer = Producer(
@@ -46,30 +74,15 @@ class Publisher:
                 "partitioner": "murmur2_random",
             }
         )
-        self.churn_risk = topics.qualified(topics.CHURN_RISK, prefix)
-        self.churn_risk_high = topics.qualified(topics.CHURN_RISK_HIGH, prefix)
-        self.dead_letter = topics.qualified(topics.DEAD_LETTER, prefix)
+        self.prefix = prefix
         self.drift_alerts = topics.qualified(topics.DRIFT_ALERTS, prefix)
 
-    def messages(
-        self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
-    ) -> list[tuple[str, bytes | None, bytes]]:
-        out: list[tuple[str, bytes | None, bytes]] = []
-        for change in changes:
-            key, value = change.customer_id.encode(), msgspec.json.encode(change)
-            out.append((self.churn_risk, key, value))
-            if change.risk == "HIGH":
-                out.append((self.churn_risk_high, key, value))
-        for letter in dead_letters:
-            original_key = None if letter.key is None else letter.key.encode()
-            out.append((self.dead_letter, original_key, msgspec.json.encode(letter)))
-        return out
-
-    async def publish(
-        self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
-    ) -> None:
+    async def publish(self, batches: Sequence[Outputs]) -> Collection[int]:
         """Send the outputs; return when every one is acknowledged by Kafka."""
-        await self.send(self.messages(changes, dead_letters))
+        changes = [c for b in batches for c in b.changes]
+        letters = [d for b in batches for d in b.dead_letters]
+        await self.send(output_messages(changes, letters, self.prefix))
+        return ()
 
     async def publish_alerts(self, alerts: Sequence[DriftAlert]) -> None:
         """Send drift alerts, keyed by feature; return when Kafka has every one."""
@@ -77,7 +90,7 @@ class Publisher:
             [(self.drift_alerts, a.feature.encode(), msgspec.json.encode(a)) for a in alerts]
         )
 
-    async def send(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+    async def send(self, messages: Sequence[Message]) -> None:
         loop = asyncio.get_running_loop()
         unsent = list(range(len(messages)))
         delay = 0.1

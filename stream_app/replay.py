@@ -28,7 +28,7 @@ from scoring.drift import DriftConfig, DriftMonitor, DriftTally, Judgement, Memo
 from scoring.merge import InputMessage
 from scoring.model import Model
 from scoring.pipeline import Scorer
-from scoring.runner import BatchRunner, StepReport, TallySource, run_backlog
+from scoring.runner import BatchRunner, Collector, StepReport, TallySource, run_backlog
 from stream_app.partitioning import partition_of
 
 
@@ -60,7 +60,7 @@ def messages(path: Path, partitions: int) -> Iterator[InputMessage]:
             yield InputMessage(record.topic, partition, offset, key, value, record.timestamp)
 
 
-class FileSink:
+class FileSink(Collector):
     """Writes each change as a JSON line; dead letters go to stderr."""
 
     def __init__(self, out: IO[bytes]) -> None:
@@ -69,7 +69,7 @@ class FileSink:
         self.changes = 0
         self.dead_letters = 0
 
-    async def publish(
+    def collect(
         self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
     ) -> None:
         for change in changes:

@@ -116,6 +116,15 @@ def _on_off(text: str) -> bool:
     return text == "on"
 
 
+GUARANTEES = ("exactly_once", "at_least_once")
+
+
+def _guarantee(text: str) -> str:
+    if text not in GUARANTEES:
+        raise ValueError(f"must be one of {', '.join(GUARANTEES)}")
+    return text
+
+
 def _optional_time(text: str) -> datetime | None:
     if not text:
         return None
@@ -181,6 +190,14 @@ OPTIONS: dict[str, Option] = {
     ),
     "batch_wait_ms": Option(
         "CHURN_BATCH_WAIT_MS", "10", _positive_int, "longest wait to fill a batch"
+    ),
+    "processing_guarantee": Option(
+        "CHURN_PROCESSING_GUARANTEE",
+        "exactly_once",
+        _guarantee,
+        "exactly_once: each batch's outputs in one Kafka transaction, fenced (a read_committed "
+        "reader sees each change once); at_least_once: no transactions (a batch processed "
+        "again after a crash is published again, with the same ids)",
     ),
     "max_idle_ms": Option(
         "CHURN_MAX_IDLE_MS",
@@ -367,6 +384,7 @@ class Settings:
     models_dir: Path
     batch_size: int
     batch_wait_ms: int
+    processing_guarantee: str
     max_idle_ms: int
     session_timeout_seconds: int
     hysteresis: float

@@ -2,9 +2,10 @@
 
 The Faust engine (`stream_app.faust_source`) feeds the input topics to the stream
 processor (`scoring.processor`), which runs the batch runner (`scoring.runner`) over
-the Redis state store, publishes through `stream_app.publisher` and acknowledges to
-Faust what the store has committed. Faust timers run the periodic jobs
-(`stream_app.jobs`); the web views are `stream_app.web`'s.
+the Redis state store, publishes each batch in a Kafka transaction
+(`stream_app.transactions`) and acknowledges to Faust what the store has committed.
+Faust timers run the periodic jobs (`stream_app.jobs`); the web views are
+`stream_app.web`'s.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from stream_app.publisher import Publisher
 from stream_app.redis_client import RedisFull, RedisReadOnly
 from stream_app.redis_drift import RedisDriftStore
 from stream_app.settings import Settings
+from stream_app.transactions import TransactionalPublisher
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,13 @@ def build_app(
     served = ServedModel(settings.models_dir, model)
     source = FaustSource(app, prefix, LogReader(kafka_config, settings.app_id, prefix))
     publisher = Publisher({**kafka_config, "client.id": settings.app_id}, prefix)
+    transactions = (
+        TransactionalPublisher(
+            {**kafka_config, "client.id": settings.app_id}, settings.app_id, prefix
+        )
+        if settings.processing_guarantee == "exactly_once"
+        else None
+    )
     drift = settings.drift()
     scorer = Scorer(
         served,
@@ -136,7 +145,7 @@ def build_app(
     runner = BatchRunner(
         store,
         scorer,
-        publisher,
+        transactions or publisher,
         topics.INPUT_TOPICS,
         idle=settings.max_idle_ms / 1000,
         transient=TRANSIENT_ERRORS,
@@ -148,6 +157,8 @@ def build_app(
         ],
         on_retry=count_retry,
         step_limit=settings.batch_size,
+        batch_log=transactions,
+        versions=served.version,
     )
     observer = MetricsObserver(partitions)
     processor = StreamProcessor(runner, source, observer)

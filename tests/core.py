@@ -18,7 +18,7 @@ from schemas import ChurnRiskChanged, DeadLetter, topics
 from scoring.merge import InputMessage
 from scoring.model import Model
 from scoring.pipeline import Scorer
-from scoring.runner import BatchRunner, StepReport, TallySource
+from scoring.runner import BatchRunner, Collector, StepReport, TallySource
 
 PARTITIONS = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -48,14 +48,14 @@ class TransientError(Exception):
 
 
 @dataclass
-class RecordingSink:
+class RecordingSink(Collector):
     """Publishes into lists; can be told to fail the next publishes."""
 
     changes: list[ChurnRiskChanged] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     fail: int = 0
 
-    async def publish(
+    def collect(
         self, changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter]
     ) -> None:
         if self.fail:
@@ -248,3 +248,6 @@ class LogSource:
 
     async def read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
         return self.logs[(topic, partition)][start : end + 1]
+
+    async def bounds(self, partition: int) -> dict[str, tuple[int, int]]:
+        return {t: (0, len(log)) for (t, p), log in self.logs.items() if p == partition}

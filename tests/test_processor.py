@@ -13,6 +13,7 @@ import pytest
 from feature_store.store import MemoryStore
 from schemas import ChurnRiskChanged, Customer, Order, topics
 from scoring.artifact import load_model
+from scoring.batches import PartitionStopped, check_within
 from scoring.model import Model
 from scoring.processor import StreamProcessor
 from simulator.history import generate_history
@@ -132,3 +133,29 @@ def test_a_claim_reads_again_what_the_group_committed_past_the_state(
 
     everything: list[ChurnRiskChanged] = sink.changes + again.changes
     assert by_id(everything) == by_id(replayed(model, logs).changes)
+
+
+def test_a_claim_past_the_end_of_a_recreated_input_log_is_refused_and_the_partition_left_alone(
+    model: Model, logs: Log
+) -> None:
+    store, first = MemoryStore(), LogSource(logs, random.Random(5))
+    run(new_processor(model, store, RecordingSink(), source=first), first)
+    # orders-1 is recreated: its log now holds 3 messages, the store is past them.
+    recreated = {tp: log[:3] if tp == (topics.ORDERS, 1) else log for tp, log in logs.items()}
+    source = LogSource(recreated, random.Random(6))
+    processor = new_processor(model, store, RecordingSink(), source=source)
+    asyncio.run(processor.assigned(sorted(source.assigned)))
+    assert 1 not in processor.runner.partitions
+    assert "orders-1 through offset" in processor.runner.stopped[1]
+    assert "its log ends at 2: the topic was recreated" in processor.runner.stopped[1]
+    assert {(t, 1) for t in topics.INPUT_TOPICS} <= source.paused  # left alone
+    assert {0, 2, 3} <= set(processor.runner.partitions)
+
+
+def test_offsets_must_lie_within_the_input_logs() -> None:
+    check_within(0, {"orders": 9}, {"orders": (0, 10)})
+    check_within(0, {}, {"orders": (5, 10)})  # never processed: from the log's start
+    with pytest.raises(PartitionStopped, match="log ends at 2: the topic was recreated"):
+        check_within(0, {"orders": 9}, {"orders": (0, 3)})
+    with pytest.raises(PartitionStopped, match=r"offsets 5\.\.6 were deleted"):
+        check_within(0, {"orders": 4}, {"orders": (7, 20)})

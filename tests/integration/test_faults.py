@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from confluent_kafka.admin import AdminClient
 
 from feature_store.keys import Keys
 from feature_store.redis_store import RedisStateStore
@@ -294,3 +295,36 @@ def test_a_worker_whose_redis_is_full_then_read_only_stays_up_and_resumes_when_i
     values = [json.loads(m.value()) for m in changes]
     assert len({c["event_id"] for c in values}) == len(values) == 3, values
     assert transitions(values) == QUIET_THEN_BACK
+
+
+def test_a_recreated_input_topic_is_refused_at_the_claim_with_a_message_and_the_worker_stays_up(
+    worker_env: dict[str, str], kafka_bootstrap: str, models: Path, tmp_path: Path
+) -> None:
+    prefix = worker_env["CHURN_TOPIC_PREFIX"]
+    env = {**worker_env, "CHURN_MODELS_DIR": str(models)}
+    events = list(generate_history(300, seed=23, days=60).events_in_time_order())
+    ensure_topics({"bootstrap.servers": kafka_bootstrap}, PARTITIONS, prefix)
+    produce(kafka_bootstrap, [(prefix + t, e.customer_id, encode(e)) for t, e in events])
+    worker = Worker(env, tmp_path / "before.log")
+    worker.start()
+    orders = prefix + topics.ORDERS
+    try:
+        wait_until(lambda: worker.metric("churn_events_total") >= len(events), "busy", worker, 90)
+    finally:
+        worker.stop()
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.delete_topics([orders])[orders].result()
+    wait_until(lambda: orders not in admin.list_topics(timeout=10).topics, "deleted", worker)
+    ensure_topics({"bootstrap.servers": kafka_bootstrap}, PARTITIONS, prefix)
+    worker = Worker(env, tmp_path / "after.log")
+    worker.start()
+    try:
+        wait_until(lambda: "the topic was recreated" in worker.log(), "no refusal", worker, 60)
+        time.sleep(2)
+        assert worker.process is not None and worker.process.poll() is None, "it stopped"
+    finally:
+        worker.stop()
+    refusal = re.search(r"partition \d+: the state store has processed .*", worker.log())
+    assert refusal is not None
+    assert orders.removeprefix(prefix) in refusal.group(0)
+    assert "README, 'When a claim is refused'" in refusal.group(0)
