@@ -78,6 +78,9 @@ class RedisStateStore:
                 raise reply
         return list(replies[: len(calls)]), replies[len(calls) :]
 
+    def epoch(self, partition: int) -> int:
+        return int(self.client.hget(self.keys.meta(partition), "epoch") or 0)
+
     def claim(self, partition: int) -> Claim:
         meta = self.keys.meta(partition)
         # No MULTI needed: once the epoch is raised no other worker can write here, so

@@ -128,6 +128,10 @@ class StateStore(Protocol):
 
     def claim(self, partition: int) -> Claim: ...
 
+    def epoch(self, partition: int) -> int:
+        """The partition's current epoch (0: never claimed)."""
+        ...
+
     def begin(self, batches: Collection[Begin]) -> dict[int, Begun]:
         """Record each batch about to be processed, fenced by the epoch (the next
         owner processes exactly that batch first, should this one stop), and read
@@ -184,6 +188,9 @@ class MemoryStore:
 
     def _of(self, partition: int) -> _Partition:
         return self.partitions.setdefault(partition, _Partition())
+
+    def epoch(self, partition: int) -> int:
+        return self._of(partition).epoch
 
     def claim(self, partition: int) -> Claim:
         p = self._of(partition)

@@ -452,7 +452,9 @@ class BatchRunner:
                 for p, o in outcomes.items()
             ]
             fenced = await self._publish(outputs, report)
-            verdicts = {p: "fenced" if p in fenced else "committed" for p in outcomes}
+            verdicts = {p: "committed" for p in outcomes}
+            for p in fenced:
+                verdicts[p] = await self._fenced_in_kafka(p, owned[p], report)
             outcomes = await self._settle(outcomes, owned, released, verdicts, report)
         durable_at = self.wall()
         encoded = {p: _changed(o) for p, o in outcomes.items()}
@@ -484,6 +486,17 @@ class BatchRunner:
                 report.done[(topic, partition)] = offset
             report.outcomes.append(outcome)
             report.latencies.extend(latencies(released[partition], durable_at))
+
+    async def _fenced_in_kafka(self, partition: int, task: Task, report: StepReport) -> Verdict:
+        """A batch whose transaction was fenced: by a newer owner (the store's epoch has
+        moved on too), or by a worker whose claim the store already refuses (two claims
+        crossed in a rebalance: the store's epoch says who owns the partition). Only
+        the newer owner takes it again, fencing the other's producer in turn."""
+        epoch = await self._retry(lambda: self.store.epoch(partition), report)
+        if epoch != task.claim.epoch:
+            return "fenced"
+        log.warning("partition %d: its producer was fenced by a stale claim", partition)
+        return "diverged"
 
     def _record(
         self, task: Task, outcome: PartitionOutcome, model: Model, policy: RiskPolicy
@@ -554,8 +567,9 @@ class BatchRunner:
                 kept[partition] = outcome
             else:
                 log.warning(
-                    "partition %d: the store lost writes; reading it again from its "
-                    "recorded offsets",
+                    "partition %d: claiming it again and reading its input again from the "
+                    "recorded offsets (the store lost writes, or a stale claim fenced its "
+                    "producer)",
                     partition,
                 )
                 try:

@@ -13,7 +13,8 @@ import dataclasses
 import random
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -29,6 +30,7 @@ from scoring.merge import Decoded, InputMessage
 from scoring.model import Model
 from scoring.outcome import PartitionOutcome
 from scoring.performance import TALLY, figures, performance_tally
+from scoring.runner import Outputs
 from simulator.history import generate_history
 from tests.core import (
     FakeKafka,
@@ -543,3 +545,35 @@ def test_a_state_a_batch_only_read_is_left_exactly_as_it_was(model: Model, logs:
     runner.scorer.process = checked  # type: ignore[method-assign]
     drive(runner, FakeKafka(logs, random.Random(12), chunk=8))
     assert unchanged > 100
+
+
+@dataclass
+class FencedOnce(RecordingSink):
+    """A sink whose next transaction of `partition` is fenced, as when a worker whose
+    claim the store already refuses initialised its producer after ours."""
+
+    partition: int = 0
+    fences: int = 1
+
+    async def publish(self, batches: Sequence[Outputs]) -> Collection[int]:
+        if self.fences and any(b.partition == self.partition for b in batches):
+            self.fences -= 1
+            kept = [b for b in batches if b.partition != self.partition]
+            await super().publish(kept)
+            return {self.partition}
+        return await super().publish(batches)
+
+
+def test_the_owner_whose_producer_a_stale_claim_fenced_takes_the_partition_again(
+    model: Model, logs: Log, caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = replayed(model, logs)
+    store, sink = MemoryStore(), FencedOnce()
+    stale = make_runner(store, model, RecordingSink())  # claims crossed: this one lost
+    kafka = FakeKafka(logs, random.Random(12))
+    owner = make_runner(store, model, sink, kafka)
+    drive(owner, kafka)
+    assert sink.fences == 0 and not owner.fenced, "the owner gave the partition up"
+    assert "partition 0: its producer was fenced by a stale claim" in caplog.text
+    assert by_id(sink.changes) == by_id(expected.changes)
+    assert stale.tasks[0].claim.epoch < store.epoch(0)  # its next begin is refused

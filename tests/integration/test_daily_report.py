@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.daily import DailyCounts, tally_name
 from simulator.history import generate_history
 from tests.integration.outputs import PARTITIONS, stream_in_background
-from tests.support import ROOT, Worker, consume, produce
+from tests.support import ROOT, Worker, produce
 
 pytestmark = pytest.mark.integration
 
@@ -48,17 +48,33 @@ def counted(store: RedisStateStore, days: list[date]) -> DailyCounts:
 
 
 def everything_on(bootstrap: str, topic: str) -> list[Any]:
-    """Every message on `topic` now (up to its high watermarks)."""
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{time.monotonic_ns()}"})
+    """Every message a read_committed reader finds on `topic` now: read from the start
+    to the end of each partition (transaction markers take offsets too)."""
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"probe-{time.monotonic_ns()}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    messages: list[Any] = []
+    ended: set[int] = set()
+    deadline = time.monotonic() + 60
     try:
-        total = sum(
-            probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(PARTITIONS)
-        )
+        while len(ended) < PARTITIONS:
+            assert time.monotonic() < deadline, f"{topic}: no end after 60 s"
+            message = reader.poll(1.0)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                messages.append(message)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                ended.add(message.partition())
     finally:
-        probe.close()
-    messages = consume(bootstrap, [topic], lambda seen: len(seen) >= total, timeout=60)
-    assert len(messages) == total, f"read {len(messages)} of {total} messages on {topic}"
+        reader.close()
     return messages
 
 
