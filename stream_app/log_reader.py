@@ -31,6 +31,8 @@ class LogReader:
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",
+                # A claim or a recovery waits on each read: don't let fetches idle.
+                "fetch.wait.max.ms": 10,
             }
         )
         self.prefix = prefix

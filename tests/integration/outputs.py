@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from confluent_kafka import Consumer, TopicPartition
 
 from feature_store.definitions import FEATURE_NAMES, FeatureParams, feature_matrix
 from feature_store.offline import History, features_as_of
@@ -59,8 +60,12 @@ def stream_in_background(
     return thread, done
 
 
-def consume_all_changes(bootstrap: str, prefix: str, quiet: float = 15) -> list[dict]:
-    """Every change on `churn-risk`, once nothing new has come for `quiet` seconds."""
+def consume_all_changes(
+    bootstrap: str, prefix: str, quiet: float = 15, store: RedisStateStore | None = None
+) -> list[dict]:
+    """Every change on `churn-risk`, once nothing new has come for `quiet` seconds and,
+    given the worker's `store`, once it has committed every input message (a worker
+    computing again batches committed in Kafka publishes nothing for a while)."""
     seen: list[dict] = []
     quiet_since = time.monotonic()
     deadline = time.monotonic() + 300
@@ -69,9 +74,27 @@ def consume_all_changes(bootstrap: str, prefix: str, quiet: float = 15) -> list[
         if len(batch) > len(seen):
             seen = [json.loads(m.value()) for m in batch]
             quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > quiet:
+        elif time.monotonic() - quiet_since > quiet and (
+            store is None or stored_through_the_end(bootstrap, prefix, store)
+        ):
             return seen
-    raise AssertionError("the worker kept publishing for 5 minutes")
+    raise AssertionError("the worker kept publishing (or committing) for 5 minutes")
+
+
+def stored_through_the_end(bootstrap: str, prefix: str, store: RedisStateStore) -> bool:
+    """The store has committed every message of the input topics."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    try:
+        for partition in range(PARTITIONS):
+            offsets = store.offsets(partition)
+            for topic in topics.INPUT_TOPICS:
+                tp = TopicPartition(prefix + topic, partition)
+                low, high = probe.get_watermark_offsets(tp, timeout=10, cached=False)
+                if high > low and offsets.get(topic, -1) < high - 1:
+                    return False
+        return True
+    finally:
+        probe.close()
 
 
 def comparable(change: dict) -> str:

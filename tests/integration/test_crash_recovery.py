@@ -92,7 +92,9 @@ def test_outputs_and_features_are_exact_after_the_worker_is_killed_mid_stream(
             worker = Worker(env, tmp_path / "worker.log")
             worker.start()
         streamer.join(180)
-        live = consume_all_changes(kafka_bootstrap, prefix)
+        live = consume_all_changes(
+            kafka_bootstrap, prefix, store=RedisStateStore(client, namespace)
+        )
         redelivered += worker.metric('churn_events_total{outcome="redelivered"}')
     finally:
         worker.stop()

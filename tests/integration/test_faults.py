@@ -110,6 +110,10 @@ def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_l
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()
     try:
+        # Well into the backlog, so that the AOF cut below loses batches' commits.
+        wait_until(
+            lambda: worker.metric("churn_transactions_total") >= 40, "no batches", worker, 90
+        )
         wait_for_batch_in_flight(client, namespace)
         os.kill(broker, signal.SIGSTOP)  # mid-publish: the batch waits for its acks
         time.sleep(BROKER_STALL_SECONDS)
@@ -118,7 +122,9 @@ def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_l
         own.kill()  # the machine dies: what was not fsynced is lost
         cut = own.truncate_aof(keep=0.6)
         own.start()
-        live = consume_all_changes(kafka_bootstrap, prefix)
+        live = consume_all_changes(
+            kafka_bootstrap, prefix, store=RedisStateStore(client, namespace)
+        )
     finally:
         os.kill(broker, signal.SIGCONT)
         worker.stop()
@@ -182,7 +188,7 @@ def test_a_worker_stopped_past_its_session_timeout_cannot_commit_when_it_resumes
         time.sleep(10)
         fenced = stalled.metric("churn_fenced_batches_total")
         streamer.join(300)
-        live = consume_all_changes(kafka_bootstrap, prefix)
+        live = consume_all_changes(kafka_bootstrap, prefix, store=store)
     finally:
         if stalled.process is not None and stalled.process.poll() is None:
             stalled.process.send_signal(signal.SIGCONT)

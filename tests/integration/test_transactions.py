@@ -142,7 +142,7 @@ def test_kills_while_publishing_and_while_committing_leave_each_change_once_in_o
             wait_for_recoveries(worker, ahead)
             wait_until_busy(worker)
             recovered += ahead
-        live = consume_all_changes(kafka_bootstrap, prefix)
+        live = consume_all_changes(kafka_bootstrap, prefix, store=store)
     finally:
         os.kill(broker, signal.SIGCONT)
         worker.stop()
