@@ -177,6 +177,16 @@ class RedisStateStore:
         states = _states(ids, replies[1]) if ids else {}
         return states, None if replies[0] is None else float(replies[0])
 
+    def stream_times(self, partitions: Collection[int]) -> dict[int, float | None]:
+        """Each partition's committed stream time (None: no event yet)."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.hget(self.keys.meta(partition), "st")
+        replies = pipe.execute()
+        return {
+            p: None if t is None else float(t) for p, t in zip(partitions, replies, strict=True)
+        }
+
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
         total: dict[str, float] = {}
         for part in read_tallies(self.client, self.keys, partitions, [name])[0]:

@@ -18,6 +18,7 @@ from schemas.events import (
     Reason,
     RiskLevel,
     SupportTicket,
+    Tick,
     Trigger,
 )
 from schemas.generate import SCHEMA_DIR, generate_schema, schema_path
@@ -41,6 +42,7 @@ __all__ = [
     "Reason",
     "RiskLevel",
     "SupportTicket",
+    "Tick",
     "Trigger",
     "generate_schema",
     "schema_path",

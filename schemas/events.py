@@ -250,6 +250,21 @@ class BatchRecord(msgspec.Struct, frozen=True):
     schema_version: Literal[1] = 1
 
 
+class Tick(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Time passed on a quiet input partition (internal topic `churn-ticks`, written
+    by the worker into that partition, no key).
+
+    A partition's stream time moves with its own events only, so one that receives
+    none would hold back its customers' inactivity rescores and the group's drift
+    watermark. A tick carries the latest stream time any partition has reached, and
+    moves the partition's there; being in the log, a replay meets it where the live
+    run did.
+    """
+
+    stream_time: UtcTime
+    schema_version: Literal[1] = 1
+
+
 INPUT_EVENTS: dict[str, type[msgspec.Struct]] = {
     "orders": Order,
     "support-tickets": SupportTicket,
@@ -269,4 +284,5 @@ SCHEMA_FILES: dict[str, type[msgspec.Struct]] = {
     "dead-letter": DeadLetter,
     "drift-alerts": DriftAlert,
     "batches": BatchRecord,
+    "ticks": Tick,
 }

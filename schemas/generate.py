@@ -61,6 +61,13 @@ CHANNELS: dict[str, tuple[str, str, str, str]] = {
         "send",
         "input partition",
     ),
+    topics.TICKS: (
+        "ticks",
+        "Internal: time passing on a quiet input partition, written by the worker into "
+        "that partition and read with its inputs",
+        "send",
+        "none (the input partition is the tick's)",
+    ),
 }
 
 

@@ -16,6 +16,14 @@ BATCHES = "churn-batches"
 # before an order or ticket of the same instant (`scoring.merge`).
 INPUT_TOPICS = (CUSTOMERS, ORDERS, SUPPORT_TICKETS)
 
+# Internal: time passing on quiet input partitions (`schemas.Tick`), co-partitioned
+# with the inputs and read with them.
+TICKS = "churn-ticks"
+
+# What the task of partition p reads: its inputs, and its ticks after an input event
+# of the same instant.
+SOURCE_TOPICS = (*INPUT_TOPICS, TICKS)
+
 # Hours of batch records the batch log keeps whole (`BatchRecord`).
 BATCH_LOG_HOURS = 1
 
@@ -27,6 +35,7 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     CUSTOMERS: {**_APPEND_TIME, "cleanup.policy": "compact"},
     ORDERS: _APPEND_TIME,
     SUPPORT_TICKETS: _APPEND_TIME,
+    TICKS: _APPEND_TIME,
     # A few alerts a day at most: keep a year of them, for looking back.
     DRIFT_ALERTS: {"retention.ms": str(365 * 24 * 3600 * 1000)},
     # Compaction keeps each partition's last batch for good, and every batch for an

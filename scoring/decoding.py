@@ -1,10 +1,11 @@
 """What an input message may be: its contract, its key, its size and its times.
 
 Every message the worker reads comes through `InputDecoder`, which turns it into
-an event with its event time, an erasure (a tombstone on `customers`), or a
-reason it cannot be processed (then it is dead-lettered and the partition moves
-on). Nothing here can raise on any input: whatever a producer, buggy or hostile,
-puts on a topic becomes one of the three.
+an event with its event time, an erasure (a tombstone on `customers`), a tick
+(`schemas.Tick`: time passing on a quiet partition), or a reason it cannot be
+processed (then it is dead-lettered and the partition moves on). Nothing here can
+raise on any input: whatever a producer, buggy or hostile, puts on a topic becomes
+one of these.
 
 The bounds that depend on the deployment are `Limits`; the contracts' own bounds
 (amounts, lengths, list sizes) are in `schemas.events`.
@@ -26,7 +27,7 @@ import msgspec.inspect
 import numpy as np
 
 from feature_store.online import event_time
-from schemas import INPUT_EVENTS, DeadLetter, topics
+from schemas import INPUT_EVENTS, DeadLetter, Tick, topics
 from schemas.events import MAX_ID_LENGTH
 from scoring.merge import Decoded, InputMessage
 
@@ -92,6 +93,7 @@ class Erasure:
 
 
 _DECODERS = {topic: msgspec.json.Decoder(event_type) for topic, event_type in INPUT_EVENTS.items()}
+_TICKS = msgspec.json.Decoder(Tick)
 
 
 # The date fields of each input event: every one is bounded, not only the event time.
@@ -156,15 +158,17 @@ class InputDecoder:
 
     def _decode(self, message: InputMessage) -> Decoded:
         limits = self.limits
-        decoder = _DECODERS.get(message.topic)
-        if decoder is None:
-            raise _Refused("unknown_topic", f"no event contract for topic {message.topic!r}")
         size = len(message.key or b"") + len(message.value or b"")
         if size > limits.max_message_bytes:
             raise _Refused(
                 "too_large",
                 f"message of {size} bytes exceeds the limit of {limits.max_message_bytes} bytes",
             )
+        if message.topic == topics.TICKS:
+            return self._tick(message)
+        decoder = _DECODERS.get(message.topic)
+        if decoder is None:
+            raise _Refused("unknown_topic", f"no event contract for topic {message.topic!r}")
         key = self._key(message)
         if message.value is None:
             if message.topic != topics.CUSTOMERS:
@@ -193,6 +197,18 @@ class InputDecoder:
             if value is not None and not earliest <= value.timestamp() <= latest:
                 _refuse_time(name, value, earliest, latest)
         return Decoded(message, event, event_time(message.topic, event))
+
+    def _tick(self, message: InputMessage) -> Decoded:
+        """A tick: its time bounded as an event's is (a tick cannot move a partition
+        further ahead than an event could)."""
+        if message.value is None:
+            raise _Refused("tombstone", f"a tombstone on {message.topic} is not a tick")
+        tick = _TICKS.decode(message.value)
+        earliest = self.limits.min_event_time
+        latest = (message.timestamp or self.clock()) + self.limits.max_clock_skew
+        if not earliest <= tick.stream_time.timestamp() <= latest:
+            _refuse_time("stream_time", tick.stream_time, earliest, latest)
+        return Decoded(message, tick, tick.stream_time.timestamp())
 
     def _key(self, message: InputMessage) -> str:
         if message.key is None:

@@ -322,6 +322,10 @@ class Threshold:
     clear_below: float
 
 
+# How long a tally nobody judges lives on (`DriftConfig.ttl`).
+TALLY_BACKSTOP_SECONDS = 28 * 24 * 3600
+
+
 @dataclass(frozen=True)
 class DriftConfig:
     """The monitor's settings (CHURN_DRIFT_* in stream_app/settings.py)."""
@@ -359,10 +363,12 @@ class DriftConfig:
 
     @property
     def ttl(self) -> int:
-        """How long a slice's tally is kept after its last change: two windows, so a
-        group running behind the live edge still finds it when its last window is judged
-        (the judge also deletes the slices no window needs any more)."""
-        return 2 * self.window_seconds
+        """How long, by the wall clock, a slice's tally is kept after its last change:
+        a backstop only. Retention is in event time: the judge deletes each slice once
+        the watermark has left every window that needs it, however long that takes, so
+        a group stalled for days loses nothing. The TTL clears what no judge will read
+        again (a retired model version's slices): four weeks, or two windows if longer."""
+        return max(2 * self.window_seconds, TALLY_BACKSTOP_SECONDS)
 
     def thresholds(self, subject: str) -> tuple[Threshold, ...]:
         """What a subject's alert is judged by: PSI, and for some the mean shift."""

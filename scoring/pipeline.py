@@ -47,7 +47,7 @@ from feature_store.online import (
     InputError,
     apply_event,
 )
-from schemas import ChurnRiskChanged, Reason, Trigger
+from schemas import ChurnRiskChanged, Reason, Tick, Trigger
 from scoring.decoding import Erasure, InputDecoder
 from scoring.inactivity import first_due, next_due, rungs
 from scoring.merge import Decoded, InputMessage
@@ -59,8 +59,9 @@ from scoring.samples import Sample, churned, decode_sample, first_of_week, horiz
 TOP_REASONS = 3
 INACTIVITY = Trigger(kind="inactivity")
 ERASED = "erased"
+TICKED = "ticked"  # a tick (`schemas.Tick`) moved the partition's stream time
 DEAD_LETTER = "dead_letter"
-OUTCOMES = (APPLIED, DUPLICATE, LATE, ERASED, DEAD_LETTER)
+OUTCOMES = (APPLIED, DUPLICATE, LATE, ERASED, TICKED, DEAD_LETTER)
 
 
 def utc(ts: float) -> datetime:
@@ -362,6 +363,9 @@ class _Batch:
         now = outcome.stream_time
         self.fire_timers(now)
         self.decide(now)
+        if isinstance(event, Tick):
+            outcome.counts[message.topic, TICKED] += 1
+            return  # time passed: nothing else happened
         customer_id: str = event.customer_id  # type: ignore[attr-defined]
         state = self.state_of(customer_id, message)
         seen_before = state.seen

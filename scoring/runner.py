@@ -48,7 +48,7 @@ from feature_store.store import (
     added,
     sample_customer,
 )
-from schemas import BatchRecord, ChurnRiskChanged, DeadLetter
+from schemas import BatchRecord, ChurnRiskChanged, DeadLetter, Tick
 from scoring.batches import (
     BatchLog,
     PartitionStopped,
@@ -636,7 +636,8 @@ def _prepare(task: Task, batch: list[Decoded]) -> Prepared:
     for decoded in batch:
         offsets[decoded.message.topic] = decoded.message.offset
         if decoded.event is not None:
-            customers[decoded.event.customer_id] = None  # type: ignore[attr-defined]
+            if not isinstance(decoded.event, Tick):
+                customers[decoded.event.customer_id] = None  # type: ignore[attr-defined]
             if not math.isinf(decoded.time) and (stream_time is None or decoded.time > stream_time):
                 stream_time = decoded.time
     due, samples = [], []

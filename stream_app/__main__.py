@@ -24,6 +24,7 @@ from scoring.artifact import ArtifactError, load_model
 from stream_app import kafka_security
 from stream_app.kafka_admin import (
     KafkaAuthenticationError,
+    Replication,
     TopicLayoutError,
     ensure_topics,
     input_partitions,
@@ -70,7 +71,10 @@ def open_topics(settings: Settings, create: bool) -> int:
     config = kafka_security.confluent_config(settings)
     try:
         if create:
-            return ensure_topics(config, settings.partitions, settings.topic_prefix, 15)
+            replication = Replication(settings.replication_factor, settings.min_insync_replicas)
+            return ensure_topics(
+                config, settings.partitions, settings.topic_prefix, 15, replication
+            )
         return input_partitions(config, settings.topic_prefix, 15)
     except KafkaAuthenticationError as err:
         fail(

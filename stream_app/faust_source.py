@@ -41,7 +41,7 @@ class FaustSource:
     def __init__(self, app: faust.App, prefix: str, reader: LogReader) -> None:
         self.app = app
         self.reader = reader
-        self.logical = {topics.qualified(name, prefix): name for name in topics.INPUT_TOPICS}
+        self.logical = {topics.qualified(name, prefix): name for name in topics.SOURCE_TOPICS}
         self.qualified = {name: full for full, name in self.logical.items()}
         # Events delivered and not yet acknowledged, per topic-partition, in order.
         self.pending: dict[TP, deque[EventT]] = {}

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import redis
 
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
+from scoring import ticks
 from scoring.artifact import ServedModel
 from scoring.drift import STATISTICS, AlertBook, DriftConfig, DriftMonitor, Judgement
 from scoring.model import Model
@@ -24,6 +25,8 @@ from stream_app.observer import MetricsObserver
 from stream_app.publisher import Publisher
 
 log = logging.getLogger(__name__)
+
+WATERMARKS_TIMEOUT_SECONDS = 5.0
 
 
 class LagMonitor:
@@ -38,7 +41,7 @@ class LagMonitor:
         self.runner = runner
         self.observer = observer
         self.timeout = timeout
-        self.inputs = [(t, p) for t in topics.INPUT_TOPICS for p in range(observer.partitions)]
+        self.inputs = [(t, p) for t in topics.SOURCE_TOPICS for p in range(observer.partitions)]
 
     async def tick(self) -> None:
         self.observer.stream_time(self.runner)
@@ -96,6 +99,55 @@ class ModelReloader:
             self.on_loaded(self.served())
         else:
             log.error(message)
+
+
+class Ticker:
+    """Moves time on the quiet partitions this worker owns: a tick into each
+    (`scoring.ticks`), so their customers' inactivity rescores and the group's drift
+    watermark follow the rest of the group."""
+
+    def __init__(
+        self,
+        runner: BatchRunner,
+        store: RedisStateStore,
+        reader: LogReader,
+        publisher: Publisher,
+        partitions: int,
+        gap: float,
+    ) -> None:
+        self.runner = runner
+        self.store = store
+        self.reader = reader  # the lag monitor's: watermarks only, never a long read
+        self.publisher = publisher
+        self.partitions = range(partitions)
+        self.gap = gap
+        self.before: dict[int, float | None] = {}  # owned stream times, last round
+
+    async def tick(self) -> None:
+        owned = self.runner.stream_times()
+        try:
+            group = await asyncio.to_thread(self.store.stream_times, self.partitions)
+            caught_up = await asyncio.to_thread(self._caught_up, owned)
+            due = ticks.due(owned, self.before, caught_up, group, self.gap)
+            self.before = owned
+            if due:
+                await self.publisher.send_ticks(due)
+                log.info("ticked quiet partitions %s to the group's stream time", sorted(due))
+                metrics.TICKS.inc(len(due))
+        except Exception as err:  # the next round looks again
+            log.warning("ticks not written: %r", err)
+            metrics.ERRORS.labels("kafka").inc()
+
+    def _caught_up(self, owned: Mapping[int, float | None]) -> list[int]:
+        """The owned partitions whose every topic-partition is processed to its end."""
+        wanted = [(t, p) for p in owned for t in topics.SOURCE_TOPICS]
+        ends = self.reader.bounds(wanted, WATERMARKS_TIMEOUT_SECONDS)
+        runner = self.runner
+        return [
+            p
+            for p in owned
+            if all(runner.committed(t, p) + 1 >= ends[t, p][1] for t in topics.SOURCE_TOPICS)
+        ]
 
 
 class DriftJudge:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
@@ -17,6 +19,8 @@ from confluent_kafka.admin import (
 from schemas import topics
 from stream_app.kafka_security import KafkaConfig
 
+log = logging.getLogger(__name__)
+
 # Profiles are upserts: compaction keeps the latest per customer forever.
 TOPIC_CONFIGS = topics.TOPIC_CONFIGS
 ALL_TOPICS = (
@@ -26,6 +30,7 @@ ALL_TOPICS = (
     topics.DEAD_LETTER,
     topics.DRIFT_ALERTS,
     topics.BATCHES,
+    topics.TICKS,
 )
 
 
@@ -65,8 +70,25 @@ def connect_admin(config: dict[str, object], timeout: float) -> tuple[AdminClien
                 raise
 
 
+@dataclass(frozen=True)
+class Replication:
+    """How the topics the worker creates are replicated; None: the broker's default
+    (`default.replication.factor`, `min.insync.replicas`)."""
+
+    factor: int | None = None
+    min_insync: int | None = None
+
+
+# Below these a broker lost can lose acknowledged messages, or stop the writes.
+SAFE_FACTOR, SAFE_MIN_INSYNC = 3, 2
+
+
 def ensure_topics(
-    config: KafkaConfig, partitions: int, prefix: str = "", timeout: float = 30.0
+    config: KafkaConfig,
+    partitions: int,
+    prefix: str = "",
+    timeout: float = 30.0,
+    replication: Replication = Replication(),
 ) -> int:
     """Create any of the product's topics that do not exist yet; returns the number of
     partitions of the input topics, which must all have the same: partition p of each
@@ -76,8 +98,12 @@ def ensure_topics(
     (`stream_app.kafka_security.confluent_config`)."""
     admin, metadata = connect_admin(config, timeout)
     existing = metadata.topics
+    if not _unseen(existing, prefix, topics.INPUT_TOPICS):
+        # Partition p of every topic read together holds the same customers: a topic
+        # added later (the ticks) takes the inputs' count, not the setting's.
+        partitions = _input_partitions(existing, prefix, topics.INPUT_TOPICS)
     missing = [
-        NewTopic(topics.qualified(name, prefix), partitions, 1, config=TOPIC_CONFIGS.get(name, {}))
+        _new_topic(name, prefix, partitions, replication)
         for name in ALL_TOPICS
         if topics.qualified(name, prefix) not in existing
     ]
@@ -86,8 +112,15 @@ def ensure_topics(
             try:
                 future.result()
             except KafkaException as err:
-                if "TOPIC_ALREADY_EXISTS" not in str(err):
-                    raise
+                if "TOPIC_ALREADY_EXISTS" in str(err):
+                    continue
+                if "REPLICATION_FACTOR" in str(err):
+                    raise TopicLayoutError(
+                        f"cannot create the topics with replication factor "
+                        f"{replication.factor} on {len(metadata.brokers)} broker(s) ({err}): "
+                        "lower CHURN_REPLICATION_FACTOR, or leave it unset for the broker's"
+                    ) from None
+                raise
     # A topic just created can take a moment to show in the metadata.
     deadline = time.monotonic() + timeout
     while True:
@@ -99,7 +132,42 @@ def ensure_topics(
             raise TopicLayoutError(f"topics {unseen} are not visible after {timeout}s")
         time.sleep(0.2)
     check_timestamps(admin, prefix, timeout)
+    warn_replication(admin, prefix, timeout)
     return _input_partitions(existing, prefix)
+
+
+def _new_topic(name: str, prefix: str, partitions: int, replication: Replication) -> NewTopic:
+    settings = dict(TOPIC_CONFIGS.get(name, {}))
+    if replication.min_insync is not None:
+        settings["min.insync.replicas"] = str(replication.min_insync)
+    factor = -1 if replication.factor is None else replication.factor  # -1: the broker's
+    return NewTopic(topics.qualified(name, prefix), partitions, factor, config=settings)
+
+
+def warn_replication(admin: AdminClient, prefix: str, timeout: float) -> list[str]:
+    """Log (and return) the product's topics replicated less than production wants:
+    a replication factor below 3, or min.insync.replicas below 2."""
+    names = [topics.qualified(name, prefix) for name in ALL_TOPICS]
+    metadata = admin.list_topics(timeout=timeout).topics
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names if n in metadata]
+    weak = []
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        entry = future.result().get("min.insync.replicas")
+        min_insync = int(entry.value) if entry is not None else 1
+        factor = min(len(p.replicas) for p in metadata[resource.name].partitions.values())
+        if factor < SAFE_FACTOR or min_insync < SAFE_MIN_INSYNC:
+            weak.append(f"{resource.name} ({factor}/{min_insync})")
+    if weak:
+        log.warning(
+            "topics replicated below %d/%d (replication factor/min.insync.replicas), where "
+            "a broker lost loses acknowledged messages; fine for a demo, not for "
+            "production: %s. Set CHURN_REPLICATION_FACTOR and CHURN_MIN_INSYNC_REPLICAS "
+            "(new topics), or kafka-reassign-partitions and kafka-configs (existing ones)",
+            SAFE_FACTOR,
+            SAFE_MIN_INSYNC,
+            ", ".join(weak),
+        )
+    return weak
 
 
 def input_partitions(config: KafkaConfig, prefix: str = "", timeout: float = 30.0) -> int:
@@ -112,6 +180,7 @@ def input_partitions(config: KafkaConfig, prefix: str = "", timeout: float = 30.
             f"CHURN_TOPIC_PREFIX={prefix!r} on this cluster"
         )
     check_timestamps(admin, prefix, timeout)
+    warn_replication(admin, prefix, timeout)
     return _input_partitions(metadata.topics, prefix)
 
 
@@ -120,7 +189,7 @@ def check_timestamps(admin: AdminClient, prefix: str, timeout: float) -> None:
     a message's timestamp bounds how far ahead its event time may be
     (`scoring.decoding.Limits`), and with CreateTime any producer sets it at will (a
     topic the broker auto-created has CreateTime)."""
-    names = [topics.qualified(name, prefix) for name in topics.INPUT_TOPICS]
+    names = [topics.qualified(name, prefix) for name in topics.SOURCE_TOPICS]
     resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
     wrong = []
     for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
@@ -136,17 +205,19 @@ def check_timestamps(admin: AdminClient, prefix: str, timeout: float) -> None:
         )
 
 
-def _unseen(existing: Mapping[str, TopicMetadata], prefix: str) -> list[str]:
-    """The input topics the metadata does not show with their partitions."""
-    names = [topics.qualified(name, prefix) for name in topics.INPUT_TOPICS]
+def _unseen(
+    existing: Mapping[str, TopicMetadata], prefix: str, names: Sequence[str] = topics.SOURCE_TOPICS
+) -> list[str]:
+    """The topics (by default those read together) the metadata does not show with
+    their partitions."""
+    names = [topics.qualified(name, prefix) for name in names]
     return [name for name in names if not getattr(existing.get(name), "partitions", None)]
 
 
-def _input_partitions(existing: Mapping[str, TopicMetadata], prefix: str) -> int:
-    counts = {
-        name: len(existing[topics.qualified(name, prefix)].partitions)
-        for name in topics.INPUT_TOPICS
-    }
+def _input_partitions(
+    existing: Mapping[str, TopicMetadata], prefix: str, names: Sequence[str] = topics.SOURCE_TOPICS
+) -> int:
+    counts = {name: len(existing[topics.qualified(name, prefix)].partitions) for name in names}
     if len(set(counts.values())) != 1:
         raise TopicLayoutError(
             f"the input topics must have the same number of partitions, found {counts}: "

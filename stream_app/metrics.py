@@ -94,6 +94,11 @@ RETRIES = Counter(
     "Batch steps and output deliveries retried after a Redis or Kafka error",
     ["system"],
 )
+TICKS = Counter(
+    "churn_ticks_total",
+    "Ticks written into quiet input partitions, moving their stream time on to the "
+    "group's (scoring.ticks)",
+)
 TRANSACTIONS = Counter(
     "churn_transactions_total",
     "Kafka transactions of batches (one per partition per batch): committed, aborted "

@@ -1,7 +1,8 @@
 """Publishes outputs without a transaction, and returns once Kafka has every one.
 
 The worker's batches go out in transactions (`stream_app.transactions`); this
-publisher sends the drift alerts, and the batches when exactly-once is turned off.
+publisher sends the drift alerts, the ticks (`scoring.ticks`), and the batches when
+exactly-once is turned off.
 
 Through Faust, each `Topic.send` costs about 100 us of Python, and aiokafka's sender
 shipped one request per message or two (bench/PROFILE.md). librdkafka takes a
@@ -19,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime
 
 import msgspec
 from confluent_kafka import KafkaError, Producer
 
-from schemas import ChurnRiskChanged, DeadLetter, DriftAlert, topics
+from schemas import ChurnRiskChanged, DeadLetter, DriftAlert, Tick, topics
 from scoring.runner import Outputs
 from stream_app import metrics
 
@@ -89,6 +91,16 @@ class Publisher:
         await self.send(
             [(self.drift_alerts, a.feature.encode(), msgspec.json.encode(a)) for a in alerts]
         )
+
+    async def send_ticks(self, ticks: Mapping[int, float]) -> None:
+        """A tick into each of these input partitions, at the time given. Not sent
+        again: a tick lost is written at the next round, the partition still quiet."""
+        topic = topics.qualified(topics.TICKS, self.prefix)
+        for partition, time in ticks.items():
+            tick = Tick(datetime.fromtimestamp(time, UTC))
+            self.producer.produce(topic, msgspec.json.encode(tick), partition=partition)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.producer.flush, FLUSH_SECONDS)
 
     async def send(self, messages: Sequence[Message]) -> None:
         loop = asyncio.get_running_loop()

@@ -37,6 +37,7 @@ class _Line(msgspec.Struct):
     key: str | None
     value: msgspec.Raw  # null: a tombstone
     timestamp: float | None = None  # the broker's (epoch s); None: the wall clock bounds times
+    partition: int | None = None  # a keyless message's (a tick's); else the key's
 
 
 def messages(path: Path, partitions: int) -> Iterator[InputMessage]:
@@ -52,7 +53,10 @@ def messages(path: Path, partitions: int) -> Iterator[InputMessage]:
             except msgspec.DecodeError as err:
                 raise SystemExit(f"{path}:{number}: not a replay line ({err})") from err
             key = None if record.key is None else record.key.encode()
-            partition = partition_of(key, partitions) if key else 0
+            if record.partition is not None:
+                partition = record.partition
+            else:
+                partition = partition_of(key, partitions) if key else 0
             offset = offsets.get((record.topic, partition), 0)
             offsets[(record.topic, partition)] = offset + 1
             raw = bytes(record.value)
@@ -149,7 +153,7 @@ def replay_stream(
         store,
         Scorer(lambda: model, margin=margin, actions=actions, decoder=InputDecoder(limits)),
         sink,
-        topics.INPUT_TOPICS,
+        topics.SOURCE_TOPICS,
         tallies=tallies,
     )
     for partition in range(partitions):

@@ -59,6 +59,10 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _optional_count(text: str) -> int | None:
+    return _positive_int(text) if text else None
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -224,6 +228,18 @@ OPTIONS: dict[str, Option] = {
     "partitions": Option(
         "CHURN_TOPIC_PARTITIONS", "4", _positive_int, "partitions of topics the app creates"
     ),
+    "replication_factor": Option(
+        "CHURN_REPLICATION_FACTOR",
+        "",
+        _optional_count,
+        "replicas of each topic the app creates; empty: the broker's default (warned below 3)",
+    ),
+    "min_insync_replicas": Option(
+        "CHURN_MIN_INSYNC_REPLICAS",
+        "",
+        _optional_count,
+        "min.insync.replicas of each topic the app creates; empty: the broker's (warned below 2)",
+    ),
     "topic_prefix": Option(
         "CHURN_TOPIC_PREFIX", "", str, "prefix of every topic name (shared clusters, tests)"
     ),
@@ -371,6 +387,18 @@ OPTIONS: dict[str, Option] = {
         _positive_number,
         "how often the worker owning partition 0 judges the slices the watermark passed",
     ),
+    "tick_seconds": Option(
+        "CHURN_TICK_SECONDS",
+        "60",
+        _non_negative_int,
+        "how often the worker looks for quiet partitions to tick (`scoring.ticks`); 0: never",
+    ),
+    "tick_gap_seconds": Option(
+        "CHURN_TICK_GAP_SECONDS",
+        "3600",
+        _positive_int,
+        "event time a quiet partition may lag the group's latest before a tick moves it on",
+    ),
     "log_level": Option("CHURN_LOG_LEVEL", "info", _log_level, "worker log level"),
     "data_dir": Option("CHURN_DATA_DIR", "data", Path, "demo's simulated shop database"),
 }
@@ -390,6 +418,8 @@ class Settings:
     hysteresis: float
     performance_sample: float
     partitions: int
+    replication_factor: int | None
+    min_insync_replicas: int | None
     topic_prefix: str
     redis_namespace: str
     model_poll_seconds: int
@@ -422,6 +452,8 @@ class Settings:
     drift_min_scores: int
     drift_since: datetime | None
     drift_interval_seconds: float
+    tick_seconds: int
+    tick_gap_seconds: int
     log_level: str
     data_dir: Path
 

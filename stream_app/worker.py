@@ -35,7 +35,7 @@ from scoring.processor import StreamProcessor
 from scoring.runner import BatchRunner
 from stream_app import kafka_security, metrics, web
 from stream_app.faust_source import FaustSource
-from stream_app.jobs import DriftJudge, LagMonitor, ModelReloader, PerformanceMonitor
+from stream_app.jobs import DriftJudge, LagMonitor, ModelReloader, PerformanceMonitor, Ticker
 from stream_app.log_reader import LogReader
 from stream_app.observer import MetricsObserver, count_retry
 from stream_app.partitioning import partition_of
@@ -146,7 +146,7 @@ def build_app(
         store,
         scorer,
         transactions or publisher,
-        topics.INPUT_TOPICS,
+        topics.SOURCE_TOPICS,
         idle=settings.max_idle_ms / 1000,
         transient=TRANSIENT_ERRORS,
         reread=source.read,
@@ -174,6 +174,9 @@ def build_app(
     lag_reader = LogReader(kafka_config, settings.app_id, prefix)
     lag = LagMonitor(lag_reader, runner, observer, LAG_REFRESH_SECONDS)
     app.timer(interval=LAG_REFRESH_SECONDS)(lag.tick)
+    if settings.tick_seconds:
+        ticker = Ticker(runner, store, lag_reader, publisher, partitions, settings.tick_gap_seconds)
+        app.timer(interval=settings.tick_seconds)(ticker.tick)
     performance = PerformanceMonitor(store, partitions)
     app.timer(interval=PERFORMANCE_REFRESH_SECONDS)(performance.tick)
     reloader = ModelReloader(served, functools.partial(_say_drift, settings))

@@ -130,7 +130,7 @@ def make_runner(
         store,
         Scorer(lambda: model, sample_rate=sample_rate),
         sink,
-        topics.INPUT_TOPICS,
+        topics.SOURCE_TOPICS,
         idle=idle,
         transient=(TransientError,),
         reread=None if kafka is None else kafka.reread,
@@ -147,7 +147,7 @@ def resume(runner: BatchRunner, kafka: FakeKafka) -> None:
         {
             (topic, p): task.offsets.get(topic, -1) + 1
             for p, task in runner.tasks.items()
-            for topic in topics.INPUT_TOPICS
+            for topic in topics.SOURCE_TOPICS
         }
     )
 

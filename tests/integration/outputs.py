@@ -31,10 +31,15 @@ from tests.support import consume, encode, produce
 PARTITIONS = 4
 
 
-def replayed_changes(events: Sequence[tuple[str, Any]], models: Path, tmp: Path) -> list[dict]:
-    """The changes `python -m stream_app replay` publishes for `events` (in-process)."""
+def replayed_changes(
+    events: Sequence[tuple[str, Any]], models: Path, tmp: Path, lines: Sequence[dict] = ()
+) -> list[dict]:
+    """The changes `python -m stream_app replay` publishes for `events` and the replay
+    `lines` after them (in-process)."""
     events_file = tmp / "history.jsonl"
     write_jsonl(events, events_file)
+    with events_file.open("a") as more:
+        more.writelines(json.dumps(line) + "\n" for line in lines)
     out = io.BytesIO()
     replay(events_file, load_model(models), out, PARTITIONS, 500, 0.05)
     return [json.loads(line) for line in out.getvalue().splitlines()]
@@ -87,7 +92,7 @@ def stored_through_the_end(bootstrap: str, prefix: str, store: RedisStateStore) 
     try:
         for partition in range(PARTITIONS):
             offsets = store.offsets(partition)
-            for topic in topics.INPUT_TOPICS:
+            for topic in topics.SOURCE_TOPICS:
                 tp = TopicPartition(prefix + topic, partition)
                 low, high = probe.get_watermark_offsets(tp, timeout=10, cached=False)
                 if high > low and offsets.get(topic, -1) < high - 1:
