@@ -41,6 +41,7 @@ class PartitionOutcome:
     # that left the category where it was, or to decide a sample): written back.
     changed: set[str] = field(default_factory=set)
     erased: set[str] = field(default_factory=set)  # customers whose state is deleted
+    forgotten: int = 0  # of them, silent past the retention horizon
     schedule: dict[str, float | None] = field(default_factory=dict)  # next rescore
     offsets: dict[str, int] = field(default_factory=dict)  # last offset per topic
     stream_time: float | None = None

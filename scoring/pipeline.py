@@ -49,7 +49,7 @@ from feature_store.online import (
 )
 from schemas import ChurnRiskChanged, Reason, Tick, Trigger
 from scoring.decoding import Erasure, InputDecoder
-from scoring.inactivity import first_due, next_due, rungs
+from scoring.inactivity import first_due, lapsed, next_due, rungs
 from scoring.merge import Decoded, InputMessage
 from scoring.model import Model
 from scoring.outcome import PartitionOutcome, Scores
@@ -124,6 +124,7 @@ class Scorer:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         decoder: InputDecoder | None = None,
         sample_rate: float = 0.0,
+        retention_days: int = 0,
     ) -> None:
         self.model = model  # a callable, so a reloaded model is picked up per batch
         self.margin = margin
@@ -131,6 +132,8 @@ class Scorer:
         self.clock = clock
         self.decoder = decoder or InputDecoder()  # the runner decodes with it too
         self.sample_rate = sample_rate  # share of customers whose scores are sampled
+        # Seconds of silence after which a customer is forgotten (None: never).
+        self.retention = retention_days * SECONDS_PER_DAY if retention_days else None
 
     def policy(self, model: Model) -> RiskPolicy:
         if self.actions is None:
@@ -386,7 +389,7 @@ class _Batch:
         self.add_row(state, as_of, message, event, now)
         if state.seen != seen_before:
             # Silence now counts from this event: the first rescore moves on.
-            self.reschedule(customer_id, first_due(state.seen))
+            self.reschedule(customer_id, first_due(state.seen, self.scorer.retention))
 
     def reschedule(self, customer_id: str, due: float | None) -> None:
         self.scheduled[customer_id] = self.outcome.schedule[customer_id] = due
@@ -425,8 +428,12 @@ class _Batch:
             if state.seen is None or when <= state.seen:
                 self.reschedule(customer_id, None)
                 continue
+            if lapsed(state.seen, when, self.scorer.retention):
+                self.erase(customer_id)
+                self.outcome.forgotten += 1
+                continue
             self.add_row(state, when, None, None, until)
-            self.reschedule(customer_id, next_due(state.seen, when))
+            self.reschedule(customer_id, next_due(state.seen, when, self.scorer.retention))
 
     def sampled(self, customer_id: str) -> bool:
         """A customer of the performance sample (see the module doc)."""

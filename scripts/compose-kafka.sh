@@ -2,11 +2,12 @@
 # Entry point of the kafka service in docker-compose.yml (apache/kafka image).
 #
 # Starts the broker the image's own way (/etc/kafka/docker/run), then creates or updates
-# the SCRAM-SHA-512 user the worker and the simulator log in as, from
-# CHURN_KAFKA_SASL_USERNAME / CHURN_KAFKA_SASL_PASSWORD. It does so at every start, so a
-# new password in .env takes effect on the next `docker compose up`.
+# the SCRAM-SHA-512 users: the admin (CHURN_KAFKA_SASL_USERNAME / _PASSWORD, a super
+# user that grants the ACLs), churn-worker, churn-simulator and churn-reader (their
+# passwords CHURN_KAFKA_{WORKER,SIMULATOR,READER}_PASSWORD). It does so at every start,
+# so a new password in .env takes effect on the next `docker compose up`.
 #
-# The user is created through the LOCAL listener, PLAINTEXT on 127.0.0.1:9094 inside
+# The users are created through the LOCAL listener, PLAINTEXT on 127.0.0.1:9094 inside
 # this container only (not published, not reachable from the compose network): the
 # broker has no user yet when it starts, so the first one cannot be created over SASL.
 # The healthcheck reports healthy only once the user exists (the ready file).
@@ -14,6 +15,9 @@ set -euo pipefail
 
 : "${CHURN_KAFKA_SASL_USERNAME:?set CHURN_KAFKA_SASL_USERNAME}"
 : "${CHURN_KAFKA_SASL_PASSWORD:?set CHURN_KAFKA_SASL_PASSWORD}"
+: "${CHURN_KAFKA_WORKER_PASSWORD:?set CHURN_KAFKA_WORKER_PASSWORD}"
+: "${CHURN_KAFKA_SIMULATOR_PASSWORD:?set CHURN_KAFKA_SIMULATOR_PASSWORD}"
+: "${CHURN_KAFKA_READER_PASSWORD:?set CHURN_KAFKA_READER_PASSWORD}"
 READY=/tmp/churn-kafka-ready
 ADMIN=(--bootstrap-server 127.0.0.1:9094)
 rm -f "$READY"
@@ -35,12 +39,17 @@ if kill -0 "$broker" 2>/dev/null; then
   # with `openssl rand -hex 32`.
   config=$(mktemp)
   chmod 600 "$config"
-  printf 'SCRAM-SHA-512=iterations=8192,password=%s\n' "$CHURN_KAFKA_SASL_PASSWORD" >"$config"
-  /opt/kafka/bin/kafka-configs.sh "${ADMIN[@]}" --alter --entity-type users \
-    --entity-name "$CHURN_KAFKA_SASL_USERNAME" --add-config-file "$config"
+  for user in "$CHURN_KAFKA_SASL_USERNAME=$CHURN_KAFKA_SASL_PASSWORD" \
+    "churn-worker=$CHURN_KAFKA_WORKER_PASSWORD" \
+    "churn-simulator=$CHURN_KAFKA_SIMULATOR_PASSWORD" \
+    "churn-reader=$CHURN_KAFKA_READER_PASSWORD"; do
+    printf 'SCRAM-SHA-512=iterations=8192,password=%s\n' "${user#*=}" >"$config"
+    /opt/kafka/bin/kafka-configs.sh "${ADMIN[@]}" --alter --entity-type users \
+      --entity-name "${user%%=*}" --add-config-file "$config"
+    echo "[compose-kafka] SCRAM-SHA-512 user '${user%%=*}' ready"
+  done
   rm -f "$config"
   touch "$READY"
-  echo "[compose-kafka] SCRAM-SHA-512 user '$CHURN_KAFKA_SASL_USERNAME' ready"
 fi
 
 # A trapped signal interrupts `wait` (status > 128) while the broker is still shutting

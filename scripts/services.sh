@@ -141,6 +141,10 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.client.auth=requested
+# ACLs (stream_app/kafka_acls.py): the PLAINTEXT listeners (tests, the controller) and
+# the SCRAM user $SASL_USER may do anything; any other principal only what its ACLs grant.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:$SASL_USER
 ssl.truststore.type=PEM
 ssl.truststore.location=$CERTS/ca.pem
 # Kafka reads PEM directly: the unencrypted PKCS#8 key and its certificate in one file.

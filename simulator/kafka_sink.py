@@ -84,7 +84,7 @@ def ensure_topics(
         {"bootstrap.servers": bootstrap_servers, "log_level": 4, **(client_config or {})}
     )
     existing = admin.list_topics(timeout=timeout).topics
-    configs = {topic_prefix + name: config for name, config in TOPIC_CONFIGS.items()}
+    configs = {topic_prefix + name: TOPIC_CONFIGS.get(name, {}) for name in topics.INPUT_TOPICS}
     for name in configs:
         if name in existing and len(existing[name].partitions) != partitions:
             print(

@@ -26,6 +26,7 @@ from stream_app.kafka_admin import (
     KafkaAuthenticationError,
     Replication,
     TopicLayoutError,
+    connect_admin,
     ensure_topics,
     input_partitions,
 )
@@ -150,6 +151,7 @@ def run_replay(path: Path, out_path: Path | None, alerts_path: Path | None) -> N
             settings.limits(),
             settings.drift() if alerts_path else None,
             alerts,
+            settings.retention_days,
         )
     print(f"replayed {path} with model {model.version}: {counts}", file=sys.stderr)
 
@@ -236,6 +238,27 @@ def run_performance(retrain_below_auc: float | None, min_samples: int) -> None:
         sys.exit(AUC_DROPPED)
 
 
+def run_acls(worker: str, simulator: str, reader: str) -> None:
+    """Grant each principal its ACLs on the cluster the settings point at (as a
+    principal allowed to, e.g. a super user)."""
+    from stream_app import kafka_acls
+
+    try:
+        settings = Settings.from_env()
+        kafka_security.check(settings)
+    except SettingsError as err:
+        fail(f"bad configuration: {err}")
+    config = kafka_security.confluent_config(settings)
+    try:
+        admin, _ = connect_admin(config, 15)
+        count = kafka_acls.grant(
+            admin, settings.topic_prefix, settings.app_id, worker, simulator, reader
+        )
+    except (KafkaAuthenticationError, KafkaException) as err:
+        fail(f"cannot grant the ACLs at {settings.kafka_bootstrap_servers}: {err}")
+    print(f"granted {count} ACLs to {worker}, {simulator} and {reader}")
+
+
 def report_date(text: str) -> date:
     """--date: a calendar day, YYYY-MM-DD (UTC)."""
     try:
@@ -279,6 +302,11 @@ def main() -> None:
         default=200,
         help="samples a cohort needs to be judged (default 200: an AUC's noise ~0.04)",
     )
+    acls = commands.add_parser(
+        "acls", help="grant the worker, the simulator and readers their Kafka ACLs"
+    )
+    for role in ("worker", "simulator", "reader"):
+        acls.add_argument(f"--{role}", required=True, metavar="PRINCIPAL", help="e.g. User:name")
     commands.add_parser("settings", help="print the configuration table")
     args = parser.parse_args()
     if args.command == "worker":
@@ -289,6 +317,8 @@ def main() -> None:
         run_report(args.date, args.out)
     elif args.command == "performance":
         run_performance(args.retrain_below_auc, args.min_samples)
+    elif args.command == "acls":
+        run_acls(args.worker, args.simulator, args.reader)
     else:
         print(Settings.describe())
 

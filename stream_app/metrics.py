@@ -94,6 +94,10 @@ RETRIES = Counter(
     "Batch steps and output deliveries retried after a Redis or Kafka error",
     ["system"],
 )
+FORGOTTEN = Counter(
+    "churn_customers_forgotten_total",
+    "Customers whose state was deleted after CHURN_RETENTION_DAYS of silence",
+)
 TICKS = Counter(
     "churn_ticks_total",
     "Ticks written into quiet input partitions, moving their stream time on to the "
@@ -125,6 +129,10 @@ HELD_BACK = Gauge(
     "Messages received but waiting for the event-time merge (scoring.merge)",
 )
 OWNED_PARTITIONS = Gauge("churn_owned_partitions", "Partitions this worker owns")
+STOPPED_PARTITIONS = Gauge(
+    "churn_partitions_stopped",
+    "Partitions this worker owns and has stopped (a refused claim; the log says why)",
+)
 MODEL = Info("churn_model", "The model being served")
 MODEL_RELOADS = Counter(
     "churn_model_reloads_total", "New model versions loaded or refused", ["outcome"]

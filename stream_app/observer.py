@@ -25,6 +25,7 @@ class MetricsObserver:
 
     def stepped(self, report: StepReport, seconds: float, runner: BatchRunner) -> None:
         metrics.HELD_BACK.set(runner.buffered())
+        metrics.STOPPED_PARTITIONS.set(len(runner.stopped))
         if report.outcomes:
             metrics.BATCH_SECONDS.observe(seconds)
         self._outcomes(report)
@@ -61,6 +62,7 @@ class MetricsObserver:
                 metrics.EVENTS.labels(topic, name).inc(count)
             for reason, count in outcome.refusals.items():
                 metrics.DEAD_LETTERS.labels(reason).inc(count)
+            metrics.FORGOTTEN.inc(outcome.forgotten)
             if outcome.scores is not None:
                 for risk, count in Counter(outcome.scores.risks).items():
                     metrics.PREDICTIONS.labels(risk).inc(count)

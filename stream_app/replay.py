@@ -95,6 +95,7 @@ def replay(
     limits: Limits | None = None,
     drift: DriftConfig | None = None,
     alerts: IO[bytes] | None = None,
+    retention_days: int = 0,
 ) -> dict[str, int]:
     """Run the batch runner over `path`, writing each risk change to `out`; with
     `drift` (and a model with a drift reference), the drift monitor too, writing its
@@ -110,6 +111,7 @@ def replay(
         actions,
         limits,
         drift,
+        retention_days,
     )
     raised = [alert for judgement in judged for alert in judgement.alerts]
     if alerts is not None:
@@ -132,6 +134,7 @@ def replay_stream(
     actions: dict[str, tuple[str, ...]] | None = None,
     limits: Limits | None = None,
     drift: DriftConfig | None = None,
+    retention_days: int = 0,
 ) -> list[Judgement]:
     """The runner over `stream` on the in-memory store, as the live worker runs it: and,
     given `drift`, its drift monitor, judging after every batch. Returns what it judged."""
@@ -151,7 +154,13 @@ def replay_stream(
 
     runner = BatchRunner(
         store,
-        Scorer(lambda: model, margin=margin, actions=actions, decoder=InputDecoder(limits)),
+        Scorer(
+            lambda: model,
+            margin=margin,
+            actions=actions,
+            decoder=InputDecoder(limits),
+            retention_days=retention_days,
+        ),
         sink,
         topics.SOURCE_TOPICS,
         tallies=tallies,

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
+from feature_store.definitions import LARGEST_WINDOW_DAYS
 from scoring.decoding import Limits
 from scoring.drift import DriftConfig
+from scoring.inactivity import RESCORE_AFTER_DAYS
 
 # A `password=` argument of a URL's query, which redis-py reads too.
 QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
@@ -41,6 +43,10 @@ def redacted(url: str) -> str:
         return url.split("://", 1)[0] + "://***"
 
 
+# The shortest retention: past the last rescore and the longest feature window.
+FORGET_AFTER_AT_LEAST = max(LARGEST_WINDOW_DAYS, RESCORE_AFTER_DAYS[-1])
+
+
 class SettingsError(ValueError):
     """A setting has a value the program cannot run with; the message says which."""
 
@@ -61,6 +67,16 @@ def _non_negative_int(text: str) -> int:
 
 def _optional_count(text: str) -> int | None:
     return _positive_int(text) if text else None
+
+
+def _retention(text: str) -> int:
+    days = _non_negative_int(text)
+    if 0 < days <= FORGET_AFTER_AT_LEAST:
+        raise ValueError(
+            f"must be 0 (kept for good) or more than {FORGET_AFTER_AT_LEAST} days: past "
+            "every rescore and every feature window, so only lifetime features are lost"
+        )
+    return days
 
 
 def _fraction(text: str) -> float:
@@ -224,6 +240,12 @@ OPTIONS: dict[str, Option] = {
         "0.1",
         _share,
         "share of customers (by a hash of the id) whose scores are kept for realised performance",
+    ),
+    "retention_days": Option(
+        "CHURN_RETENTION_DAYS",
+        "0",
+        _retention,
+        "days of silence after which a customer's state is deleted (0: kept for good)",
     ),
     "partitions": Option(
         "CHURN_TOPIC_PARTITIONS", "4", _positive_int, "partitions of topics the app creates"
@@ -417,6 +439,7 @@ class Settings:
     session_timeout_seconds: int
     hysteresis: float
     performance_sample: float
+    retention_days: int
     partitions: int
     replication_factor: int | None
     min_insync_replicas: int | None

@@ -136,6 +136,7 @@ def build_app(
         actions=actions,
         decoder=InputDecoder(settings.limits(), functools.partial(key_partition, partitions)),
         sample_rate=settings.performance_sample,
+        retention_days=settings.retention_days,
     )
 
     def drift_reference(version: str) -> Reference | None:

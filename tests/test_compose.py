@@ -180,16 +180,45 @@ def test_kafka_accepts_connections_from_outside_its_container_only_over_sasl() -
     assert env["CHURN_KAFKA_SASL_PASSWORD"].startswith("${CHURN_KAFKA_SASL_PASSWORD:?")
 
 
-def test_kafka_clients_log_in_with_scram_as_the_user_kafka_creates() -> None:
+# Who logs in to Kafka as whom: (user, the .env variable of its password).
+PRINCIPALS = {
+    "kafka-acls": ("${CHURN_KAFKA_SASL_USERNAME:-churn}", "CHURN_KAFKA_SASL_PASSWORD"),
+    "worker": ("churn-worker", "CHURN_KAFKA_WORKER_PASSWORD"),
+    "simulator": ("churn-simulator", "CHURN_KAFKA_SIMULATOR_PASSWORD"),
+}
+
+
+def test_kafka_clients_log_in_with_scram_each_as_its_own_user_with_its_own_acls() -> None:
     kafka = environment(services()["kafka"])
-    for name, svc in app_services().items():
-        env = environment(svc)
-        if "KAFKA_BOOTSTRAP_SERVERS" not in env:
-            continue
+    script = (ROOT / "scripts" / "compose-kafka.sh").read_text()
+    clients = {
+        name: environment(svc)
+        for name, svc in app_services().items()
+        if "KAFKA_BOOTSTRAP_SERVERS" in environment(svc)
+    }
+    assert set(clients) == set(PRINCIPALS)
+    for name, env in clients.items():
+        user, password = PRINCIPALS[name]
         assert env["CHURN_KAFKA_SECURITY_PROTOCOL"] in ("SASL_PLAINTEXT", "SASL_SSL"), name
         assert env["CHURN_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
-        assert env["CHURN_KAFKA_SASL_USERNAME"] == kafka["CHURN_KAFKA_SASL_USERNAME"], name
-        assert env["CHURN_KAFKA_SASL_PASSWORD"] == kafka["CHURN_KAFKA_SASL_PASSWORD"], name
+        assert env["CHURN_KAFKA_SASL_USERNAME"] == user, name
+        assert env["CHURN_KAFKA_SASL_PASSWORD"].startswith("${" + password + ":?"), name
+        assert kafka[password] == env["CHURN_KAFKA_SASL_PASSWORD"], name  # the user is made
+        if user.startswith("churn-"):
+            assert f'"{user}=${password}"' in script, f"compose-kafka.sh does not create {user}"
+    # Only the admin is a super user (and the listeners inside the container); the
+    # others get what kafka-acls grants them.
+    admin = PRINCIPALS["kafka-acls"][0]
+    assert kafka["KAFKA_SUPER_USERS"] == f"User:ANONYMOUS;User:{admin}"
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    granted = set(services()["kafka-acls"]["command"])
+    roles = {"worker": "churn-worker", "simulator": "churn-simulator", "reader": "churn-reader"}
+    assert {f"--{role}=User:{user}" for role, user in roles.items()} <= granted
+    assert '"churn-reader=$CHURN_KAFKA_READER_PASSWORD"' in script
+    for name in ("worker", "simulator"):
+        assert services()[name]["depends_on"]["kafka-acls"] == {
+            "condition": "service_completed_successfully"
+        }
 
 
 def test_app_services_set_only_variables_the_settings_know() -> None:
@@ -204,7 +233,7 @@ def test_the_worker_environment_passes_the_settings_checks() -> None:
     env = {k: interpolate(v, secrets) for k, v in environment(services()["worker"]).items()}
     settings = Settings.from_env(env)
     assert settings.kafka_security_protocol == "SASL_PLAINTEXT"
-    assert settings.kafka_sasl_password == secrets["CHURN_KAFKA_SASL_PASSWORD"]
+    assert settings.kafka_sasl_password == secrets["CHURN_KAFKA_WORKER_PASSWORD"]
     assert settings.redis_url == f"redis://churn:{secrets['REDIS_PASSWORD']}@redis:6379/0"
     assert settings.web_bind == "0.0.0.0"  # inside the container; published on 127.0.0.1
 
@@ -239,7 +268,7 @@ def test_no_secret_is_committed() -> None:
         if sep and not line.startswith("#") and ("PASSWORD" in name or "TOKEN" in name):
             assert value == "", f".env.example carries a value for {name}"
     # In the compose file every secret is a reference to .env, never a value.
-    secret = re.compile(r"PASSWORD|TOKEN|AUTH")
+    secret = re.compile(r"PASSWORD|TOKEN|AUTH(?!ORIZER)")  # not the authorizer class
     for name, svc in services().items():
         for key, value in environment(svc).items():
             if secret.search(key):

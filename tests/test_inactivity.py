@@ -22,7 +22,7 @@ from scoring.model import Model
 from scoring.pipeline import Scorer
 from scoring.runner import BatchRunner
 from simulator.history import generate_history
-from tests.core import FakeKafka, Log, RecordingSink, by_id, drive, logs_of
+from tests.core import FakeKafka, Log, RecordingSink, by_id, drive, logs_of, partition_of
 from tests.support import _write_lightgbm, train_soft_model
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -164,3 +164,39 @@ def test_a_model_promoted_mid_silence_takes_over_at_the_next_rung(
     planned, _ = run(logs, promoted, sample_rate=0.0)
     assert {c.model_version for c in every} == {"soft-a", "soft-b"}
     assert by_id(planned) == by_id(every)
+
+
+def test_a_customer_silent_past_the_retention_is_forgotten_and_comes_back_as_new(
+    models: tuple[Model, Model],
+) -> None:
+    """With CHURN_RETENTION_DAYS, a customer silent that long is deleted in the
+    partition's commit (counted), and one who comes back later starts a new life:
+    lifetime totals from the return, change ids of their own. Chunked as replayed."""
+    gone = next(f"g-{n}" for n in range(99) if partition_of(f"g-{n}") == 0)
+    busy = next(f"b-{n}" for n in range(99) if partition_of(f"b-{n}") == 0)
+
+    def order(customer: str, day: int) -> tuple[str, Order]:
+        at = T0 + timedelta(days=day)
+        return topics.ORDERS, Order(f"{customer}-{day}", customer, at, 20.0, "card", "delivered")
+
+    events = [order(gone, d) for d in range(3)] + [order(busy, d) for d in range(0, 200, 5)]
+    events.append(order(gone, 181))
+    logs = logs_of(sorted(events, key=lambda item: item[1].order_ts))
+
+    def run_with(retention_days: int, chunk: int) -> tuple[MemoryStore, RecordingSink, int]:
+        store, sink = MemoryStore(), RecordingSink()
+        scorer = Scorer(lambda: models[0], retention_days=retention_days)
+        runner = BatchRunner(store, scorer, sink, topics.SOURCE_TOPICS)
+        for partition in range(4):
+            runner.assign(partition)
+        reports = drive(runner, FakeKafka(logs, random.Random(3), chunk))
+        return store, sink, sum(o.forgotten for r in reports for o in r.outcomes)
+
+    kept, _, none = run_with(0, 4)
+    store, sink, forgotten = run_with(120, 4)
+    assert none == 0 and forgotten == 1
+    before, after = kept.read(0, [gone])[gone], store.read(0, [gone])[gone]
+    assert before.totals != after.totals and before.origin != after.origin
+    assert after.origin.startswith(f"{topics.ORDERS}@") and after.seen == before.seen
+    _, replayed, _ = run_with(120, 1000)
+    assert by_id(sink.changes) == by_id(replayed.changes)

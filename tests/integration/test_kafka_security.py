@@ -1,6 +1,8 @@
 """Kafka security on the real broker's SASL_SSL listener (SCRAM-SHA-512 over TLS):
 the whole pipeline runs over it, clients without the right credentials are refused,
-and a worker with a wrong password stops at start without printing it.
+a worker with a wrong password stops at start without printing it, and the worker,
+the simulator and a reader, each with its own principal and ACLs, are held to their
+own parts.
 
 The listener comes from the environment `make test` passes (scripts/services.sh
 starts it): KAFKA_SASL_BOOTSTRAP_SERVERS, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD
@@ -12,19 +14,29 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
 
 from feature_store.redis_store import RedisStateStore
 from schemas import Order, SupportTicket, topics
 from scoring.risk import transition_id
+from stream_app import kafka_acls
 from stream_app.kafka_admin import KafkaAuthenticationError, connect_admin
 from stream_app.partitioning import partition_of
 from stream_app.redis_client import connect
@@ -236,3 +248,72 @@ def test_a_worker_with_a_wrong_password_stops_at_start_without_printing_it(
     assert "refused the connection" in output and "CHURN_KAFKA_SASL_PASSWORD" in output, output
     assert wrong not in output and sasl.password not in output, "the password was printed"
     assert time.monotonic() - started < 30, "the worker took long to give up"
+
+
+def test_each_principal_may_do_its_own_part_and_nothing_else(
+    sasl: SaslListener, worker_env: dict[str, str], kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """With the ACLs of `stream_app/kafka_acls.py` (the broker runs an authorizer):
+    the worker runs the pipeline as its own principal; the simulator's writes the
+    inputs but cannot forge `churn-risk` (nor a tick); a reader's reads `churn-risk`
+    and can write nothing."""
+    prefix, app_id = worker_env["CHURN_TOPIC_PREFIX"], worker_env["CHURN_APP_ID"]
+    names = {role: f"{role}-{uuid.uuid4().hex[:8]}" for role in ("worker", "simulator", "reader")}
+    passwords = {role: secrets.token_hex(16) for role in names}
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # PLAINTEXT: a super user
+    credential = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    users: list[UserScramCredentialAlteration] = [
+        UserScramCredentialUpsertion(names[r], credential, passwords[r].encode()) for r in names
+    ]
+    for future in admin.alter_user_scram_credentials(users).values():
+        future.result()
+    principal = {role: f"User:{name}" for role, name in names.items()}
+    kafka_acls.grant(
+        admin, prefix, app_id, principal["worker"], principal["simulator"], principal["reader"]
+    )
+
+    def as_(role: str) -> dict[str, Any]:
+        return {**sasl.client(), "sasl.username": names[role], "sasl.password": passwords[role]}
+
+    env = {
+        **worker_env,
+        **sasl.worker_env(),
+        "CHURN_KAFKA_SASL_USERNAME": names["worker"],
+        "CHURN_KAFKA_SASL_PASSWORD": passwords["worker"],
+    }
+    worker = Worker(env, tmp_path / "worker.log")
+    try:
+        worker.start()
+        orders = [Order(f"OA{n}", "A", day(n * 5), 30.0, "card", "delivered") for n in range(2)]
+        ticket = SupportTicket("TA1", "A", day(60), "delivery", satisfaction_score=1)
+        inputs = [(prefix + topics.ORDERS, "A", encode(o)) for o in orders]
+        produce(sasl.bootstrap, inputs, **as_("simulator"))
+        wait_for_orders(worker, "A", 2)
+        inputs = [(prefix + topics.SUPPORT_TICKETS, "A", encode(ticket))]
+        produce(sasl.bootstrap, inputs, **as_("simulator"))
+        read = consume(
+            sasl.bootstrap, [prefix + topics.CHURN_RISK], lambda m: len(m) >= 1, **as_("reader")
+        )
+    finally:
+        worker.stop()
+    assert json.loads(read[0].value())["customer_id"] == "A"  # the worker scored, as itself
+    for role, topic in (
+        ("simulator", topics.CHURN_RISK),
+        ("simulator", topics.TICKS),
+        ("reader", topics.CHURN_RISK),
+        ("reader", topics.ORDERS),
+    ):
+        assert forged(as_(role), prefix + topic) == KafkaError.TOPIC_AUTHORIZATION_FAILED, (
+            role,
+            topic,
+        )
+
+
+def forged(config: dict[str, Any], topic: str) -> int | None:
+    """The error code of one message produced to `topic` with `config` (None: written)."""
+    errors: list[KafkaError | None] = []
+    producer = Producer({**config, "message.timeout.ms": 10_000})
+    producer.produce(topic, b"forged", key=b"A", on_delivery=lambda err, _m: errors.append(err))
+    producer.flush(15)
+    assert errors, f"no delivery report for {topic}"
+    return None if errors[0] is None else errors[0].code()
