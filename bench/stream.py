@@ -135,7 +135,7 @@ from simulator.history import Event, generate_history
 from stream_app import kafka_security
 from stream_app.kafka_admin import ensure_topics
 from stream_app.partitioning import partition_of
-from stream_app.publisher import Publisher, output_messages
+from stream_app.publisher import Publisher
 from stream_app.settings import OPTIONS, Settings
 from stream_app.worker import faust_app, install_uvloop
 
@@ -1196,8 +1196,11 @@ def naive_throughput(
                     event_time=utc(as_of),
                     scored_at=datetime.now(UTC),
                 )
-                for out_topic, out_key, out_value in output_messages([change], [], prefix):
-                    producer.produce(out_topic, value=out_value, key=out_key)
+                key, value = event.customer_id.encode(), msgspec.json.encode(change)
+                outputs = [topics.CHURN_RISK, topics.CHURN_RISK_CURRENT]
+                outputs += [topics.CHURN_RISK_HIGH] if risk == "HIGH" else []
+                for out_topic in outputs:
+                    producer.produce(topics.qualified(out_topic, prefix), value=value, key=key)
                 producer.flush(30)
                 changes += 1
             state.risk = risk

@@ -229,7 +229,7 @@ class DriftAlert(msgspec.Struct, frozen=True):
 
 class BatchRecord(msgspec.Struct, frozen=True):
     """One batch of one input partition, as committed (internal topic `churn-batches`,
-    compacted, keyed by the input partition, in the same Kafka transaction as the
+    compacted, keyed by `<app id>.<input partition>`, in the same Kafka transaction as the
     batch's outputs).
 
     The batch ran over each input topic's offsets after `after` through `through`

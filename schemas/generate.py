@@ -42,6 +42,13 @@ CHANNELS: dict[str, tuple[str, str, str, str]] = {
         "send",
         "customer_id",
     ),
+    topics.CHURN_RISK_CURRENT: (
+        "churn-risk",
+        "Each customer's latest change (compacted; a tombstone when their state is "
+        "deleted): read from the start, everyone's current risk; absent means LOW",
+        "send",
+        "customer_id",
+    ),
     topics.DEAD_LETTER: (
         "dead-letter",
         "Input that could not be processed, with why",
@@ -59,7 +66,7 @@ CHANNELS: dict[str, tuple[str, str, str, str]] = {
         "Internal: the record of each committed batch (compacted), written in the "
         "batch's transaction; how a store that lost writes is brought forward",
         "send",
-        "input partition",
+        "<app id>.<input partition>",
     ),
     topics.TICKS: (
         "ticks",

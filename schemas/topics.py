@@ -6,6 +6,9 @@ CUSTOMERS = "customers"
 CHURN_RISK = "churn-risk"
 # Transitions into HIGH only, so marketing automation need not read every change.
 CHURN_RISK_HIGH = "churn-risk-high"
+# Each customer's latest change (compacted; a tombstone once their state is deleted):
+# a new subscriber reads it from the start and has everyone's current risk.
+CHURN_RISK_CURRENT = "churn-risk-current"
 DEAD_LETTER = "churn-dead-letter"
 # The drift monitor's alerts, raised and cleared, keyed by feature.
 DRIFT_ALERTS = "churn-drift-alerts"
@@ -36,6 +39,7 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     ORDERS: _APPEND_TIME,
     SUPPORT_TICKETS: _APPEND_TIME,
     TICKS: _APPEND_TIME,
+    CHURN_RISK_CURRENT: {"cleanup.policy": "compact"},
     # A few alerts a day at most: keep a year of them, for looking back.
     DRIFT_ALERTS: {"retention.ms": str(365 * 24 * 3600 * 1000)},
     # Compaction keeps each partition's last batch for good, and every batch for an

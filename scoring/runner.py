@@ -79,12 +79,14 @@ T = TypeVar("T")
 
 @dataclass
 class Outputs:
-    """One partition's batch as published: its changes, dead letters and record."""
+    """One partition's batch as published: its changes, dead letters and record, and
+    the customers whose state it deleted (erased, or forgotten)."""
 
     partition: int
     changes: Sequence[ChurnRiskChanged]
     dead_letters: Sequence[DeadLetter]
     record: BatchRecord
+    deleted: Sequence[str] = ()
 
 
 class Sink(Protocol):
@@ -196,6 +198,7 @@ class BatchRunner:
         step_limit: int | None = None,
         batch_log: BatchLog | None = None,
         versions: Callable[[str], Model] | None = None,
+        on_recovered: Callable[[int], None] = lambda partition: None,
     ) -> None:
         self.store = store
         self.scorer = scorer
@@ -217,6 +220,7 @@ class BatchRunner:
         # and the model versions its records name, loaded (None: only the served one).
         self.batch_log = batch_log
         self.versions = versions
+        self.on_recovered = on_recovered  # told of each batch computed again from the log
         self.tasks: dict[int, Task] = {}
         self.fenced: set[int] = set()
         self.stopped: dict[int, str] = {}  # partition -> why (`PartitionStopped`)
@@ -308,6 +312,7 @@ class BatchRunner:
             if self.tasks.get(partition) is not task or report.fenced:
                 return  # claimed by another worker meanwhile: theirs to do
             task.merger.skip_through(task.offsets)
+            self.on_recovered(partition)
             log.warning(
                 "partition %d: the batch through %s was committed in Kafka, not in the "
                 "store: computed again with model %s, not published again",
@@ -448,7 +453,13 @@ class BatchRunner:
         }
         if publish:
             outputs = [
-                Outputs(p, o.changes, o.dead_letters, self._record(owned[p], o, model, policy))
+                Outputs(
+                    p,
+                    o.changes,
+                    o.dead_letters,
+                    self._record(owned[p], o, model, policy),
+                    sorted(o.erased),
+                )
                 for p, o in outcomes.items()
             ]
             fenced = await self._publish(outputs, report)

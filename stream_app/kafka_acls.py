@@ -32,7 +32,13 @@ from confluent_kafka.admin import (
 
 from schemas import topics
 
-OUTPUTS = (topics.CHURN_RISK, topics.CHURN_RISK_HIGH, topics.DEAD_LETTER, topics.DRIFT_ALERTS)
+OUTPUTS = (
+    topics.CHURN_RISK,
+    topics.CHURN_RISK_HIGH,
+    topics.CHURN_RISK_CURRENT,
+    topics.DEAD_LETTER,
+    topics.DRIFT_ALERTS,
+)
 CLUSTER = "kafka-cluster"
 Op = AclOperation
 

@@ -27,6 +27,7 @@ ALL_TOPICS = (
     *topics.INPUT_TOPICS,
     topics.CHURN_RISK,
     topics.CHURN_RISK_HIGH,
+    topics.CHURN_RISK_CURRENT,
     topics.DEAD_LETTER,
     topics.DRIFT_ALERTS,
     topics.BATCHES,

@@ -129,6 +129,11 @@ HELD_BACK = Gauge(
     "Messages received but waiting for the event-time merge (scoring.merge)",
 )
 OWNED_PARTITIONS = Gauge("churn_owned_partitions", "Partitions this worker owns")
+RECOVERED_BATCHES = Counter(
+    "churn_recovered_batches_total",
+    "Batches committed in Kafka but not in the store, computed again from the batch log "
+    "at a claim (not published again)",
+)
 STOPPED_PARTITIONS = Gauge(
     "churn_partitions_stopped",
     "Partitions this worker owns and has stopped (a refused claim; the log says why)",

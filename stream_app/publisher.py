@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import msgspec
 from confluent_kafka import KafkaError, Producer
 
-from schemas import ChurnRiskChanged, DeadLetter, DriftAlert, Tick, topics
+from schemas import DriftAlert, Tick, topics
 from scoring.runner import Outputs
 from stream_app import metrics
 
@@ -34,25 +34,27 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 5.0
 
-Message = tuple[str, bytes | None, bytes]  # topic, key, value
+Message = tuple[str, bytes | None, bytes | None]  # topic, key, value (None: a tombstone)
 
 
-def output_messages(
-    changes: Sequence[ChurnRiskChanged], dead_letters: Sequence[DeadLetter], prefix: str = ""
-) -> list[Message]:
+def output_messages(batch: Outputs, prefix: str = "") -> list[Message]:
     """A batch's outputs as messages, in order: each change on `churn-risk` (and on
-    `churn-risk-high` when into HIGH), keyed by customer; then the dead letters, keyed
-    by the input's key."""
+    `churn-risk-high` when into HIGH) and `churn-risk-current`, keyed by customer; a
+    tombstone on `churn-risk-current` for each customer whose state it deleted; then
+    the dead letters, keyed by the input's key."""
     churn_risk = topics.qualified(topics.CHURN_RISK, prefix)
     churn_risk_high = topics.qualified(topics.CHURN_RISK_HIGH, prefix)
+    current = topics.qualified(topics.CHURN_RISK_CURRENT, prefix)
     dead_letter = topics.qualified(topics.DEAD_LETTER, prefix)
     out: list[Message] = []
-    for change in changes:
+    for change in batch.changes:
         key, value = change.customer_id.encode(), msgspec.json.encode(change)
         out.append((churn_risk, key, value))
         if change.risk == "HIGH":
             out.append((churn_risk_high, key, value))
-    for letter in dead_letters:
+        out.append((current, key, value))
+    out.extend((current, customer.encode(), None) for customer in batch.deleted)
+    for letter in batch.dead_letters:
         original_key = None if letter.key is None else letter.key.encode()
         out.append((dead_letter, original_key, msgspec.json.encode(letter)))
     return out
@@ -81,9 +83,7 @@ class Publisher:
 
     async def publish(self, batches: Sequence[Outputs]) -> Collection[int]:
         """Send the outputs; return when every one is acknowledged by Kafka."""
-        changes = [c for b in batches for c in b.changes]
-        letters = [d for b in batches for d in b.dead_letters]
-        await self.send(output_messages(changes, letters, self.prefix))
+        await self.send([m for batch in batches for m in output_messages(batch, self.prefix)])
         return ()
 
     async def publish_alerts(self, alerts: Sequence[DriftAlert]) -> None:

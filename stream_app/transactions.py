@@ -10,6 +10,11 @@ batch's changes, HIGH changes and dead letters, and its record
 partition), go out in one transaction: a `read_committed` reader sees all of the
 batch or none, once, in order per customer.
 
+A record's key is `<app id>.<partition>`: the log is the consumer group's, and its
+state store's. Another deployment reading the same topics (a second group, a new
+store taking over beside the old) writes records of its own, which a claim skips,
+and compaction keeps each group's latest.
+
 Why a producer per partition and not one per worker with the group's metadata
 (KIP-447): the group's consumer is Faust's (aiokafka), whose group metadata
 librdkafka's `send_offsets_to_transaction` cannot take, and the offsets of record are
@@ -82,6 +87,9 @@ class TransactionalPublisher:
     def transactional_id(self, partition: int) -> str:
         return f"{self.app_id}.{self.prefix}batches.{partition}"
 
+    def record_key(self, partition: int) -> bytes:
+        return f"{self.app_id}.{partition}".encode()
+
     # --- scoring.batches.BatchLog ------------------------------------------------------
 
     async def claim(self, partition: int, offsets: Mapping[str, int]) -> list[BatchRecord]:
@@ -151,6 +159,8 @@ class TransactionalPublisher:
                     if error.code() == KafkaError._PARTITION_EOF:
                         return out
                     raise KafkaException(error)
+                if message.key() != self.record_key(partition):
+                    continue  # another group's (see the module doc)
                 record = msgspec.json.decode(message.value() or b"", type=BatchRecord)
                 if record.partition == partition:
                     out.append(record)
@@ -172,7 +182,7 @@ class TransactionalPublisher:
         producer = self.producers.get(batch.partition)
         if producer is None:
             return True  # released: no longer ours to publish
-        messages = output_messages(batch.changes, batch.dead_letters, self.prefix)
+        messages = output_messages(batch, self.prefix)
         record = msgspec.json.encode(batch.record)
         delay = 0.1
         while True:
@@ -212,7 +222,7 @@ class TransactionalPublisher:
         producer.begin_transaction()
         for topic, key, value in messages:
             _produce(producer, topic, key, value)
-        _produce(producer, self.batches_topic, str(partition).encode(), record, partition)
+        _produce(producer, self.batches_topic, self.record_key(partition), record, partition)
         while True:
             try:
                 producer.commit_transaction(COMMIT_WAIT_SECONDS)
@@ -230,7 +240,7 @@ class TransactionalPublisher:
 
 
 def _produce(
-    producer: Producer, topic: str, key: bytes | None, value: bytes, partition: int = -1
+    producer: Producer, topic: str, key: bytes | None, value: bytes | None, partition: int = -1
 ) -> None:
     while True:
         try:

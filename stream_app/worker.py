@@ -157,6 +157,7 @@ def build_app(
             *([DriftTally(drift_reference, drift)] if settings.drift_monitor else []),
         ],
         on_retry=count_retry,
+        on_recovered=lambda partition: metrics.RECOVERED_BATCHES.inc(),
         step_limit=settings.batch_size,
         batch_log=transactions,
         versions=served.version,

@@ -84,7 +84,12 @@ def test_decoder_and_schema_file_both_reject_a_bad_ticket(bad_ticket: dict) -> N
 def test_asyncapi_document_is_current_and_covers_every_topic() -> None:
     committed = json.loads(ASYNCAPI_PATH.read_text())
     assert committed == generate_asyncapi(), "run `python -m schemas` and commit the result"
-    every_topic = {*topics.INPUT_TOPICS, topics.CHURN_RISK, topics.CHURN_RISK_HIGH}
+    every_topic = {
+        *topics.INPUT_TOPICS,
+        topics.CHURN_RISK,
+        topics.CHURN_RISK_HIGH,
+        topics.CHURN_RISK_CURRENT,
+    }
     internal = {topics.DEAD_LETTER, topics.DRIFT_ALERTS, topics.BATCHES, topics.TICKS}
     assert every_topic | internal == set(committed["channels"])
     for channel in committed["channels"].values():

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from feature_store.definitions import FEATURE_NAMES, FeatureParams, feature_matrix
 from feature_store.offline import History, features_as_of
@@ -161,3 +161,64 @@ def assert_features_exact(store: RedisStateStore, events: Sequence[tuple[str, An
         np.testing.assert_allclose(
             online[:, j], offline[:, j], rtol=1e-9, atol=0, equal_nan=True, err_msg=name
         )
+
+
+def everything_on(bootstrap: str, topic: str) -> list[Any]:
+    """Every message a read_committed reader finds on `topic` now: read from the start
+    to the end of each partition (transaction markers take offsets too)."""
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"probe-{time.monotonic_ns()}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    messages: list[Any] = []
+    ended: set[int] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while len(ended) < PARTITIONS:
+            assert time.monotonic() < deadline, f"{topic}: no end after 60 s"
+            message = reader.poll(1.0)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                messages.append(message)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                ended.add(message.partition())
+    finally:
+        reader.close()
+    return messages
+
+
+def assert_current_risk(
+    bootstrap: str, prefix: str, store: RedisStateStore, customers: Sequence[str]
+) -> int:
+    """A subscriber that starts now and reads `churn-risk-current` from the start has
+    every customer's current category, as the store holds it: the latest change of
+    each (a tombstone: state deleted; absent: never flagged, so LOW or no state).
+    Returns the number of customers the topic holds."""
+    latest: dict[str, str] = {}
+    for message in everything_on(bootstrap, prefix + topics.CHURN_RISK_CURRENT):
+        customer = message.key().decode()
+        if message.value() is None:
+            latest.pop(customer, None)
+        else:
+            latest[customer] = json.loads(message.value())["risk"]
+    by_partition: dict[int, list[str]] = {}
+    for customer in customers:
+        by_partition.setdefault(partition_of(customer, PARTITIONS), []).append(customer)
+    differ = []
+    for partition, ids in by_partition.items():
+        states = store.read(partition, ids)
+        for customer in ids:
+            state = states.get(customer)
+            held = None if state is None else state.risk
+            told = latest.get(customer)
+            if told != held and not (told is None and held == "LOW"):
+                differ.append((customer, told, held))
+    assert not differ, f"{len(differ)} customers' current risk differs, e.g. {differ[:3]}"
+    return len(latest)

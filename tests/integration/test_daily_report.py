@@ -15,17 +15,15 @@ import time
 from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.daily import DailyCounts, tally_name
 from simulator.history import generate_history
-from tests.integration.outputs import PARTITIONS, stream_in_background
+from tests.integration.outputs import PARTITIONS, everything_on, stream_in_background
 from tests.support import ROOT, Worker, produce
 
 pytestmark = pytest.mark.integration
@@ -45,37 +43,6 @@ def counted(store: RedisStateStore, days: list[date]) -> DailyCounts:
     for day in days:
         fields.update(store.tallies(range(PARTITIONS), tally_name(day)))
     return DailyCounts.from_fields(days[-1], fields)
-
-
-def everything_on(bootstrap: str, topic: str) -> list[Any]:
-    """Every message a read_committed reader finds on `topic` now: read from the start
-    to the end of each partition (transaction markers take offsets too)."""
-    reader = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"probe-{time.monotonic_ns()}",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-    messages: list[Any] = []
-    ended: set[int] = set()
-    deadline = time.monotonic() + 60
-    try:
-        while len(ended) < PARTITIONS:
-            assert time.monotonic() < deadline, f"{topic}: no end after 60 s"
-            message = reader.poll(1.0)
-            if message is None:
-                continue
-            error = message.error()
-            if error is None:
-                messages.append(message)
-            elif error.code() == KafkaError._PARTITION_EOF:
-                ended.add(message.partition())
-    finally:
-        reader.close()
-    return messages
 
 
 def report(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

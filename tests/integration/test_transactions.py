@@ -21,6 +21,7 @@ from stream_app.kafka_admin import ensure_topics
 from stream_app.transactions import TransactionalPublisher
 from tests.integration.outputs import (
     PARTITIONS,
+    assert_current_risk,
     assert_exactly_once,
     assert_features_exact,
     comparable,
@@ -55,9 +56,11 @@ def wait_until_busy(worker: Worker, changes: bool = False) -> None:
         wait_until(lambda: worker.metric("churn_risk_changes_total") > 0, worker, "no change", 90)
 
 
-def committed_ahead(bootstrap: str, prefix: str, store: RedisStateStore) -> int:
-    """Partitions whose last batch is committed in Kafka and not in the store."""
-    reader = TransactionalPublisher({"bootstrap.servers": bootstrap}, "test-reader", prefix)
+def committed_ahead(bootstrap: str, env: dict[str, str], store: RedisStateStore) -> int:
+    """Partitions whose last batch is committed in Kafka and not in the store (read as
+    the worker's group reads its batch log)."""
+    prefix, app_id = env["CHURN_TOPIC_PREFIX"], env["CHURN_APP_ID"]
+    reader = TransactionalPublisher({"bootstrap.servers": bootstrap}, app_id, prefix)
     try:
         ahead = 0
         for partition in range(PARTITIONS):
@@ -70,7 +73,15 @@ def committed_ahead(bootstrap: str, prefix: str, store: RedisStateStore) -> int:
 
 
 def wait_for_recoveries(worker: Worker, batches: int) -> None:
-    wait_until(lambda: worker.log().count(RECOVERED) >= batches, worker, "no recovery", 60)
+    """Until the worker has computed `batches` again from the log, as its log and its
+    metric say."""
+
+    def recovered() -> bool:
+        return worker.log().count(RECOVERED) >= batches and (
+            worker.metric("churn_recovered_batches_total") >= batches
+        )
+
+    wait_until(recovered, worker, "no recovery", 60)
 
 
 def kill_while_committing(worker: Worker, own: RedisServer) -> None:
@@ -132,7 +143,7 @@ def test_kills_while_publishing_and_while_committing_leave_each_change_once_in_o
                 kills["publishing"] += 1
             else:
                 kill_while_committing(worker, own)
-            ahead = committed_ahead(kafka_bootstrap, prefix, store)
+            ahead = committed_ahead(kafka_bootstrap, env, store)
             kills["committing"] += ahead > 0
             time.sleep(SESSION_SECONDS)  # its partitions free: one rebalance for the next
             worker = Worker(env, tmp_path / f"worker-{sum(kills.values())}.log")
@@ -147,7 +158,12 @@ def test_kills_while_publishing_and_while_committing_leave_each_change_once_in_o
         os.kill(broker, signal.SIGCONT)
         worker.stop()
     counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path), store)
-    print(f"kills that landed {kills}; batches recovered from the batch log {recovered}; {counts}")
+    customers = sorted({e.customer_id for _, e in events})
+    current = assert_current_risk(kafka_bootstrap, prefix, store, customers)
+    print(
+        f"kills that landed {kills}; batches recovered from the batch log {recovered}; "
+        f"{counts}; churn-risk-current holds {current} of {len(customers)} customers"
+    )
     assert_features_exact(store, events)
     own.kill()
 
@@ -170,7 +186,7 @@ def test_a_batch_recovered_after_a_promotion_keeps_the_model_that_scored_it(
         for attempt in range(MAX_KILLS):
             wait_until_busy(worker, changes=True)
             kill_while_committing(worker, own)
-            if committed_ahead(kafka_bootstrap, prefix, store):
+            if committed_ahead(kafka_bootstrap, env, store):
                 break
             time.sleep(SESSION_SECONDS)
             worker = Worker(env, tmp_path / f"before-{attempt}.log")
@@ -196,3 +212,35 @@ def test_a_batch_recovered_after_a_promotion_keeps_the_model_that_scored_it(
     own.start()
     assert_exactly_once(live, live, store)
     own.kill()
+
+
+def test_a_second_group_on_the_same_topics_publishes_its_batches_itself(
+    worker_env: dict[str, str], kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Two deployments reading the same inputs, each its own consumer group and store
+    (a new store built beside the old): the second takes nothing from the first's batch
+    log, and publishes every change itself, under the same ids and contents."""
+    prefix = worker_env["CHURN_TOPIC_PREFIX"]
+    events = list(generate_history(400, seed=33).events_in_time_order())
+    ensure_topics({"bootstrap.servers": kafka_bootstrap}, PARTITIONS, prefix)
+    produce(kafka_bootstrap, [(prefix + t, e.customer_id, encode(e)) for t, e in events])
+    second_env = {
+        **worker_env,
+        "CHURN_APP_ID": worker_env["CHURN_APP_ID"] + "-second",
+        "CHURN_REDIS_NAMESPACE": worker_env["CHURN_REDIS_NAMESPACE"] + "-second",
+    }
+    published: list[list[dict]] = []
+    recovered = []
+    for n, env in enumerate((worker_env, second_env)):
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        store = RedisStateStore(client, env["CHURN_REDIS_NAMESPACE"])
+        worker = Worker(env, tmp_path / f"worker-{n}.log")
+        try:
+            worker.start()
+            published.append(consume_all_changes(kafka_bootstrap, prefix, quiet=5, store=store))
+            recovered.append(worker.metric("churn_recovered_batches_total"))
+        finally:
+            worker.stop()
+    once, both = published
+    assert once and recovered == [0, 0]
+    assert sorted(map(comparable, both)) == sorted(map(comparable, once + once))
