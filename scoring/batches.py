@@ -100,8 +100,8 @@ def to_recover(
                 f"partition {partition}: the state store holds offsets {dict(offsets)}, "
                 f"but the batch log's batches run on from {record.after}: the store "
                 "lost more than the batch log keeps (every batch of the last "
-                "BATCH_LOG_HOURS, schemas/topics.py). Rebuild the partition's state "
-                "from the inputs (README, 'When the store is behind the batch log')"
+                "BATCH_LOG_HOURS, schemas/topics.py). The partition is left alone "
+                "(README, 'When a claim is refused')"
             )
         expected = record.through
     return pending

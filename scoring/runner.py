@@ -333,8 +333,8 @@ class BatchRunner:
             raise PartitionStopped(
                 f"partition {partition}: a batch committed in Kafka but not in the state "
                 f"store was scored by model {version}, which cannot be loaded ({err}). "
-                f"Put version {version} back in the models directory (README, 'Retiring "
-                "model versions'); the partition is left alone until then"
+                f"Put version {version} back in the models directory (README, 'When a "
+                "claim is refused'); the partition is left alone until then"
             ) from err
 
     async def _read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
