@@ -9,15 +9,62 @@ writes is read again from here, from the offsets the store still holds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from scoring.merge import InputMessage
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 POLL_SECONDS = 1.0
 READ_TIMEOUT_SECONDS = 120.0
+# What a broker answers while the group's coordinator moves or reloads (after a broker
+# stalled or restarted): the request succeeds once it is back. librdkafka does not flag
+# all of them retriable on `committed`.
+TRANSIENT = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
+)
+
+
+def retrying(call: Callable[[], T], what: str, timeout: float = READ_TIMEOUT_SECONDS) -> T:
+    """`call()`, again after a transient Kafka error, with backoff, for up to `timeout`
+    seconds; then (or on any other error) the error propagates."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except KafkaException as err:
+            error = err.args[0]
+            transient = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in TRANSIENT
+            )
+            if not transient or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: %s; retrying in %.1fs", what, error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class LogReader:
@@ -42,7 +89,9 @@ class LogReader:
         """The group's committed offset (the next one to read) per topic-partition."""
         wanted = [TopicPartition(self.prefix + t, p) for t, p in partitions]
         with self.lock:
-            found = self.consumer.committed(wanted, timeout=30)
+            found = retrying(
+                lambda: self.consumer.committed(wanted, timeout=30), "reading committed offsets"
+            )
         return {
             (tp.topic.removeprefix(self.prefix), tp.partition): tp.offset
             for tp in found
@@ -68,13 +117,16 @@ class LogReader:
         self, partitions: Iterable[tuple[str, int]], timeout: float = 30.0
     ) -> dict[tuple[str, int], tuple[int, int]]:
         """Each topic-partition's log start and end offsets, asked of the brokers."""
+
+        def ends(topic: str, partition: int) -> tuple[int, int]:
+            tp = TopicPartition(self.prefix + topic, partition)
+            return retrying(
+                lambda: self.consumer.get_watermark_offsets(tp, timeout=timeout, cached=False),
+                "reading the log's bounds",
+            )
+
         with self.lock:
-            return {
-                (t, p): self.consumer.get_watermark_offsets(
-                    TopicPartition(self.prefix + t, p), timeout=timeout, cached=False
-                )
-                for t, p in partitions
-            }
+            return {(t, p): ends(t, p) for t, p in partitions}
 
     def read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
         """The messages of offsets start..end (inclusive) that still exist."""

@@ -40,6 +40,7 @@ from schemas import BatchRecord, topics
 from scoring.batches import beyond
 from scoring.runner import Outputs
 from stream_app import metrics
+from stream_app.log_reader import retrying
 from stream_app.publisher import Message, output_messages
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,10 @@ class TransactionalPublisher:
         that runs past them is among them."""
         tp = TopicPartition(self.batches_topic, partition)
         with self.reading:
-            low, high = self.reader.get_watermark_offsets(tp, timeout=READ_SECONDS, cached=False)
+            low, high = retrying(
+                lambda: self.reader.get_watermark_offsets(tp, timeout=READ_SECONDS, cached=False),
+                "reading the batch log's bounds",
+            )
             if high <= low:
                 return []
             window = FIRST_WINDOW

@@ -74,21 +74,27 @@ def consume_all_changes(
     seen: list[dict] = []
     quiet_since = time.monotonic()
     deadline = time.monotonic() + 300
+    behind = ["(not looked at)"]
     while time.monotonic() < deadline:
         batch = consume(bootstrap, [prefix + topics.CHURN_RISK], lambda m: False, timeout=5)
         if len(batch) > len(seen):
             seen = [json.loads(m.value()) for m in batch]
             quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > quiet and (
-            store is None or stored_through_the_end(bootstrap, prefix, store)
-        ):
-            return seen
-    raise AssertionError("the worker kept publishing (or committing) for 5 minutes")
+        elif time.monotonic() - quiet_since > quiet:
+            behind = [] if store is None else not_yet_stored(bootstrap, prefix, store)
+            if not behind:
+                return seen
+    raise AssertionError(
+        f"the worker kept publishing (or committing) for 5 minutes; {len(seen)} changes "
+        f"read, the store behind the inputs at: {', '.join(behind) or 'nothing'}"
+    )
 
 
-def stored_through_the_end(bootstrap: str, prefix: str, store: RedisStateStore) -> bool:
-    """The store has committed every message of the input topics."""
+def not_yet_stored(bootstrap: str, prefix: str, store: RedisStateStore) -> list[str]:
+    """Each input topic-partition whose messages the store has not all committed, with
+    the store's offset and the log's last."""
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    behind = []
     try:
         for partition in range(PARTITIONS):
             offsets = store.offsets(partition)
@@ -96,8 +102,8 @@ def stored_through_the_end(bootstrap: str, prefix: str, store: RedisStateStore) 
                 tp = TopicPartition(prefix + topic, partition)
                 low, high = probe.get_watermark_offsets(tp, timeout=10, cached=False)
                 if high > low and offsets.get(topic, -1) < high - 1:
-                    return False
-        return True
+                    behind.append(f"{topic}-{partition} {offsets.get(topic, -1)}/{high - 1}")
+        return behind
     finally:
         probe.close()
 

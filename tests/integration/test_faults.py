@@ -130,7 +130,9 @@ def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_l
         worker.stop()
     log = worker.log()
     assert "outputs not yet acknowledged by Kafka" in log  # the stall hit a publish
-    assert "the store lost writes" in log  # and the lost writes were noticed
+    # The lost writes were noticed: by the commit they made diverge, or, when the
+    # stall's rebalance came first, by the claim that found the store behind Kafka.
+    assert "the store lost writes" in log or "was committed in Kafka, not in the store" in log
     store = RedisStateStore(client, namespace)
     counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path), store)
     print(f"AOF bytes cut: {cut}; changes: {counts}")
