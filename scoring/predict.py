@@ -13,6 +13,7 @@ category went down.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -23,13 +24,18 @@ from feature_store.online import CustomerState, base_row
 from scoring.model import Model
 from scoring.pipeline import reasons, utc
 from scoring.predict_contract import (
+    GUIDE_ONLY,
     MAX_BODY_BYTES,
+    PREDICTED_CHURN_AT,
+    ChurnPrediction,
+    CustomerFeatures,
     Lookup,
     PredictBody,
     Prediction,
     Published,
     ScoreRequest,
     base_values,
+    from_customer_features,
     from_guide,
 )
 from scoring.risk import RANK, RiskPolicy
@@ -60,11 +66,52 @@ def decode(body: bytes, kind: type[S]) -> S:
 
 
 def parse(body: bytes) -> msgspec.Struct:
-    """The PredictRequest in `body` (base columns or the guide's names), or Refused."""
+    """What `body` asks: the guide's CustomerFeatures when it holds any field only
+    that has (`GUIDE_ONLY`), else a PredictRequest (base columns, or the guide's names
+    for some); or Refused."""
+    fields = decode(body, dict[str, msgspec.Raw])  # names only: values are not parsed
+    if GUIDE_ONLY & fields.keys():
+        return decode(body, CustomerFeatures)
     try:
         return from_guide(decode(body, PredictBody))
     except ValueError as err:
         raise Refused(422, str(err)) from None
+
+
+def answer(
+    model: Model, policy: RiskPolicy, request: msgspec.Struct, now: datetime
+) -> Prediction | ChurnPrediction:
+    """The answer to a parsed `/predict` body, in the form the body came in; `now` is
+    the guide body's as-of instant unless it sends one."""
+    if isinstance(request, CustomerFeatures):
+        return predict_customer(model, policy, request, now)
+    return predict(model, policy, request)
+
+
+def predict_customer(
+    model: Model, policy: RiskPolicy, features: CustomerFeatures, now: datetime
+) -> ChurnPrediction:
+    """The model's answer to the guide's body, in the guide's fields, or Refused (422)
+    when its fields contradict each other."""
+    scale = model.feature_params.engagement_scale
+    try:
+        request, notes, unknown = from_customer_features(features, now, scale)
+    except ValueError as err:
+        raise Refused(422, str(err)) from None
+    prediction = predict(model, policy, request)
+    return ChurnPrediction(
+        customer_id=features.customer_id,
+        churn_probability=prediction.probability,
+        predicted_churn=prediction.probability >= PREDICTED_CHURN_AT,
+        risk_category=prediction.risk,
+        recommended_actions=prediction.recommended_actions,
+        reasons=prediction.reasons,
+        model_version=prediction.model_version,
+        as_of_ts=prediction.as_of_ts,
+        features=prediction.features,
+        notes=notes,
+        unknown=unknown,
+    )
 
 
 def parse_score(body: bytes) -> ScoreRequest:

@@ -43,6 +43,20 @@ PREDICTIONS = Counter(
     "Customers scored, by the risk category of the score",
     ["risk_category"],
 )
+# The guide's names, for scores asked of the web API rather than made by the stream.
+ENDPOINTS = ("predict", "score", "lookup")
+ML_PREDICTIONS = Counter(
+    "ml_predictions_total",
+    "Scores on demand by endpoint (predict: POST /predict; score: the what-if POST "
+    "/customers/{id}/score; lookup: GET /customers/{id}) and risk category",
+    ["endpoint", "risk_category"],
+)
+ML_PREDICTION_LATENCY = Histogram(
+    "ml_prediction_latency_seconds",
+    "Time to compute a score on demand (features and model, off the event loop), by endpoint",
+    ["endpoint"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 RISK_CHANGES = Counter(
     "churn_risk_changes_total",
     "Published risk changes, by previous (NONE: a first category) and new risk",
@@ -180,6 +194,10 @@ def initialise(features: Iterable[str]) -> None:
         DEAD_LETTERS.labels(reason)
     for risk in RANK:
         PREDICTIONS.labels(risk)
+        for endpoint in ENDPOINTS:
+            ML_PREDICTIONS.labels(endpoint, risk)
+    for endpoint in ENDPOINTS:
+        ML_PREDICTION_LATENCY.labels(endpoint)
     for system in SYSTEMS:
         ERRORS.labels(system)
         RETRIES.labels(system)

@@ -25,9 +25,12 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import json
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import faust
@@ -43,8 +46,15 @@ from schemas import topics
 from scoring import predict as on_demand
 from scoring.artifact import ServedModel
 from scoring.model import Model
-from scoring.predict_contract import MAX_BODY_BYTES
+from scoring.predict_contract import (
+    MAX_BODY_BYTES,
+    ChurnPrediction,
+    Lookup,
+    Prediction,
+    Problem,
+)
 from scoring.risk import RiskPolicy
+from stream_app import metrics, openapi
 from stream_app.partitioning import partition_of
 from stream_app.settings import Settings
 
@@ -62,6 +72,7 @@ LOOKUP_OFF = (
 )
 
 T = TypeVar("T")
+Answer = Prediction | ChurnPrediction | Lookup
 
 
 def install(
@@ -77,6 +88,7 @@ def install(
     """Add the web views to the worker's app. `policy`: the scorer's, so an answer
     here has the categories and actions the stream publishes."""
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="churn-web")
+    api_document = json.dumps(openapi.document(), indent=1).encode()
     # Hashed so that the comparison takes the same time whatever the lengths.
     expected = _digest(settings.web_token) if settings.web_token else None
     admin = AdminClient(kafka_config)
@@ -162,14 +174,15 @@ def install(
     def unauthorised(view: View, request: Request) -> Response | None:
         """The refusal of a request without the token (None: it may go on)."""
         if expected is None:
-            return view.json({"error": LOOKUP_OFF}, status=403)
+            return refuse(view, LOOKUP_OFF, status=403)
         presented = _bearer(request.headers.get("Authorization", ""))
         if presented is None or not hmac.compare_digest(_digest(presented), expected):
             challenge = 'Bearer realm="churn-risk"'
             if presented is not None:
                 challenge += ', error="invalid_token"'
-            return view.json(
-                {"error": "a valid 'Authorization: Bearer <token>' header is required"},
+            return refuse(
+                view,
+                "a valid 'Authorization: Bearer <token>' header is required",
                 status=401,
                 headers={"WWW-Authenticate": challenge},
             )
@@ -183,7 +196,7 @@ def install(
         if refusal is not None:
             return refusal
         if not CUSTOMER_ID.fullmatch(customer_id):
-            return view.json({"error": f"a customer id is {CUSTOMER_ID_RULE}"}, status=400)
+            return refuse(view, f"a customer id is {CUSTOMER_ID_RULE}", status=400)
         partition = partition_of(customer_id, partitions)
 
         try:
@@ -191,24 +204,29 @@ def install(
                 REDIS_TIMEOUT, store.snapshot, partition, [customer_id]
             )
         except TimeoutError:
-            return view.json({"error": "Redis did not answer in time"}, status=503)
+            return refuse(view, "Redis did not answer in time", status=503)
         except Exception as err:
-            return view.json({"error": f"Redis failed: {type(err).__name__}"}, status=503)
+            return refuse(view, f"Redis failed: {type(err).__name__}", status=503)
         state = states.get(customer_id)
         if state is None or state.seen is None:
-            return view.json({"error": f"unknown customer {customer_id}"}, status=404)
+            return refuse(view, f"unknown customer {customer_id}", status=404)
         return state, stream_time
 
-    async def answer(view: View, call: Callable[..., Any], *args: Any) -> Response:
+    async def answer(
+        view: View, endpoint: str, call: Callable[..., Answer], *args: Any
+    ) -> Response:
         """`call(model, policy, *args)` off the loop (LightGBM holds the GIL for a while
-        on larger models), as JSON, or its refusal."""
+        on larger models), as JSON, or its refusal; counted and timed by `endpoint`."""
         model = served()
+        started = time.perf_counter()
         try:
             result = await off_loop(MODEL_TIMEOUT, call, model, policy(model), *args)
         except on_demand.Refused as err:
-            return view.json({"error": str(err)}, status=err.status)
+            return refuse(view, str(err), status=err.status)
         except TimeoutError:
-            return view.json({"error": "the model did not answer in time"}, status=503)
+            return refuse(view, "the model did not answer in time", status=503)
+        metrics.ML_PREDICTION_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        metrics.ML_PREDICTIONS.labels(endpoint, _risk(result)).inc()
         return view.bytes(msgspec.json.encode(result), content_type="application/json")
 
     class Customer(View):
@@ -216,7 +234,7 @@ def install(
             found = await stored(self, request, customer_id)
             if not isinstance(found, tuple):
                 return found  # the refusal
-            return await answer(self, on_demand.lookup, *found)
+            return await answer(self, "lookup", on_demand.lookup, *found)
 
     class Score(View):
         async def post(self, request: Request, customer_id: str) -> Response:
@@ -227,12 +245,12 @@ def install(
             try:
                 parsed = on_demand.parse_score(await _read_at_most(request, MAX_BODY_BYTES))
             except on_demand.Refused as err:
-                return self.json({"error": str(err)}, status=err.status)
+                return refuse(self, str(err), status=err.status)
             if parsed.as_of is not None:
                 as_of = parsed.as_of.timestamp()
             else:
                 as_of = on_demand.now(state, stream_time)
-            return await answer(self, on_demand.score_state, state, as_of)
+            return await answer(self, "score", on_demand.score_state, state, as_of)
 
     class Predict(View):
         async def post(self, request: Request) -> Response:
@@ -242,8 +260,13 @@ def install(
             try:
                 parsed = on_demand.parse(await _read_at_most(request, MAX_BODY_BYTES))
             except on_demand.Refused as err:
-                return self.json({"error": str(err)}, status=err.status)
-            return await answer(self, on_demand.predict, parsed)
+                return refuse(self, str(err), status=err.status)
+            now = datetime.now(UTC)
+            return await answer(self, "predict", on_demand.answer, parsed, now)
+
+    class OpenAPI(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(api_document, content_type="application/json")
 
     app.page("/health")(Health)
     app.page("/ready")(Ready)
@@ -251,6 +274,22 @@ def install(
     app.page("/customers/{customer_id}")(Customer)
     app.page("/customers/{customer_id}/score")(Score)
     app.page("/predict")(Predict)
+    app.page("/openapi.json")(OpenAPI)
+
+
+def refuse(
+    view: View, message: str, status: int, headers: dict[str, str] | None = None
+) -> Response:
+    """A refusal: `status` with a Problem body saying why."""
+    body = msgspec.json.encode(Problem(message))
+    return view.bytes(body, content_type="application/json", status=status, headers=headers)
+
+
+def _risk(result: Answer) -> str:
+    """The risk category an on-demand answer gives."""
+    if isinstance(result, ChurnPrediction):
+        return result.risk_category
+    return result.current.risk if isinstance(result, Lookup) else result.risk
 
 
 def _digest(token: str) -> bytes:

@@ -18,8 +18,16 @@ from scoring.merge import Decoded, InputMessage
 from scoring.model import Model
 from scoring.outcome import PartitionOutcome
 from scoring.pipeline import Scorer
-from scoring.predict import Refused, lookup, parse, parse_score, predict, score_state
-from scoring.predict_contract import MAX_BODY_BYTES
+from scoring.predict import (
+    Refused,
+    lookup,
+    parse,
+    parse_score,
+    predict,
+    predict_customer,
+    score_state,
+)
+from scoring.predict_contract import MAX_BODY_BYTES, CustomerFeatures
 from scoring.risk import RiskPolicy
 from tests.support import train_soft_model
 
@@ -74,7 +82,7 @@ def test_every_base_column_is_accepted_by_name() -> None:
     assert msgspec.structs.asdict(request).keys() == set(BASE_COLUMNS)
 
 
-@pytest.mark.parametrize("name", ["avg_order_value", "support_tickets", "churned"])
+@pytest.mark.parametrize("name", ["support_tickets", "churned", "orders_365d"])
 def test_an_unknown_field_is_refused_with_422_by_name(name: str) -> None:
     refused = refusal(body(**{name: 3}))
     assert refused.status == 422
@@ -283,3 +291,108 @@ def test_a_state_stored_before_the_published_score_was_kept_loads_and_is_recompu
         == score_state(model, policy, loaded, found.published.as_of_ts.timestamp()).probability
     )
     assert isinstance(loaded, CustomerState)
+
+
+# The seed guide's example customer, in its CustomerFeatures fields.
+GUIDE_CUSTOMER = {
+    "age": 35,
+    "recency_days": 10,
+    "total_orders": 3,
+    "total_spent": 90.0,
+    "avg_order_value": 30.0,
+    "order_frequency": 1.5,  # 3 orders over 2 months: the first 60 days before the last
+    "engagement_score": 52.3,
+    "complaint_count": 0,
+    "negative_experiences": 0,
+    "is_email_verified": True,
+    "is_phone_verified": False,
+}
+
+
+def guide_body(**fields: object) -> bytes:
+    return json.dumps({**GUIDE_CUSTOMER, "as_of_ts": T0.isoformat(), **fields}).encode()
+
+
+def test_the_guides_customer_features_are_answered_as_the_same_customer_in_base_columns(
+    model: Model, policy: RiskPolicy
+) -> None:
+    guide = predict_customer(model, policy, parse(guide_body(customer_id="C-7")), T0)
+    # What the guide's fields determine exactly; the 30-day sums (the orders span 60
+    # days, the last 10 days ago) and the profile's registration stay unknown.
+    base = {
+        "age": 35,
+        "orders_lifetime": 3,
+        "spend_lifetime": 90.0,
+        "last_order_ts": (T0 - timedelta(days=10)).isoformat(),
+        "first_order_ts": (T0 - timedelta(days=70)).isoformat(),
+        "orders_7d": 0,
+        "spend_7d": 0,
+        "orders_90d": 3,
+        "spend_90d": 90.0,
+        "tickets_30d": 0,
+        "tickets_90d": 0,
+        "negative_experiences_90d": 0,
+        "resolution_hours_lifetime": 0,
+        "resolved_tickets_lifetime": 0,
+        "email_verified": True,
+        "phone_verified": False,
+    }
+    same = predict(model, policy, parse(body(**base)))
+    assert guide.customer_id == "C-7"
+    assert (guide.churn_probability, guide.risk_category) == (same.probability, same.risk)
+    assert guide.predicted_churn == (same.probability >= 0.5)
+    assert (guide.reasons, guide.features) == (same.reasons, same.features)
+    assert guide.recommended_actions == list(ACTIONS[same.risk])
+    assert (guide.model_version, guide.as_of_ts) == (same.model_version, T0)
+    assert guide.unknown == [
+        "orders_30d",
+        "spend_30d",
+        "delivery_problems_90d",
+        "registration_ts",
+    ]
+    assert [note.split(":")[0] for note in guide.notes] == ["engagement_score"]
+
+
+def test_the_guides_lifetime_complaints_are_not_read_as_recent_and_the_answer_says_so(
+    model: Model, policy: RiskPolicy
+) -> None:
+    answer = predict_customer(
+        model, policy, parse(guide_body(complaint_count=2, negative_experiences=1)), T0
+    )
+    assert {"tickets_30d", "tickets_90d", "negative_experiences_90d"} <= set(answer.unknown)
+    assert any(note.startswith("complaint_count") for note in answer.notes)
+
+
+def test_the_guide_body_is_scored_as_of_now_unless_it_says_when(
+    model: Model, policy: RiskPolicy
+) -> None:
+    later = T0 + timedelta(days=5)
+    request = parse(json.dumps(GUIDE_CUSTOMER).encode())
+    assert predict_customer(model, policy, request, later).as_of_ts == later
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"avg_order_value": 31.0}, "avg_order_value"),
+        ({"order_frequency": 4.0}, "order_frequency"),
+        ({"order_frequency": 0}, "order_frequency"),
+        ({"complaint_count": 1, "negative_experiences": 2}, "negative_experiences"),
+        ({"total_orders": 0}, "total_spent"),
+        ({"total_spent": None}, "total_spent"),
+        ({"recency_days": -3}, "recency_days"),
+        ({"orders_30d": 1}, "orders_30d"),
+    ],
+)
+def test_guide_fields_that_contradict_each_other_or_break_the_type_are_a_422_naming_one(
+    model: Model, policy: RiskPolicy, fields: dict[str, object], named: str
+) -> None:
+    with pytest.raises(Refused) as caught:
+        predict_customer(model, policy, parse(guide_body(**fields)), T0)
+    assert caught.value.status == 422
+    assert named in str(caught.value)
+
+
+def test_a_guide_field_makes_the_body_the_guides_and_without_one_it_is_base_columns() -> None:
+    assert isinstance(parse(guide_body()), CustomerFeatures)
+    assert not isinstance(parse(body(recency_days=3)), CustomerFeatures)

@@ -13,10 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from openapi_spec_validator import validate
 
 from schemas import Order, topics
 from scoring.predict_contract import MAX_BODY_BYTES
-from tests.support import RedisServer, Worker, encode, produce
+from stream_app.openapi import document
+from tests.support import RedisServer, Worker, encode, produce, sum_samples
 
 pytestmark = pytest.mark.integration
 
@@ -212,7 +214,9 @@ def test_on_demand_scores_use_the_served_model_and_the_workers_actions_and_need_
     worker.start()
     try:
         check_predict(worker, token, actions)
+        check_guide_predict(worker, token, actions)
         check_stored_customer_scores(worker, token, prefix, kafka_bootstrap, actions)
+        check_api_document_and_metrics(worker)
         assert token not in worker.log(), "the token was logged"
     finally:
         worker.stop()
@@ -263,6 +267,60 @@ def check_predict(worker: Worker, token: str, actions: dict[str, list[str]]) -> 
     oversized = b" " * (MAX_BODY_BYTES + 1)
     status, _, body = worker.request("/predict", headers=with_token, body=oversized)
     assert status == 413, body
+
+
+def check_guide_predict(worker: Worker, token: str, actions: dict[str, list[str]]) -> None:
+    """The seed guide's request, as its client sends it, answered in its fields."""
+    guide = {
+        "age": 35,
+        "recency_days": 60,
+        "total_orders": 3,
+        "total_spent": 90.0,
+        "avg_order_value": 30.0,
+        "order_frequency": 1.5,
+        "engagement_score": 12.0,
+        "complaint_count": 0,
+        "negative_experiences": 0,
+        "is_email_verified": True,
+        "is_phone_verified": True,
+    }
+    with_token = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    status, _, body = worker.request(
+        "/predict", headers=with_token, body=json.dumps(guide).encode()
+    )
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["risk_category"] == "HIGH"  # 60 days without an order
+    assert answer["predicted_churn"] is True
+    assert answer["churn_probability"] > 0.9
+    assert answer["customer_id"] is None
+    assert answer["recommended_actions"] == actions["HIGH"]
+    assert answer["model_version"] == "recency-v1"
+    assert answer["features"]["recency_days"] == 60
+    assert any(note.startswith("engagement_score") for note in answer["notes"])
+    # Now, by the worker's clock: the guide's body says no instant.
+    as_of = datetime.fromisoformat(answer["as_of_ts"])
+    assert abs((datetime.now(UTC) - as_of).total_seconds()) < 60
+    contradicting = json.dumps({**guide, "avg_order_value": 45.0}).encode()
+    status, _, body = worker.request("/predict", headers=with_token, body=contradicting)
+    assert status == 422, body
+    assert "avg_order_value" in json.loads(body)["error"]
+
+
+def check_api_document_and_metrics(worker: Worker) -> None:
+    """/openapi.json is open and valid to a third party; on-demand scores are counted
+    and timed under the guide's metric names, by endpoint."""
+    status, _, body = worker.request("/openapi.json", headers={})
+    assert status == 200, body
+    validate(json.loads(body))
+    assert json.loads(body) == document()
+    exposition = worker.exposition()
+    # check_predict: 2 scored; the guide's: 1 (its 422 is not a score); 1 what-if.
+    assert sum_samples(exposition, 'ml_predictions_total{endpoint="predict"}') == 3
+    assert sum_samples(exposition, 'ml_predictions_total{risk_category="HIGH"}') >= 3
+    assert sum_samples(exposition, 'ml_prediction_latency_seconds_count{endpoint="predict"}') == 3
+    assert sum_samples(exposition, 'ml_predictions_total{endpoint="lookup"}') >= 1
+    assert sum_samples(exposition, 'ml_predictions_total{endpoint="score"}') >= 1
 
 
 def check_stored_customer_scores(
