@@ -7,7 +7,7 @@ Every number, string and list is bounded, so no single message can overflow an
 aggregate or make the worker spend unbounded memory or time on it; an input outside
 a bound is dead-lettered with the field and the bound in its reason. The bounds that
 depend on the deployment (event times, message size, nesting depth) are settings,
-checked by `scoring.decoding`; README.md "Bad input" lists them all.
+checked by `scoring.decoding`; docs/bad-input.md lists them all.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def to_recover(
                 f"but the batch log's batches run on from {record.after}: the store "
                 "lost more than the batch log keeps (every batch of the last "
                 "BATCH_LOG_HOURS, schemas/topics.py). The partition is left alone "
-                "(README, 'When a claim is refused')"
+                "(docs/operating.md, 'When a claim is refused')"
             )
         expected = record.through
     return pending
@@ -131,6 +131,6 @@ def check_within(
             continue
         raise PartitionStopped(
             f"partition {partition}: {problem}. The partition is left alone. To go on "
-            "from the log as it is, stop the workers and set the recorded offset (README, "
-            "'When a claim is refused')"
+            "from the log as it is, stop the workers and set the recorded offset "
+            "(docs/operating.md, 'When a claim is refused')"
         )

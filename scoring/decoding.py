@@ -73,7 +73,7 @@ _CONTRACT_REFUSALS = (
 
 @dataclass(frozen=True)
 class Limits:
-    """The deployment's bounds on input messages (settings; README "Bad input")."""
+    """The deployment's bounds on input messages (settings; docs/bad-input.md)."""
 
     # Event times (and the profile's dates) must lie in [min_event_time, the message's
     # broker timestamp + max_clock_skew]: one event dated in the future would move

@@ -200,7 +200,7 @@ def run_report(day: date, out: Path | None) -> None:
 
 
 # `performance --retrain-below-auc`'s exit code when the realised AUC has dropped: a
-# scheduler retrains on it (README, "Retraining"); 1 stays "nothing to judge yet".
+# scheduler retrains on it (docs/training.md, "Retraining"); 1 stays "nothing to judge yet".
 AUC_DROPPED = 3
 
 

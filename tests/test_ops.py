@@ -1,5 +1,6 @@
 """The ops assets under ops/: the alert rules pass promtool's checks and their unit
-tests, each alert has a runbook in the README and is tested firing and not firing,
+tests, each alert has a runbook in the docs (docs/operating.md) and is tested firing
+and not firing,
 and the dashboard covers what ops watch. (That the worker exports every metric they
 name, and that a real Prometheus fires them: tests/integration/test_ops_metrics.py.)"""
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from markdown.extensions.toc import slugify
 
 from tests.support import prometheus_tool
 
@@ -20,6 +22,7 @@ PROMETHEUS = ROOT / "ops" / "prometheus"
 RULES = PROMETHEUS / "rules.yml"
 RULE_TESTS = PROMETHEUS / "rules.test.yml"
 DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "churn.json"
+RUNBOOKS = "docs/operating.md"  # the alerts' runbooks, as their runbook_url names it
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,21 +60,23 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
         assert True in fires and False in fires, f"{rule['alert']}: needs both kinds of case"
 
 
-def github_anchors(markdown: str) -> set[str]:
-    """The anchors GitHub gives the headings of a Markdown document."""
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors the headings of a Markdown page get: the site's (MkDocs' `toc`
+    slugs), which are GitHub's too for headings such as these."""
     anchors = set()
     for heading in re.findall(r"^#+ (.+)$", markdown, re.M):
-        anchors.add(re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-"))
+        anchors.add(slugify(heading.strip(), "-"))
     return anchors
 
 
-def test_every_alert_says_what_happened_and_links_its_runbook_in_the_readme() -> None:
-    anchors = github_anchors((ROOT / "README.md").read_text())
+def test_every_alert_says_what_happened_and_links_its_runbook_in_the_docs() -> None:
+    anchors = heading_anchors((ROOT / RUNBOOKS).read_text())
     for rule in alerts():
         annotations = rule["annotations"]
         assert annotations["summary"] and annotations["description"], rule["alert"]
         page, _, anchor = annotations["runbook_url"].partition("#")
-        assert page == "README.md" and anchor in anchors, f"{rule['alert']}: no README#{anchor}"
+        assert page == RUNBOOKS and anchor in anchors, f"{rule['alert']}: no {RUNBOOKS}#{anchor}"
+        assert anchor == rule["alert"].lower(), rule["alert"]  # its own runbook
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
 
 

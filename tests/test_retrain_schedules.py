@@ -1,6 +1,7 @@
 """The schedule examples run the real `python -m training retrain` command, into the
 models the worker reads: the compose service, the Kubernetes CronJob (validated against
-the Kubernetes schema, vendored in tests/vendor/) and the README's cron line."""
+the Kubernetes schema, vendored in tests/vendor/) and the cron lines in the docs
+(docs/training.md, "Retraining")."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from training.__main__ import parse_retrain_args
 ROOT = Path(__file__).resolve().parents[1]
 CRONJOB = ROOT / "ops" / "k8s" / "retrain-cronjob.yaml"
 SCHEMA = Path(__file__).resolve().parent / "vendor" / "k8s-cronjob-batch-v1.json"
-README = ROOT / "README.md"
+RETRAINING_DOCS = ROOT / "docs" / "training.md"
 RETRAIN = ["python", "-m", "training", "retrain"]
 CRON_LINE = re.compile(r"^\s*(\S+\s+){5}.*-m training retrain ")
 
@@ -93,9 +94,9 @@ def test_the_compose_retrain_service_writes_the_models_volume_the_worker_reads()
     assert f"shop-data:{args.db.parent}:ro" in retrain["volumes"]
 
 
-def test_the_readmes_cron_lines_run_retrain() -> None:
+def test_the_docs_cron_lines_run_retrain() -> None:
     # The weekly retrain, and the daily one on a realised-AUC drop.
-    lines = [line for line in README.read_text().splitlines() if CRON_LINE.match(line)]
+    lines = [line for line in RETRAINING_DOCS.read_text().splitlines() if CRON_LINE.match(line)]
     assert len(lines) == 2
     for line in lines:
         words = shlex.split(line)
