@@ -80,7 +80,7 @@ services-down: ## stop them
 services-status: ## show whether they run
 	$(SERVICES) status
 
-tools: ## install prometheus and promtool when missing (the alert rule tests need them)
+tools: ## install prometheus, promtool, chromium and chromedriver when missing (the alert rule and work-list page tests need them)
 	$(SERVICES) tools
 
 lint: venv ## ruff check, ruff format --check, mypy

@@ -15,6 +15,11 @@ can live on any node).
                            still read until it expires)
     {churn:p3}:samples     sorted set: pending samples of realised performance
                            (`scoring.performance.Sample` as JSON) -> due (epoch s)
+    {churn:p3}:listed      sorted set: the work-list index, customer -> place
+                           (`scoring.worklist.score`), bounded
+    {churn:p3}:work        hash: listed customer -> entry (`scoring.worklist.WorkItem`)
+    {churn:p3}:path        hash: listed customer -> their path (`scoring.worklist.Step`
+                           records)
 
 The consumer group's own state has a hash tag of its own:
 
@@ -53,6 +58,15 @@ class Keys:
 
     def samples(self, partition: int) -> str:
         return f"{self.tag(partition)}:samples"
+
+    def listed(self, partition: int) -> str:
+        return f"{self.tag(partition)}:listed"
+
+    def work(self, partition: int) -> str:
+        return f"{self.tag(partition)}:work"
+
+    def path(self, partition: int) -> str:
+        return f"{self.tag(partition)}:path"
 
     def drift_alerts(self) -> str:
         return f"{{{self.namespace}:drift}}:alerts"

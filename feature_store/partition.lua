@@ -2,8 +2,9 @@
 --
 -- KEYS[1]  the partition's meta hash; for `commit` also KEYS[2] its schedule (sorted
 --          set), KEYS[3..] the state keys to write, in ARGV order, then the state keys
---          of erased customers, to delete, then the tally keys, in header order, and
---          last the pending samples (sorted set)
+--          of erased customers, to delete, then the tally keys, in header order, then
+--          the pending samples (sorted set), and last the work-list's index (sorted
+--          set), entries and paths (hashes)
 -- ARGV[1]  'begin' | 'commit'
 -- ARGV[2]  the writer's epoch
 -- ARGV[3]  MessagePack: {previous = {topic = "offset"}, offsets = {topic = "offset"},
@@ -11,12 +12,16 @@
 --          schedule = {"due", customer, "due", customer, ...} (flat: ZADD's order),
 --          unscheduled = {customer, ...},
 --          samples = {"due", member, ...}, decided = {member, ...},
+--          listed = {customer, "score", fresh (1/0), ...} (flat; each one's entry and
+--          steps are ARGV after the tallies'),
+--          unlisted = {customer, ...}, list_size = n, path_bytes = n,
 --          states = number of states, tallies = {{ttl, how, amounts}, ...}}: how is
 --          'add' (a MessagePack map: the amounts in the next ARGV after the states and
 --          earlier tallies' are added to it), 'whole' (that ARGV is its new value) or
 --          'each' (a hash: each of `amounts` added to its field)
 -- ARGV[4..] for `begin`, the batch's last offsets (kept as given, for the next owner);
---          for `commit`, the customers' states, in KEYS order, then the tallies'
+--          for `commit`, the customers' states, in KEYS order, then the tallies',
+--          then each listed customer's entry and steps
 -- Returns  'committed' | 'fenced' (a later epoch claimed the partition) | 'diverged'
 --          (the store no longer holds what the writer last committed); a commit that
 --          added to tallies returns {'committed', for each: its new value, or false
@@ -108,7 +113,35 @@ local function move(key, added, removed)
   if added and #added > 0 then each_chunk('ZADD', key, added, 1, #added) end
   if removed and #removed > 0 then each_chunk('ZREM', key, removed, 1, #removed) end
 end
-move(KEYS[#KEYS], batch.samples, batch.decided)
+move(KEYS[#KEYS - 3], batch.samples, batch.decided)
+
+-- The work-list: list, append to paths (keeping their last path_bytes), unlist, and
+-- drop the lowest past list_size.
+local index, entries, paths = KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
+local listed = batch.listed or {}
+for i = 1, #listed, 3 do
+  local customer, entry, steps = listed[i], ARGV[next_arg + 1], ARGV[next_arg + 2]
+  next_arg = next_arg + 2
+  local path = listed[i + 2] == 1 and '' or (redis.call('HGET', paths, customer) or '')
+  path = path .. steps
+  if #path > batch.path_bytes then path = string.sub(path, #path - batch.path_bytes + 1) end
+  redis.call('ZADD', index, listed[i + 1], customer)
+  redis.call('HSET', entries, customer, entry)
+  redis.call('HSET', paths, customer, path)
+end
+local function unlist(customers)
+  if #customers == 0 then return end
+  each_chunk('ZREM', index, customers, 1, #customers)
+  each_chunk('HDEL', entries, customers, 1, #customers)
+  each_chunk('HDEL', paths, customers, 1, #customers)
+end
+unlist(batch.unlisted or {})
+if #listed > 0 then
+  local over = redis.call('ZCARD', index) - (batch.list_size or 0)
+  if over > 0 then
+    unlist(redis.call('ZRANGE', index, 0, over - 1))
+  end
+end
 move(KEYS[2], batch.schedule, batch.unscheduled)
 local fields = {}
 for topic, offset in pairs(batch.offsets) do

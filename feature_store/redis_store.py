@@ -26,6 +26,8 @@ from feature_store.store import (
     Claim,
     Commit,
     Committed,
+    Listed,
+    Listing,
     Tally,
     Verdict,
     added,
@@ -141,6 +143,8 @@ class RedisStateStore:
             header["erased"] = len(c.erased)
         header["schedule"], header["unscheduled"] = _moves(c.schedule)
         header["samples"], header["decided"] = _moves(c.samples)
+        header["listed"], header["unlisted"], listed = _listings(c.listings)
+        header["list_size"], header["path_bytes"] = c.list_size, c.path_bytes
         header["tallies"] = [
             (t.ttl, _how(t), t.amounts if t.sparse else {}) for t in c.tallies.values()
         ]
@@ -154,9 +158,12 @@ class RedisStateStore:
                 for name, t in c.tallies.items()
             ),
             self.keys.samples(c.partition),
+            self.keys.listed(c.partition),
+            self.keys.work(c.partition),
+            self.keys.path(c.partition),
         ]
         values = [_MSGPACK.encode(t.amounts) for t in c.tallies.values() if not t.sparse]
-        args = ["commit", c.epoch, _MSGPACK.encode(header), *c.states.values(), *values]
+        args = ["commit", c.epoch, _MSGPACK.encode(header), *c.states.values(), *values, *listed]
         return keys, args
 
     def read(self, partition: int, customer_ids: Collection[str]) -> dict[str, CustomerState]:
@@ -193,6 +200,47 @@ class RedisStateStore:
             if isinstance(part, dict):
                 total = cast(dict[str, float], added(total, part))
         return total
+
+    def listed(
+        self, partitions: Collection[int], lowest: float, highest: float, limit: int
+    ) -> list[Listed]:
+        order = list(partitions)
+        pipe = self.client.pipeline(transaction=False)
+        for p in order:
+            pipe.zrevrangebyscore(self.keys.listed(p), highest, lowest, 0, limit, withscores=True)
+        ranked: list[list[tuple[bytes, float]]] = pipe.execute()
+        pipe = self.client.pipeline(transaction=False)
+        for p, found in zip(order, ranked, strict=True):
+            customers = [c for c, _ in found]
+            if customers:
+                pipe.hmget(self.keys.work(p), customers)
+                pipe.hmget(self.keys.path(p), customers)
+        details = iter(pipe.execute())
+        out: list[Listed] = []
+        for p, found in zip(order, ranked, strict=True):
+            if not found:
+                continue
+            entries, paths = next(details), next(details)
+            for (customer, place), entry, path in zip(found, entries, paths, strict=True):
+                if entry is not None:  # unlisted between the two reads
+                    out.append((p, customer.decode(), float(place), entry, path or b""))
+        return out
+
+    def count_listed(self, partitions: Collection[int], lowest: float, highest: float) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for p in partitions:
+            pipe.zcount(self.keys.listed(p), lowest, highest)
+        return sum(pipe.execute())
+
+    def listing(self, partition: int, customer_id: str) -> Listed | None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zscore(self.keys.listed(partition), customer_id)
+        pipe.hget(self.keys.work(partition), customer_id)
+        pipe.hget(self.keys.path(partition), customer_id)
+        place, entry, path = pipe.execute()
+        if place is None or entry is None:
+            return None
+        return partition, customer_id, float(place), entry, path or b""
 
     def offsets(self, partition: int) -> dict[str, int]:
         """The offsets recorded for a partition (for tests and operators)."""
@@ -280,6 +328,24 @@ def _moves(entries: Mapping[str, float | None]) -> tuple[list[str], list[str]]:
         else:
             added += (repr(due), member)
     return added, removed
+
+
+def _listings(
+    listings: Mapping[str, Listing | None],
+) -> tuple[list[Any], list[str], list[bytes]]:
+    """Listings as the commit script takes them: flat (customer, score, fresh) runs to
+    list, the customers to unlist, and the listed ones' entries and steps (arguments
+    of their own: the script's MessagePack decoder takes no binary)."""
+    listed: list[Any] = []
+    unlisted = []
+    blobs: list[bytes] = []
+    for customer, listing in listings.items():
+        if listing is None:
+            unlisted.append(customer)
+        else:
+            listed += [customer, repr(listing.score), int(listing.fresh)]
+            blobs += [listing.entry, listing.steps]
+    return listed, unlisted, blobs
 
 
 def _text(offsets: Mapping[str, int]) -> dict[str, str]:

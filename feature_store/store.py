@@ -96,6 +96,28 @@ class Commit:
     # Pending samples of realised performance: member -> due instant (None: decided,
     # remove). A member is a JSON array whose first item is the customer id.
     samples: dict[str, float | None] = field(default_factory=dict)
+    # The work-list index: customer -> Listing (None: unlist), of which only the
+    # `list_size` highest stay listed.
+    listings: dict[str, Listing | None] = field(default_factory=dict)
+    list_size: int = 0
+    path_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A customer on the partition's work-list index (`scoring.worklist`): their place
+    in it (`score`, highest first), their entry (replaced), and `steps` to append to
+    their path, of which the store keeps the last `Commit.path_bytes` bytes (`fresh`:
+    the path starts anew)."""
+
+    score: float
+    entry: bytes
+    steps: bytes
+    fresh: bool = False
+
+
+# A listed customer as read back: partition, customer, score, entry, path.
+Listed = tuple[int, str, float, bytes, bytes]
 
 
 def sample_customer(member: str | bytes) -> str:
@@ -154,6 +176,21 @@ class StateStore(Protocol):
         counts as empty)."""
         ...
 
+    def listed(
+        self, partitions: Collection[int], lowest: float, highest: float, limit: int
+    ) -> list[Listed]:
+        """Per partition, its `limit` highest listed customers scored within
+        [lowest, highest], highest first."""
+        ...
+
+    def listing(self, partition: int, customer_id: str) -> Listed | None:
+        """One listed customer (None: not listed)."""
+        ...
+
+    def count_listed(self, partitions: Collection[int], lowest: float, highest: float) -> int:
+        """How many customers the partitions list with scores within [lowest, highest]."""
+        ...
+
 
 def check(
     stored_epoch: int, epoch: int, stored: Mapping[str, int], previous: Mapping[str, int]
@@ -178,6 +215,7 @@ class _Partition:
     schedule: dict[str, float] = field(default_factory=dict)
     samples: dict[str, float] = field(default_factory=dict)
     tallies: dict[str, Amounts] = field(default_factory=dict)  # (no expiry here)
+    listed: dict[str, tuple[float, bytes, bytes]] = field(default_factory=dict)
 
 
 class MemoryStore:
@@ -242,6 +280,7 @@ class MemoryStore:
                 p.samples.pop(member, None)
             else:
                 p.samples[member] = due
+        _list(p.listed, commit)
         merged = {}
         for name, tally in commit.tallies.items():
             held = p.tallies.get(name)
@@ -263,6 +302,28 @@ class MemoryStore:
     ) -> tuple[dict[str, CustomerState], float | None]:
         return self.read(partition, customer_ids), self._of(partition).stream_time
 
+    def listed(
+        self, partitions: Collection[int], lowest: float, highest: float, limit: int
+    ) -> list[Listed]:
+        found: list[Listed] = []
+        for partition in partitions:
+            listed = self._of(partition).listed.items()
+            within = [(c, v) for c, v in listed if lowest <= v[0] <= highest]
+            within.sort(key=lambda item: (item[1][0], item[0]), reverse=True)  # as ZREVRANGE
+            found += [(partition, c, *v) for c, v in within[:limit]]
+        return found
+
+    def count_listed(self, partitions: Collection[int], lowest: float, highest: float) -> int:
+        return sum(
+            lowest <= place <= highest
+            for p in partitions
+            for place, _, _ in self._of(p).listed.values()
+        )
+
+    def listing(self, partition: int, customer_id: str) -> Listed | None:
+        found = self._of(partition).listed.get(customer_id)
+        return None if found is None else (partition, customer_id, *found)
+
     def tallies(self, partitions: Collection[int], name: str) -> dict[str, float]:
         total: dict[str, float] = {}
         for partition in partitions:
@@ -270,3 +331,19 @@ class MemoryStore:
             if isinstance(kept, dict):
                 total = cast(dict[str, float], added(total, kept))
         return total
+
+
+def _list(listed: dict[str, tuple[float, bytes, bytes]], commit: Commit) -> None:
+    """Apply a commit's listings to a partition's index, as `partition.lua` does."""
+    for customer, listing in commit.listings.items():
+        if listing is None:
+            listed.pop(customer, None)
+            continue
+        path = b"" if listing.fresh or customer not in listed else listed[customer][2]
+        path += listing.steps
+        path = path[max(0, len(path) - commit.path_bytes) :]
+        listed[customer] = (listing.score, listing.entry, path)
+    # Redis orders equal scores by member: the lowest of those go first.
+    ranked = sorted(listed, key=lambda c: (listed[c][0], c))
+    for customer in ranked[: max(0, len(listed) - commit.list_size)]:
+        del listed[customer]

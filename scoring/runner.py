@@ -49,6 +49,7 @@ from feature_store.store import (
     sample_customer,
 )
 from schemas import BatchRecord, ChurnRiskChanged, DeadLetter, Tick
+from scoring import worklist
 from scoring.batches import (
     BatchLog,
     PartitionStopped,
@@ -70,6 +71,7 @@ log = logging.getLogger(__name__)
 # each with their key): the states a batch needs are read from the store only when
 # they are not kept.
 STATES_KEPT = 100_000
+DEFAULT_LIST_SIZE = worklist.DEFAULT_SIZE
 # Tallies a partition's owner holds (a batch adds to a few: its day's, its drift
 # slices'): it writes them whole rather than have the store read, add and write.
 TALLIES_KEPT = 64
@@ -199,6 +201,7 @@ class BatchRunner:
         batch_log: BatchLog | None = None,
         versions: Callable[[str], Model] | None = None,
         on_recovered: Callable[[int], None] = lambda partition: None,
+        list_size: int = DEFAULT_LIST_SIZE,
     ) -> None:
         self.store = store
         self.scorer = scorer
@@ -221,6 +224,7 @@ class BatchRunner:
         self.batch_log = batch_log
         self.versions = versions
         self.on_recovered = on_recovered  # told of each batch computed again from the log
+        self.list_size = list_size  # customers each partition's work-list index keeps
         self.tasks: dict[int, Task] = {}
         self.fenced: set[int] = set()
         self.stopped: dict[int, str] = {}  # partition -> why (`PartitionStopped`)
@@ -333,8 +337,8 @@ class BatchRunner:
             raise PartitionStopped(
                 f"partition {partition}: a batch committed in Kafka but not in the state "
                 f"store was scored by model {version}, which cannot be loaded ({err}). "
-                f"Put version {version} back in the models directory (README, 'When a "
-                "claim is refused'); the partition is left alone until then"
+                f"Put version {version} back in the models directory (docs/operating.md, "
+                "'When a claim is refused'); the partition is left alone until then"
             ) from err
 
     async def _read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
@@ -481,6 +485,9 @@ class BatchRunner:
                 sorted(o.erased),
                 _held(owned[p], self._tallies(o, released[p], durable_at), durable_at),
                 o.samples,
+                worklist.moves(o.changes, o.erased) if self.list_size else {},
+                self.list_size,
+                worklist.PATH_BYTES,
             )
             for p, o in outcomes.items()
         ]

@@ -12,7 +12,8 @@
 #   scripts/services.sh reset         down + delete all state under .services/
 #   scripts/services.sh cluster-down  stop only the Redis Cluster nodes (Kafka and Redis keep running)
 #   scripts/services.sh tools         make sure prometheus and promtool are installed (the alert
-#                                     rule tests run them; Debian's prometheus package has both)
+#                                     rule tests run them; Debian's prometheus package has both),
+#                                     and chromium with chromedriver (the work-list page test)
 #
 # Env: CHURN_KAFKA_PORT (9092), CHURN_KAFKA_CONTROLLER_PORT (Kafka port + 1),
 #      CHURN_KAFKA_SASL_PORT (Kafka port + 2: SASL_SSL, SCRAM-SHA-512 over TLS),
@@ -525,6 +526,9 @@ cmd_cluster_down() { stop_cluster; }
 cmd_tools() {
   ensure_cmd promtool prometheus
   ensure_cmd prometheus prometheus
+  # The work-list's browser test drives Debian's headless Chromium with its driver.
+  ensure_cmd chromium chromium
+  ensure_cmd chromedriver chromium-driver
   log "$(promtool --version 2>&1 | head -n1)"
 }
 

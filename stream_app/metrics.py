@@ -4,7 +4,7 @@ Conventions: counters end in `_total`, durations are in seconds (`_seconds`), an
 every label takes a bounded set of values (topics, partitions, outcomes, categories,
 features): nothing per customer or per message. `initialise` creates every series
 whose labels are known in advance at 0, so a rate or an `increase` sees the first
-event too, and an alert on it can fire. README "Operating it" lists them all.
+event too, and an alert on it can fire. docs/operating.md ("Metrics") lists them all.
 """
 
 import math

@@ -1,6 +1,7 @@
 """Every setting of the worker and the demo, read once from the environment.
 
-The table in README.md lists the same variables; `Settings.describe()` prints it.
+The table in docs/configuration.md lists the same variables; `Settings.describe()`
+prints it.
 """
 
 from __future__ import annotations
@@ -339,7 +340,15 @@ OPTIONS: dict[str, Option] = {
         "CHURN_WEB_TOKEN",
         "",
         str,
-        "bearer token the lookup and /predict require (unset: both are off; never logged)",
+        "bearer token the lookup, /predict and the work-list require (unset: all are off; "
+        "never logged)",
+    ),
+    "worklist_size": Option(
+        "CHURN_WORKLIST_SIZE",
+        "1000",
+        _non_negative_int,
+        "customers each partition's work-list index keeps, the most likely to churn "
+        "(0: no index, the /worklist page is empty)",
     ),
     "drift_monitor": Option(
         "CHURN_DRIFT_MONITOR",
@@ -464,6 +473,7 @@ class Settings:
     web_bind: str
     web_port: int
     web_token: str = field(repr=False)
+    worklist_size: int
     drift_monitor: bool
     drift_slice_seconds: int
     drift_window_slices: int
@@ -546,8 +556,11 @@ class Settings:
     @staticmethod
     def describe() -> str:
         """The configuration table, as Markdown."""
+        bar = "\\|"  # a | inside a table cell (GitHub and MkDocs alike)
         rows = ["| variable | default | meaning |", "|---|---|---|"]
-        rows += [f"| `{o.env}` | `{o.default}` | {o.help} |" for o in OPTIONS.values()]
+        rows += [
+            f"| `{o.env}` | `{o.default}` | {o.help.replace('|', bar)} |" for o in OPTIONS.values()
+        ]
         return "\n".join(rows)
 
 

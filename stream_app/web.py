@@ -28,10 +28,11 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import faust
 import msgspec
@@ -44,6 +45,7 @@ from feature_store.online import CustomerState
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring import predict as on_demand
+from scoring import worklist
 from scoring.artifact import ServedModel
 from scoring.model import Model
 from scoring.predict_contract import (
@@ -54,7 +56,8 @@ from scoring.predict_contract import (
     Problem,
 )
 from scoring.risk import RiskPolicy
-from stream_app import metrics, openapi
+from scoring.worklist import LISTED, WorkItem
+from stream_app import metrics, openapi, worklist_page
 from stream_app.partitioning import partition_of
 from stream_app.settings import Settings
 
@@ -229,6 +232,10 @@ def install(
         metrics.ML_PREDICTIONS.labels(endpoint, _risk(result)).inc()
         return view.bytes(msgspec.json.encode(result), content_type="application/json")
 
+    def on_demand_lookup(state: CustomerState, stream_time: float | None) -> Lookup:
+        model = served()
+        return on_demand.lookup(model, policy(model), state, stream_time)
+
     class Customer(View):
         async def get(self, request: Request, customer_id: str) -> Response:
             found = await stored(self, request, customer_id)
@@ -275,6 +282,7 @@ def install(
     app.page("/customers/{customer_id}/score")(Score)
     app.page("/predict")(Predict)
     app.page("/openapi.json")(OpenAPI)
+    install_worklist(app, settings, store, partitions, on_demand_lookup, off_loop)
 
 
 def refuse(
@@ -313,3 +321,116 @@ def _bearer(header: str) -> str | None:
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+WORKLIST_PAGE = 200  # customers one page shows
+SESSION_COOKIE = "churn_worklist"
+SESSION_SECONDS = 12 * 3600
+# The pages load nothing, run no script and may not be framed.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def install_worklist(
+    app: faust.App,
+    settings: Settings,
+    store: RedisStateStore,
+    partitions: int,
+    lookup: Callable[[CustomerState, float | None], Lookup],
+    off_loop: Callable[..., Awaitable[Any]],
+) -> None:
+    """The work-list pages (`stream_app.worklist_page`): behind the web token, sent as
+    a bearer header or, from a browser, once through a form that sets an HttpOnly
+    session cookie (an HMAC of the token, so rotating the token ends every session)."""
+    token = settings.web_token
+    session = hmac.new(_digest(token), b"worklist", "sha256").hexdigest() if token else None
+    all_partitions = range(partitions)
+
+    def html(view: View, text: str, status: int = 200, **headers: str) -> Response:
+        return view.bytes(
+            text.encode(),
+            content_type="text/html",  # aiohttp refuses a charset here: the page says utf-8
+            status=status,
+            headers={**PAGE_HEADERS, **headers},
+        )
+
+    def gate(view: View, request: Request) -> Response | None:
+        """The refusal of a request that is not signed in (None: go on)."""
+        if session is None:
+            return html(view, worklist_page.page("Work-list", LOOKUP_OFF), 403)
+        presented = _bearer(request.headers.get("Authorization", ""))
+        if presented is not None and hmac.compare_digest(_digest(presented), _digest(token)):
+            return None
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        if hmac.compare_digest(cookie.encode(), session.encode()):
+            return None
+        return html(view, worklist_page.login(), 401)
+
+    def read_list(risk: str, query: str) -> tuple[list[tuple[str, WorkItem]], dict[str, int]]:
+        lowest, highest = worklist.bounds(risk)
+        limit = settings.worklist_size if query else WORKLIST_PAGE
+        listed = sorted(
+            store.listed(all_partitions, lowest, highest, limit), key=lambda found: -found[2]
+        )
+        rows = [(customer, worklist.decode(entry)) for _, customer, _, entry, _ in listed]
+        if query:
+            rows = [row for row in rows if worklist_page.matches(*row, query)]
+        counts = {r: store.count_listed(all_partitions, *worklist.bounds(r)) for r in LISTED}
+        return rows[:WORKLIST_PAGE], counts
+
+    def read_customer(customer: str) -> str:
+        partition = partition_of(customer, partitions)
+        listed = store.listing(partition, customer)
+        states, stream_time = store.snapshot(partition, [customer])
+        state = states.get(customer)
+        found = lookup(state, stream_time) if state and state.seen is not None else None
+        item = None if listed is None else worklist.decode(listed[3])
+        path = [] if listed is None else worklist.decode_path(listed[4])
+        return worklist_page.customer_page(customer, item, path, found)
+
+    class WorkList(View):
+        async def get(self, request: Request) -> Response:
+            refusal = gate(self, request)
+            if refusal is not None:
+                return refusal
+            risk = request.query.get("risk", "HIGH")
+            risk = risk if risk in LISTED else "HIGH"
+            query = request.query.get("q", "").strip()[:100]
+            try:
+                rows, counts = await off_loop(REDIS_TIMEOUT, read_list, risk, query)
+            except Exception as err:  # a timeout or Redis down: say so, stay up
+                return html(self, worklist_page.page("Work-list", f"Redis: {err!r}"), 503)
+            return html(self, worklist_page.work_list(rows, risk, query, counts))
+
+    class WorkListCustomer(View):
+        async def get(self, request: Request, customer_id: str) -> Response:
+            refusal = gate(self, request)
+            if refusal is not None:
+                return refusal
+            if not CUSTOMER_ID.fullmatch(customer_id):
+                return html(self, worklist_page.page("Work-list", CUSTOMER_ID_RULE), 400)
+            try:
+                text = await off_loop(REDIS_TIMEOUT + MODEL_TIMEOUT, read_customer, customer_id)
+            except Exception as err:
+                return html(self, worklist_page.page("Work-list", f"Redis: {err!r}"), 503)
+            return html(self, text)
+
+    class SignIn(View):
+        async def post(self, request: Request) -> Response:
+            form = parse_qs((await _read_at_most(request, 4096)).decode("utf-8", "replace"))
+            presented = (form.get("token") or [""])[0]
+            if session is None or not hmac.compare_digest(_digest(presented), _digest(token)):
+                return html(self, worklist_page.login("That is not the token."), 401)
+            cookie = (
+                f"{SESSION_COOKIE}={session}; Path=/worklist; Max-Age={SESSION_SECONDS}; "
+                "HttpOnly; SameSite=Strict"
+            )
+            return html(self, "", 303, Location="/worklist", **{"Set-Cookie": cookie})
+
+    app.page("/worklist")(WorkList)
+    app.page("/worklist/login")(SignIn)
+    app.page("/worklist/customers/{customer_id}")(WorkListCustomer)

@@ -161,6 +161,7 @@ def build_app(
         step_limit=settings.batch_size,
         batch_log=transactions,
         versions=served.version,
+        list_size=settings.worklist_size,
     )
     observer = MetricsObserver(partitions)
     processor = StreamProcessor(runner, source, observer)

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from feature_store.offline import History, features_as_of
 from feature_store.online import base_columns
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
+from scoring import worklist
 from scoring.artifact import load_model
 from scoring.risk import transition_id
 from simulator.jsonl_sink import write_jsonl
@@ -228,3 +230,36 @@ def assert_current_risk(
                 differ.append((customer, told, held))
     assert not differ, f"{len(differ)} customers' current risk differs, e.g. {differ[:3]}"
     return len(latest)
+
+
+def assert_worklist(live: Sequence[dict], store: RedisStateStore) -> int:
+    """The store's work-list is the HIGH and MEDIUM slice of each customer's latest
+    change on `churn-risk` (bounded per partition), and each listed customer's path is
+    their changes since they were listed, each once. Returns the number listed."""
+    latest: dict[str, dict] = {}
+    since_listed: dict[str, list[dict]] = {}
+    for change in live:
+        customer = change["customer_id"]
+        latest[customer] = change
+        listed = change["risk"] in worklist.LISTED
+        since_listed[customer] = [*since_listed.get(customer, []), change] if listed else []
+    expected: dict[int, list[tuple[float, str]]] = {}
+    for customer, change in latest.items():
+        partition = partition_of(customer, PARTITIONS)
+        if change["risk"] in worklist.LISTED and store.read(partition, [customer]):
+            place = worklist.score(change["risk"], change["probability"])
+            expected.setdefault(partition, []).append((place, customer))
+    count = 0
+    for partition in range(PARTITIONS):
+        kept = sorted(expected.get(partition, []), reverse=True)[: worklist.DEFAULT_SIZE]
+        found = store.listed([partition], 0.0, 5.0, worklist.DEFAULT_SIZE + 1)
+        assert [(place, c) for _, c, place, _, _ in found] == kept, f"partition {partition}"
+        for _, customer, _, entry, path in found:
+            item, change = worklist.decode(entry), latest[customer]
+            assert (item.risk, item.probability) == (change["risk"], change["probability"])
+            assert item.since == datetime.fromisoformat(change["event_time"]).timestamp()
+            steps = [(s.risk, s.probability) for s in worklist.decode_path(path)]
+            told = [(c["risk"], c["probability"]) for c in since_listed[customer]]
+            assert steps == told[-worklist.PATH_LENGTH :], customer
+        count += len(found)
+    return count

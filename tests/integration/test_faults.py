@@ -36,6 +36,7 @@ from tests.integration.outputs import (
     PARTITIONS,
     assert_exactly_once,
     assert_features_exact,
+    assert_worklist,
     consume_all_changes,
     replayed_changes,
     stream_in_background,
@@ -135,7 +136,8 @@ def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_l
     assert "the store lost writes" in log or "was committed in Kafka, not in the store" in log
     store = RedisStateStore(client, namespace)
     counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path), store)
-    print(f"AOF bytes cut: {cut}; changes: {counts}")
+    listed = assert_worklist(live, store)
+    print(f"AOF bytes cut: {cut}; changes: {counts}; the work-list: {listed}")
     assert_features_exact(store, events)
     own.kill()
 
@@ -335,4 +337,4 @@ def test_a_recreated_input_topic_is_refused_at_the_claim_with_a_message_and_the_
     refusal = re.search(r"partition \d+: the state store has processed .*", worker.log())
     assert refusal is not None
     assert orders.removeprefix(prefix) in refusal.group(0)
-    assert "README, 'When a claim is refused'" in refusal.group(0)
+    assert "(docs/operating.md, 'When a claim is refused')" in refusal.group(0)

@@ -24,6 +24,7 @@ from tests.integration.outputs import (
     assert_current_risk,
     assert_exactly_once,
     assert_features_exact,
+    assert_worklist,
     comparable,
     consume_all_changes,
     replayed_changes,
@@ -160,9 +161,11 @@ def test_kills_while_publishing_and_while_committing_leave_each_change_once_in_o
     counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path), store)
     customers = sorted({e.customer_id for _, e in events})
     current = assert_current_risk(kafka_bootstrap, prefix, store, customers)
+    listed = assert_worklist(live, store)
     print(
         f"kills that landed {kills}; batches recovered from the batch log {recovered}; "
-        f"{counts}; churn-risk-current holds {current} of {len(customers)} customers"
+        f"{counts}; churn-risk-current holds {current} of {len(customers)} customers; "
+        f"the work-list {listed}"
     )
     assert_features_exact(store, events)
     own.kill()
