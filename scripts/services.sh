@@ -529,6 +529,7 @@ cmd_tools() {
   # The work-list's browser test drives Debian's headless Chromium with its driver.
   ensure_cmd chromium chromium
   ensure_cmd chromedriver chromium-driver
+  ensure_cmd curl curl # the web test runs the curl `make demo` prints
   log "$(promtool --version 2>&1 | head -n1)"
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -95,11 +96,15 @@ def main() -> int:
         return 130
     run_id = uuid.uuid4().hex[:8]
     prefix = f"demo-{run_id}."
+    # A token for this run, unless one is set: the lookup, /predict and the work-list
+    # are off without one.
+    token = settings.web_token or secrets.token_urlsafe(18)
     env = {
         **os.environ,
         "CHURN_TOPIC_PREFIX": prefix,
         "CHURN_APP_ID": f"churn-demo-{run_id}",
         "CHURN_REDIS_NAMESPACE": f"demo-{run_id}",
+        "CHURN_WEB_TOKEN": token,
     }
     log_dir = ROOT / ".services"
     log_dir.mkdir(exist_ok=True)
@@ -121,6 +126,7 @@ def main() -> int:
                 )
             )
         wait_until_ready(children[0], worker_log)
+        print(web_hint(settings, token), flush=True)
         print(
             f"demo: streaming {args.customers} customers' history at {args.rate:g} events/s; "
             "Ctrl-C to stop\n",
@@ -165,6 +171,31 @@ def main() -> int:
         clean_up(settings, prefix, f"demo-{run_id}")
         print("demo: stopped; Kafka and Redis keep running (`make services-down` stops them)")
     return 0
+
+
+# The seed guide's example customer, as its `/predict` takes it (CustomerFeatures).
+GUIDE_EXAMPLE = {
+    "age": 35,
+    "recency_days": 45,
+    "total_orders": 12,
+    "total_spent": 1500.0,
+    "avg_order_value": 125.0,
+    "order_frequency": 1.2,
+    "engagement_score": 52.3,
+    "complaint_count": 2,
+    "negative_experiences": 1,
+}
+
+
+def web_hint(settings: Settings, token: str) -> str:
+    """Where the worker's pages are, and the guide's request as a ready curl."""
+    base = f"http://{settings.web_bind}:{settings.web_port}"
+    body = json.dumps(GUIDE_EXAMPLE)
+    return (
+        f"demo: the work-list is at {base}/worklist (token {token}); the guide's request:\n"
+        f"  curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
+        f"    -d '{body}' {base}/predict\n"
+    )
 
 
 def wait_until_ready(worker: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:

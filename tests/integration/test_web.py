@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,9 @@ from openapi_spec_validator import validate
 
 from schemas import Order, topics
 from scoring.predict_contract import MAX_BODY_BYTES
+from stream_app.demo import web_hint
 from stream_app.openapi import document
+from stream_app.settings import Settings
 from tests.support import RedisServer, Worker, encode, produce, sum_samples
 
 pytestmark = pytest.mark.integration
@@ -215,6 +218,7 @@ def test_on_demand_scores_use_the_served_model_and_the_workers_actions_and_need_
     try:
         check_predict(worker, token, actions)
         check_guide_predict(worker, token, actions)
+        check_the_demos_curl(worker, token)
         check_stored_customer_scores(worker, token, prefix, kafka_bootstrap, actions)
         check_api_document_and_metrics(worker)
         assert token not in worker.log(), "the token was logged"
@@ -307,6 +311,16 @@ def check_guide_predict(worker: Worker, token: str, actions: dict[str, list[str]
     assert "avg_order_value" in json.loads(body)["error"]
 
 
+def check_the_demos_curl(worker: Worker, token: str) -> None:
+    """The curl `make demo` prints, run as printed: the guide's request, answered."""
+    hint = web_hint(Settings.from_env(worker.env), token)
+    command = hint.split("\n", 1)[1].replace("\\\n", " ")
+    done = subprocess.run(["bash", "-c", command], capture_output=True, timeout=30, check=True)
+    answer = json.loads(done.stdout)
+    assert set(answer) >= {"churn_probability", "predicted_churn", "risk_category"}, answer
+    assert answer["recommended_actions"]
+
+
 def check_api_document_and_metrics(worker: Worker) -> None:
     """/openapi.json is open and valid to a third party; on-demand scores are counted
     and timed under the guide's metric names, by endpoint."""
@@ -315,10 +329,10 @@ def check_api_document_and_metrics(worker: Worker) -> None:
     validate(json.loads(body))
     assert json.loads(body) == document()
     exposition = worker.exposition()
-    # check_predict: 2 scored; the guide's: 1 (its 422 is not a score); 1 what-if.
-    assert sum_samples(exposition, 'ml_predictions_total{endpoint="predict"}') == 3
+    # check_predict: 2 scored; the guide's: 1 (its 422 is not a score); the demo's: 1.
+    assert sum_samples(exposition, 'ml_predictions_total{endpoint="predict"}') == 4
     assert sum_samples(exposition, 'ml_predictions_total{risk_category="HIGH"}') >= 3
-    assert sum_samples(exposition, 'ml_prediction_latency_seconds_count{endpoint="predict"}') == 3
+    assert sum_samples(exposition, 'ml_prediction_latency_seconds_count{endpoint="predict"}') == 4
     assert sum_samples(exposition, 'ml_predictions_total{endpoint="lookup"}') >= 1
     assert sum_samples(exposition, 'ml_predictions_total{endpoint="score"}') >= 1
 
