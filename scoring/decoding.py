@@ -32,6 +32,9 @@ from schemas.events import MAX_ID_LENGTH
 from scoring.merge import Decoded, InputMessage
 
 EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+# The setting that moves Limits.min_event_time, read by the worker and by training
+# alike (stream_app.settings, training.__main__): one notion of a valid event.
+MIN_EVENT_TIME_SETTING = "CHURN_MIN_EVENT_TIME"
 # A dead letter keeps the input's key whole up to this size (real keys are ids of at
 # most MAX_ID_LENGTH characters); its reason, up to the other.
 DEAD_LETTER_KEY_BYTES = 1024

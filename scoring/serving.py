@@ -17,6 +17,7 @@ import numpy as np
 from feature_store.definitions import FEATURE_NAMES
 from feature_store.store import MemoryStore, Tally
 from schemas import ChurnRiskChanged, DeadLetter, topics
+from scoring.decoding import InputDecoder, Limits
 from scoring.drift import counted, reference_profile
 from scoring.merge import Decoded, InputMessage
 from scoring.model import Model
@@ -78,13 +79,15 @@ def served_scores(
     until: float,
     margin: float = 0.05,
     batch_size: int = 500,
+    limits: Limits | None = None,
 ) -> ServedScores:
     """The event-triggered scores `model` gives `events` (contract structs, in event
-    time order, keyed alike) as of instants in [since, until)."""
+    time order, keyed alike) as of instants in [since, until), decoded within the
+    worker's `limits`."""
     kept = ServedScores(since, until)
     runner = BatchRunner(
         MemoryStore(),
-        Scorer(lambda: model, margin=margin),
+        Scorer(lambda: model, margin=margin, decoder=InputDecoder(limits)),
         _Discard(),
         topics.INPUT_TOPICS,
         tallies=[kept],

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from feature_store.definitions import LARGEST_WINDOW_DAYS
-from scoring.decoding import Limits
+from scoring.decoding import MIN_EVENT_TIME_SETTING, Limits
 from scoring.drift import DriftConfig
 from scoring.inactivity import RESCORE_AFTER_DAYS
 
@@ -277,7 +277,10 @@ OPTIONS: dict[str, Option] = {
         "CHURN_ACTIONS_FILE", "", _optional_path, "JSON {LOW|MEDIUM|HIGH: [actions]} to override"
     ),
     "min_event_time": Option(
-        "CHURN_MIN_EVENT_TIME", "2000-01-01", _date, "events dated earlier are dead-lettered"
+        MIN_EVENT_TIME_SETTING,
+        "2000-01-01",
+        _date,
+        "events dated earlier are dead-lettered; training refuses a history that has any",
     ),
     "max_clock_skew_seconds": Option(
         "CHURN_MAX_CLOCK_SKEW_SECONDS",

@@ -16,20 +16,26 @@ Training options: [--as-of 2026-05-31] [--horizon-days 30] [--medium-recall 0.8]
 Training prints each step as it finishes and the model comparison, and writes the
 artifact (the served family's model file, metadata.json, SHA256SUMS) with report.html
 beside it. Exit 2: an error, with a message saying what is wrong.
+
+Training takes the worker's bound on event times from the same setting,
+CHURN_MIN_EVENT_TIME (2000-01-01 when unset): a history with an earlier event is
+refused at the start, naming the setting to move for training and the worker alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from feature_store.offline import History
 from scoring.artifact import ArtifactError
+from scoring.decoding import MIN_EVENT_TIME_SETTING, Limits
 from scoring.model import Thresholds
 from training.database import DatabaseError, load_history, load_truth
 from training.dataset import TrainingDataError
@@ -175,8 +181,24 @@ def parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     return args
 
 
+def limits_from_env() -> Limits:
+    """The worker's bound on event times, read from the same setting (the worker's
+    default when unset), so that training and serving agree on what a valid event is."""
+    text = os.environ.get(MIN_EVENT_TIME_SETTING, "").strip()
+    if not text:
+        return Limits()
+    try:
+        earliest = datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError:
+        raise SystemExit(
+            f"error: {MIN_EVENT_TIME_SETTING} must be a date, YYYY-MM-DD (got {text!r})"
+        ) from None
+    return Limits(min_event_time=earliest.timestamp())
+
+
 def training_config(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(
+        limits=limits_from_env(),
         horizon_days=args.horizon_days,
         n_cutoffs=args.cutoffs,
         step_days=args.step_days,
@@ -240,8 +262,14 @@ def train_version(args: argparse.Namespace, models_dir: Path) -> tuple[Path, His
     except (DatabaseError, TrainingDataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None
-    with timer.step("write artifact"):
-        path = save(model, models_dir)
+    try:
+        with timer.step("write artifact"):
+            path = save(model, models_dir)
+    except ArtifactError as err:
+        print(
+            f"error: the artifact written does not load, so it was removed: {err}", file=sys.stderr
+        )
+        return None
     with timer.step("write report"):
         report = write_report(model, path)
     print(f"\n{comparison_table_text(model.metadata)}\n")

@@ -33,6 +33,7 @@ from feature_store.definitions import (
     FeatureParams,
 )
 from feature_store.offline import History, base_columns, features_frame
+from scoring.decoding import MIN_EVENT_TIME_SETTING, Limits
 
 EPOCH_DAY = date(1970, 1, 1)
 ID_COLUMNS = ("customer_id", "cutoff_ts")
@@ -68,6 +69,25 @@ def event_span(history: History) -> tuple[float, float]:
     if len(times) == 0:
         raise TrainingDataError("the history has no orders or tickets")
     return float(times.min()), float(times.max())
+
+
+def check_within(history: History, limits: Limits) -> None:
+    """Refuse a history with an event (or a profile's registration) the worker would
+    dead-letter as too old: the model trained on it would be scored by the worker on
+    other events than it learned from, and its drift reference, taken through the
+    worker's decoder, would hold none of them."""
+    first = min(
+        event_span(history)[0],
+        float(np.nanmin(history.customers["registration_ts"], initial=math.inf)),
+    )
+    if first < limits.min_event_time:
+        earliest, bound = (cutoff_date(t).isoformat() for t in (first, limits.min_event_time))
+        raise TrainingDataError(
+            f"the history starts on {earliest}, before {MIN_EVENT_TIME_SETTING} ({bound}): the "
+            "worker dead-letters events dated earlier, so a model trained on them would not "
+            f"score what it learned from. Set {MIN_EVENT_TIME_SETTING}={earliest} (or earlier) "
+            "for training and for the worker that serves the model"
+        )
 
 
 def cutoffs(

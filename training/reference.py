@@ -20,6 +20,7 @@ import pandas as pd
 
 from feature_store.offline import History
 from schemas import Customer, Order, SupportTicket, topics
+from scoring.decoding import Limits
 from scoring.model import Model
 from scoring.serving import served_scores
 
@@ -35,6 +36,7 @@ def serving_reference(
     until: float,
     customers: int = REFERENCE_CUSTOMERS,
     seed: int = 7,
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
     """`reference.serving` for the artifact: the event-triggered scores `model` gives
     up to `customers` customers (drawn with `seed` among those with an order or a
@@ -47,7 +49,8 @@ def serving_reference(
     ).unique()
     rng = np.random.default_rng(seed)
     chosen = set(rng.choice(np.sort(active), size=min(customers, len(active)), replace=False))
-    return served_scores(_events(history, chosen, until), model, since, until).profile()
+    events = _events(history, chosen, until)
+    return served_scores(events, model, since, until, limits=limits).profile()
 
 
 def _events(history: History, customers: set[str], until: float) -> Iterator[tuple[str, Any]]:

@@ -20,6 +20,7 @@ ever scored.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,7 +38,8 @@ from threadpoolctl import threadpool_limits
 
 from feature_store.definitions import FEATURE_NAMES, SECONDS_PER_DAY, FeatureParams
 from feature_store.offline import History
-from scoring.artifact import write_artifact
+from scoring.artifact import ArtifactError, load_model, write_artifact
+from scoring.decoding import Limits
 from scoring.families import SIMPLICITY, XGBOOST, FamilyModel
 from scoring.model import Calibration, Model, Thresholds
 from training.dataset import (
@@ -45,6 +47,7 @@ from training.dataset import (
     Splits,
     TrainingDataError,
     build_splits,
+    check_within,
     cutoff_date,
     cutoffs,
     event_span,
@@ -109,6 +112,8 @@ class TrainingConfig:
     families: tuple[str, ...] | None = None
     # Customers whose scores over the training period make the drift reference.
     reference_customers: int = REFERENCE_CUSTOMERS
+    # The worker's bounds on input events: a history outside them is refused.
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds arrays
@@ -476,6 +481,7 @@ def train(
 
     `truth` (the simulator's churn propensity per customer) only feeds the oracle AUC."""
     config = config or TrainingConfig()
+    check_within(history, config.limits)
     timer = StepTimer(progress)
     with timer.step("build datasets") as notes:
         # Engagement at scale 1 first: its scale is itself learned from training rows.
@@ -515,6 +521,7 @@ def train(
             splits.validation_cutoff,
             config.reference_customers,
             config.seed,
+            config.limits,
         )
         notes.append(f"{metadata['reference']['serving']['rows']:,} scores")
     metadata["timings_seconds"]["drift reference"] = timer.seconds["drift reference"]
@@ -706,7 +713,14 @@ def save(model: TrainedModel, models_dir: Path) -> Path:
     version, attempt = model.version, 1
     while True:
         try:
-            return write_artifact(models_dir, version, model.estimator, model.metadata)
+            path = write_artifact(models_dir, version, model.estimator, model.metadata)
+            break
         except FileExistsError:
             attempt += 1
             version = f"{model.version}-{attempt}"
+    try:  # read back as the worker will: never leave a version its loader refuses
+        load_model(models_dir, version)
+    except ArtifactError:
+        shutil.rmtree(path)
+        raise
+    return path
