@@ -3,8 +3,8 @@
 #
 # Starts the broker the image's own way (/etc/kafka/docker/run), then creates or updates
 # the SCRAM-SHA-512 users: the admin (CHURN_KAFKA_SASL_USERNAME / _PASSWORD, a super
-# user that grants the ACLs), churn-worker, churn-simulator and churn-reader (their
-# passwords CHURN_KAFKA_{WORKER,SIMULATOR,READER}_PASSWORD). It does so at every start,
+# user that grants the ACLs), churn-worker, churn-simulator, churn-reader and churn-sink
+# (their passwords CHURN_KAFKA_{WORKER,SIMULATOR,READER,SINK}_PASSWORD). It does so at every start,
 # so a new password in .env takes effect on the next `docker compose up`.
 #
 # The users are created through the LOCAL listener, PLAINTEXT on 127.0.0.1:9094 inside
@@ -42,7 +42,8 @@ if kill -0 "$broker" 2>/dev/null; then
   for user in "$CHURN_KAFKA_SASL_USERNAME=$CHURN_KAFKA_SASL_PASSWORD" \
     "churn-worker=$CHURN_KAFKA_WORKER_PASSWORD" \
     "churn-simulator=$CHURN_KAFKA_SIMULATOR_PASSWORD" \
-    "churn-reader=$CHURN_KAFKA_READER_PASSWORD"; do
+    "churn-reader=$CHURN_KAFKA_READER_PASSWORD" \
+    "churn-sink=$CHURN_KAFKA_SINK_PASSWORD"; do
     printf 'SCRAM-SHA-512=iterations=8192,password=%s\n' "${user#*=}" >"$config"
     /opt/kafka/bin/kafka-configs.sh "${ADMIN[@]}" --alter --entity-type users \
       --entity-name "${user%%=*}" --add-config-file "$config"

@@ -238,7 +238,7 @@ def run_performance(retrain_below_auc: float | None, min_samples: int) -> None:
         sys.exit(AUC_DROPPED)
 
 
-def run_acls(worker: str, simulator: str, reader: str) -> None:
+def run_acls(worker: str, simulator: str, reader: str, sink: str | None) -> None:
     """Grant each principal its ACLs on the cluster the settings point at (as a
     principal allowed to, e.g. a super user)."""
     from stream_app import kafka_acls
@@ -252,11 +252,36 @@ def run_acls(worker: str, simulator: str, reader: str) -> None:
     try:
         admin, _ = connect_admin(config, 15)
         count = kafka_acls.grant(
-            admin, settings.topic_prefix, settings.app_id, worker, simulator, reader
+            admin, settings.topic_prefix, settings.app_id, worker, simulator, reader, sink
         )
     except (KafkaAuthenticationError, KafkaException) as err:
         fail(f"cannot grant the ACLs at {settings.kafka_bootstrap_servers}: {err}")
-    print(f"granted {count} ACLs to {worker}, {simulator} and {reader}")
+    principals = ", ".join(p for p in (worker, simulator, reader, sink) if p)
+    print(f"granted {count} ACLs to {principals}")
+
+
+def run_shop_sink(db: Path, catch_up: bool) -> None:
+    """Write the input topics into the shop database training reads (see
+    stream_app/shop_sink.py)."""
+    from stream_app.shop_sink import ShopSink
+
+    try:
+        settings = Settings.from_env()
+        kafka_security.check(settings)
+    except SettingsError as err:
+        fail(f"bad configuration: {err}")
+    config = kafka_security.confluent_config(settings)
+    sink = ShopSink(db, config, settings.topic_prefix, settings.limits())
+    try:
+        counts = sink.run(catch_up)
+    except KafkaException as err:
+        fail(f"cannot read the input topics at {settings.kafka_bootstrap_servers}: {err}")
+    except KeyboardInterrupt:
+        counts = sink.counts
+    finally:
+        sink.close()
+    written = ", ".join(f"{n:,} {kind}" for kind, n in sorted(counts.items())) or "nothing new"
+    print(f"shop database {db}: {written}")
 
 
 def report_date(text: str) -> date:
@@ -307,6 +332,14 @@ def main() -> None:
     )
     for role in ("worker", "simulator", "reader"):
         acls.add_argument(f"--{role}", required=True, metavar="PRINCIPAL", help="e.g. User:name")
+    acls.add_argument("--sink", metavar="PRINCIPAL", help="the shop sink's, e.g. User:name")
+    sink = commands.add_parser(
+        "shop-sink", help="write the input topics into the shop database training reads"
+    )
+    sink.add_argument("--db", type=Path, required=True, help="SQLite shop database")
+    sink.add_argument(
+        "--catch-up", action="store_true", help="stop once every partition's end is written"
+    )
     commands.add_parser("settings", help="print the configuration table")
     args = parser.parse_args()
     if args.command == "worker":
@@ -318,7 +351,9 @@ def main() -> None:
     elif args.command == "performance":
         run_performance(args.retrain_below_auc, args.min_samples)
     elif args.command == "acls":
-        run_acls(args.worker, args.simulator, args.reader)
+        run_acls(args.worker, args.simulator, args.reader, args.sink)
+    elif args.command == "shop-sink":
+        run_shop_sink(args.db, args.catch_up)
     else:
         print(Settings.describe())
 

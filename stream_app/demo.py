@@ -154,6 +154,7 @@ def main() -> int:
                 start_new_session=True,
             )
         )
+        children.append(start_shop_sink(settings, env))
         print_changes(settings, prefix, children)
     except KeyboardInterrupt:
         print("\ndemo: stopping", flush=True)
@@ -169,6 +170,11 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
         clean_up(settings, prefix, f"demo-{run_id}")
+        print(
+            f"demo: what the worker consumed is in {stream_db(settings)} (the shop sink); "
+            f"retrain on it: python -m training retrain --db {stream_db(settings)} "
+            f"--models-dir {settings.models_dir}"
+        )
         print("demo: stopped; Kafka and Redis keep running (`make services-down` stops them)")
     return 0
 
@@ -195,6 +201,25 @@ def web_hint(settings: Settings, token: str) -> str:
         f"demo: the work-list is at {base}/worklist (token {token}); the guide's request:\n"
         f"  curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
         f"    -d '{body}' {base}/predict\n"
+    )
+
+
+def stream_db(settings: Settings) -> Path:
+    return settings.data_dir / "demo-stream.db"
+
+
+def start_shop_sink(settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The shop sink, writing this run's stream into a database of its own (a new one
+    each run: each run streams a new simulated shop)."""
+    db = stream_db(settings)
+    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream_app", "shop-sink", "--db", str(db)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 

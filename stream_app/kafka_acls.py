@@ -8,9 +8,12 @@ inputs cannot forge `churn-risk`, and a reader can write nothing:
   creates the product's topics (and Faust's, prefixed with the app id) and reads their
   configurations at start;
 - the simulator (any producer of inputs) writes the input topics, creating them;
-- a reader (a downstream service) reads the output topics, in any group.
+- a reader (a downstream service) reads the output topics, in any group;
+- the shop sink (`stream_app/shop_sink.py`) reads the input topics (its group only
+  for the client's sake: it commits nothing).
 
-`python -m stream_app acls --worker User:W --simulator User:S --reader User:R` grants
+`python -m stream_app acls --worker User:W --simulator User:S --reader User:R
+[--sink User:K]` grants
 them on the cluster the settings point at (compose's `kafka-acls` service does);
 `tests/integration/test_kafka_acls.py` holds each principal to its own on a real
 broker with an authorizer.
@@ -31,6 +34,7 @@ from confluent_kafka.admin import (
 )
 
 from schemas import topics
+from stream_app import shop_sink
 
 OUTPUTS = (
     topics.CHURN_RISK,
@@ -84,6 +88,12 @@ def reader_grants(prefix: str) -> Iterator[Grant]:
     yield Grant(ResourceType.GROUP, "*", (Op.READ, Op.DESCRIBE))  # any group of its own
 
 
+def sink_grants(prefix: str) -> Iterator[Grant]:
+    for name in topics.INPUT_TOPICS:
+        yield _topic(name, (Op.READ, Op.DESCRIBE), prefix)
+    yield Grant(ResourceType.GROUP, shop_sink.GROUP, (Op.READ, Op.DESCRIBE))
+
+
 def bindings(principal: str, grants: Iterator[Grant]) -> list[AclBinding]:
     """The ACL bindings that allow `principal` (e.g. `User:churn-worker`) the grants,
     from any host."""
@@ -109,6 +119,7 @@ def grant(
     worker: str,
     simulator: str,
     reader: str,
+    sink: str | None = None,
     timeout: float = 30.0,
 ) -> int:
     """Create every principal's ACLs (those that exist already are left as they are);
@@ -119,6 +130,7 @@ def grant(
                 *bindings(worker, worker_grants(prefix, app_id)),
                 *bindings(simulator, simulator_grants(prefix)),
                 *bindings(reader, reader_grants(prefix)),
+                *(bindings(sink, sink_grants(prefix)) if sink else []),
             ]
         )
     )

@@ -185,6 +185,7 @@ PRINCIPALS = {
     "kafka-acls": ("${CHURN_KAFKA_SASL_USERNAME:-churn}", "CHURN_KAFKA_SASL_PASSWORD"),
     "worker": ("churn-worker", "CHURN_KAFKA_WORKER_PASSWORD"),
     "simulator": ("churn-simulator", "CHURN_KAFKA_SIMULATOR_PASSWORD"),
+    "shop-sink": ("churn-sink", "CHURN_KAFKA_SINK_PASSWORD"),
 }
 
 
@@ -212,10 +213,15 @@ def test_kafka_clients_log_in_with_scram_each_as_its_own_user_with_its_own_acls(
     assert kafka["KAFKA_SUPER_USERS"] == f"User:ANONYMOUS;User:{admin}"
     assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
     granted = set(services()["kafka-acls"]["command"])
-    roles = {"worker": "churn-worker", "simulator": "churn-simulator", "reader": "churn-reader"}
+    roles = {
+        "worker": "churn-worker",
+        "simulator": "churn-simulator",
+        "reader": "churn-reader",
+        "sink": "churn-sink",
+    }
     assert {f"--{role}=User:{user}" for role, user in roles.items()} <= granted
     assert '"churn-reader=$CHURN_KAFKA_READER_PASSWORD"' in script
-    for name in ("worker", "simulator"):
+    for name in ("worker", "simulator", "shop-sink"):
         assert services()[name]["depends_on"]["kafka-acls"] == {
             "condition": "service_completed_successfully"
         }

@@ -35,11 +35,13 @@ from confluent_kafka.admin import (
 
 from feature_store.redis_store import RedisStateStore
 from schemas import Order, SupportTicket, topics
+from scoring.decoding import Limits
 from scoring.risk import transition_id
 from stream_app import kafka_acls
 from stream_app.kafka_admin import KafkaAuthenticationError, connect_admin
 from stream_app.partitioning import partition_of
 from stream_app.redis_client import connect
+from stream_app.shop_sink import ShopSink
 from tests.integration.test_end_to_end import day
 from tests.support import ROOT, Worker, consume, encode, produce, wait_for_orders
 
@@ -256,9 +258,12 @@ def test_each_principal_may_do_its_own_part_and_nothing_else(
     """With the ACLs of `stream_app/kafka_acls.py` (the broker runs an authorizer):
     the worker runs the pipeline as its own principal; the simulator's writes the
     inputs but cannot forge `churn-risk` (nor a tick); a reader's reads `churn-risk`
-    and can write nothing."""
+    and can write nothing; the shop sink's reads the inputs into its database and can
+    write nothing."""
     prefix, app_id = worker_env["CHURN_TOPIC_PREFIX"], worker_env["CHURN_APP_ID"]
-    names = {role: f"{role}-{uuid.uuid4().hex[:8]}" for role in ("worker", "simulator", "reader")}
+    names = {
+        role: f"{role}-{uuid.uuid4().hex[:8]}" for role in ("worker", "simulator", "reader", "sink")
+    }
     passwords = {role: secrets.token_hex(16) for role in names}
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # PLAINTEXT: a super user
     credential = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
@@ -269,7 +274,13 @@ def test_each_principal_may_do_its_own_part_and_nothing_else(
         future.result()
     principal = {role: f"User:{name}" for role, name in names.items()}
     kafka_acls.grant(
-        admin, prefix, app_id, principal["worker"], principal["simulator"], principal["reader"]
+        admin,
+        prefix,
+        app_id,
+        principal["worker"],
+        principal["simulator"],
+        principal["reader"],
+        principal["sink"],
     )
 
     def as_(role: str) -> dict[str, Any]:
@@ -297,11 +308,18 @@ def test_each_principal_may_do_its_own_part_and_nothing_else(
     finally:
         worker.stop()
     assert json.loads(read[0].value())["customer_id"] == "A"  # the worker scored, as itself
+    sink = ShopSink(tmp_path / "stream.db", as_("sink"), prefix, Limits())
+    try:
+        assert sink.run(catch_up=True) == {"orders": 2, "tickets": 1}
+    finally:
+        sink.close()
     for role, topic in (
         ("simulator", topics.CHURN_RISK),
         ("simulator", topics.TICKS),
         ("reader", topics.CHURN_RISK),
         ("reader", topics.ORDERS),
+        ("sink", topics.ORDERS),
+        ("sink", topics.CHURN_RISK),
     ):
         assert forged(as_(role), prefix + topic) == KafkaError.TOPIC_AUTHORIZATION_FAILED, (
             role,
