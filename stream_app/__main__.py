@@ -93,6 +93,16 @@ def open_topics(settings: Settings, create: bool) -> int:
         fail(str(err))
 
 
+def checked_settings() -> Settings:
+    """The settings, with the Kafka security ones checked; or stop, saying what to fix."""
+    try:
+        settings = Settings.from_env()
+        kafka_security.check(settings)
+    except SettingsError as err:
+        fail(f"bad configuration: {err}")
+    return settings
+
+
 def run_worker() -> None:
     try:
         settings = Settings.from_env()
@@ -162,11 +172,7 @@ def run_report(day: date, out: Path | None) -> None:
     from stream_app.redis_drift import drift_status
     from stream_app.report import NO_DRIFT_STATE, DriftStates, report_html, summary_text
 
-    try:
-        settings = Settings.from_env()
-        kafka_security.check(settings)
-    except SettingsError as err:
-        fail(f"bad configuration: {err}")
+    settings = checked_settings()
     if out is not None and not out.parent.is_dir():
         fail(f"cannot write {out}: no directory {out.parent}")
     client = open_redis(settings, check_eviction=False)
@@ -208,11 +214,7 @@ def run_performance(retrain_below_auc: float | None, min_samples: int) -> None:
     from feature_store.redis_store import RedisStateStore
     from scoring.performance import TALLY, auc_drop, figures, performance_text
 
-    try:
-        settings = Settings.from_env()
-        kafka_security.check(settings)
-    except SettingsError as err:
-        fail(f"bad configuration: {err}")
+    settings = checked_settings()
     client = open_redis(settings, check_eviction=False)
     partitions = open_topics(settings, create=False)
     store = RedisStateStore(client, settings.redis_namespace)
@@ -243,11 +245,7 @@ def run_acls(worker: str, simulator: str, reader: str, sink: str | None) -> None
     principal allowed to, e.g. a super user)."""
     from stream_app import kafka_acls
 
-    try:
-        settings = Settings.from_env()
-        kafka_security.check(settings)
-    except SettingsError as err:
-        fail(f"bad configuration: {err}")
+    settings = checked_settings()
     config = kafka_security.confluent_config(settings)
     try:
         admin, _ = connect_admin(config, 15)
@@ -265,11 +263,7 @@ def run_shop_sink(db: Path, catch_up: bool) -> None:
     stream_app/shop_sink.py)."""
     from stream_app.shop_sink import ShopSink
 
-    try:
-        settings = Settings.from_env()
-        kafka_security.check(settings)
-    except SettingsError as err:
-        fail(f"bad configuration: {err}")
+    settings = checked_settings()
     config = kafka_security.confluent_config(settings)
     sink = ShopSink(db, config, settings.topic_prefix, settings.limits())
     try:
