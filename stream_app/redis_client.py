@@ -34,6 +34,7 @@ ACL_COMMANDS = (
     *("hget", "hgetall", "hincrby", "hset", "hdel", "mget", "mset", "set", "zadd", "zrem"),
     *("zrange", "scan", "del"),
     *("get", "hincrbyfloat", "expire"),  # the tallies partition.lua adds to with each commit
+    *("zcard", "zrevrangebyscore", "zcount", "zscore", "hmget"),  # the work-list index
 )
 # What redis-py's cluster client adds: the slot map and the command table.
 ACL_CLUSTER_COMMANDS = ("cluster|slots", "command")

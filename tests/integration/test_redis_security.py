@@ -111,6 +111,11 @@ def test_the_worker_scores_events_over_tls_as_an_acl_user_confined_to_its_namesp
     while not admin.exists(f"{{{namespace}:drift}}:alerts"):
         assert time.monotonic() < deadline, "the drift monitor never wrote its alert book"
         time.sleep(0.2)
+    # The work-list's reads run under the same rule.
+    status, _, page = worker.request("/worklist")
+    assert status == 200 and b'data-customer="A"' in page, page[:500]
+    status, _, page = worker.request("/worklist/customers/A")
+    assert status == 200 and b"Recent changes" in page, page[:500]
     keys = [k.decode() for k in admin.scan_iter(count=1000)]
     assert keys and all(k.startswith(f"{{{namespace}:") for k in keys), keys
     assert any(":tally:drift:" in k for k in keys), keys
