@@ -235,7 +235,8 @@ class BatchRecord(msgspec.Struct, frozen=True):
     The batch ran over each input topic's offsets after `after` through `through`
     (its cut), under the state store's claim `epoch`; `model_version` scored it with
     the risk policy of `margin` (hysteresis) and `actions`, whose fingerprint is
-    `policy_fingerprint`. A store that lost writes is brought forward by computing
+    `policy_fingerprint`, and `targeting` (`scoring.risk.ValueTargeting`'s fields; None:
+    HIGH from the cut-off). A store that lost writes is brought forward by computing
     these batches again, exactly as they were cut and scored, without publishing.
     """
 
@@ -247,6 +248,7 @@ class BatchRecord(msgspec.Struct, frozen=True):
     margin: float
     actions: dict[str, list[str]]
     policy_fingerprint: str
+    targeting: dict[str, float] | None = None
     schema_version: Literal[1] = 1
 
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Protocol
 
 from schemas import BatchRecord
+from scoring.model import Thresholds
+from scoring.risk import RiskPolicy, ValueTargeting
 
 
 class BatchLog(Protocol):
@@ -45,14 +48,21 @@ class BatchLogGap(PartitionStopped):
     """The store is further behind than the batch log keeps."""
 
 
-def policy_fingerprint(margin: float, actions: Mapping[str, Sequence[str]]) -> str:
+def policy_fingerprint(
+    margin: float,
+    actions: Mapping[str, Sequence[str]],
+    targeting: Mapping[str, float] | None = None,
+) -> str:
     """A short digest of the risk policy beyond the model's thresholds (which the
-    model version pins): the hysteresis margin and the recommended actions."""
-    canonical = json.dumps(
-        {"margin": margin, "actions": {k: list(v) for k, v in sorted(actions.items())}},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    model version pins): the hysteresis margin, the recommended actions and the value
+    targeting (absent from the digest when off, as before it existed)."""
+    policy: dict[str, object] = {
+        "margin": margin,
+        "actions": {k: list(v) for k, v in sorted(actions.items())},
+    }
+    if targeting is not None:
+        policy["targeting"] = dict(targeting)
+    canonical = json.dumps(policy, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -62,19 +72,27 @@ def batch_record(
     after: Mapping[str, int],
     through: Mapping[str, int],
     model_version: str,
-    margin: float,
-    actions: Mapping[str, Sequence[str]],
+    policy: RiskPolicy,
 ) -> BatchRecord:
+    targeting = None if policy.targeting is None else asdict(policy.targeting)
     return BatchRecord(
         partition=partition,
         epoch=epoch,
         after=dict(after),
         through=dict(through),
         model_version=model_version,
-        margin=margin,
-        actions={level: list(names) for level, names in actions.items()},
-        policy_fingerprint=policy_fingerprint(margin, actions),
+        margin=policy.margin,
+        actions={level: list(names) for level, names in policy.actions.items()},
+        policy_fingerprint=policy_fingerprint(policy.margin, policy.actions, targeting),
+        targeting=targeting,
     )
+
+
+def recorded_policy(record: BatchRecord, thresholds: Thresholds) -> RiskPolicy:
+    """The risk policy a record's batch was scored with (its model's `thresholds`)."""
+    actions = {level: tuple(names) for level, names in record.actions.items()}
+    targeting = None if record.targeting is None else ValueTargeting(**record.targeting)
+    return RiskPolicy(thresholds, record.margin, actions, targeting)
 
 
 def beyond(offsets: Mapping[str, int], reference: Mapping[str, int]) -> bool:

@@ -53,10 +53,18 @@ from scoring.inactivity import first_due, lapsed, next_due, rungs
 from scoring.merge import Decoded, InputMessage
 from scoring.model import Model
 from scoring.outcome import PartitionOutcome, Scores
-from scoring.risk import RANK, RiskPolicy, is_news, transition_id
+from scoring.risk import (
+    DEFAULT_ACTIONS,
+    RANK,
+    RiskPolicy,
+    ValueTargeting,
+    is_news,
+    transition_id,
+)
 from scoring.samples import Sample, churned, decode_sample, first_of_week, horizon_days, in_sample
 
 TOP_REASONS = 3
+SPEND_90D = FEATURE_NAMES.index("spend_90d")  # what value targeting weighs (scoring.risk)
 INACTIVITY = Trigger(kind="inactivity")
 ERASED = "erased"
 TICKED = "ticked"  # a tick (`schemas.Tick`) moved the partition's stream time
@@ -125,6 +133,7 @@ class Scorer:
         decoder: InputDecoder | None = None,
         sample_rate: float = 0.0,
         retention_days: int = 0,
+        targeting: ValueTargeting | None = None,
     ) -> None:
         self.model = model  # a callable, so a reloaded model is picked up per batch
         self.margin = margin
@@ -134,11 +143,11 @@ class Scorer:
         self.sample_rate = sample_rate  # share of customers whose scores are sampled
         # Seconds of silence after which a customer is forgotten (None: never).
         self.retention = retention_days * SECONDS_PER_DAY if retention_days else None
+        self.targeting = targeting  # HIGH by value (None: by the model's cut-off)
 
     def policy(self, model: Model) -> RiskPolicy:
-        if self.actions is None:
-            return RiskPolicy(model.thresholds, self.margin)
-        return RiskPolicy(model.thresholds, self.margin, self.actions)
+        actions = dict(DEFAULT_ACTIONS) if self.actions is None else self.actions
+        return RiskPolicy(model.thresholds, self.margin, actions, self.targeting)
 
     def process(
         self,
@@ -243,7 +252,7 @@ class Scorer:
             probability = probabilities[row]
             if math.isnan(probability):
                 continue  # the model could not score this row: dead-lettered
-            risk = policy.category(float(probability), state.risk)
+            risk = policy.category(float(probability), state.risk, features[row, SPEND_90D])
             if risk != state.risk or rows.messages[row] is not None:
                 # The score behind the category: an event's, or a rescore's that
                 # changed it (see the module doc).

@@ -22,7 +22,7 @@ import numpy as np
 from feature_store.definitions import BASE_COLUMNS, FEATURE_NAMES, feature_matrix
 from feature_store.online import CustomerState, base_row
 from scoring.model import Model
-from scoring.pipeline import reasons, utc
+from scoring.pipeline import SPEND_90D, reasons, utc
 from scoring.predict_contract import (
     GUIDE_ONLY,
     MAX_BODY_BYTES,
@@ -182,7 +182,7 @@ def _score(
 ) -> Prediction:
     features = _features(model, base)
     probability = float(model.predict(features)[0])
-    risk = policy.category(probability, previous)
+    risk = policy.category(probability, previous, features[0, SPEND_90D])
     went_down = previous is not None and RANK[risk] < RANK[previous]
     return Prediction(
         as_of_ts=utc(base["as_of_ts"]),

@@ -1,11 +1,16 @@
-"""Risk policy: calibrated probability -> category, with hysteresis and actions."""
+"""Risk policy: calibrated probability -> category, with hysteresis and actions.
+
+HIGH is where marketing acts. By default it is a fixed cut-off on the probability;
+with `ValueTargeting` it is where acting pays: the probability times what keeping the
+customer is worth exceeds the action's cost, so a valuable customer is acted on at a
+lower probability than one who spends little, and one who spends nothing never.
+"""
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from scoring.model import Thresholds
 
@@ -34,12 +39,37 @@ DEFAULT_ACTIONS: dict[str, tuple[str, ...]] = {
 TRANSITION_NAMESPACE = uuid.UUID("4f0f3f9e-2b1c-4a51-9d3e-6c1d2f0a7b10")
 
 
-def level_of(probability: float, thresholds: Thresholds) -> str:
-    if probability >= thresholds.high:
+def level_of(probability: float, thresholds: Thresholds, high: float | None = None) -> str:
+    """The category of `probability`: HIGH from `high` (default: the cut-off)."""
+    if probability >= (thresholds.high if high is None else high):
         return "HIGH"
     if probability >= thresholds.medium:
         return "MEDIUM"
     return "LOW"
+
+
+# The settings of value targeting, read by the worker and by training's report alike.
+VALUE_PER_SPEND_SETTING = "CHURN_VALUE_PER_SPEND"
+ACTION_COST_SETTING = "CHURN_ACTION_COST"
+
+
+@dataclass(frozen=True)
+class ValueTargeting:
+    """HIGH where probability x value > cost: the customer's value is `value_per_spend`
+    times their spend over the last 90 days (4: a year of it), `action_cost` what the
+    HIGH actions cost per customer (in the orders' currency)."""
+
+    value_per_spend: float = 4.0
+    action_cost: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not (self.value_per_spend > 0 and self.action_cost > 0):
+            raise ValueError("value per spend and action cost must be > 0")
+
+    def high_cut(self, spend_90d: float) -> float:
+        """The probability from which acting on a customer who spent this pays."""
+        value = self.value_per_spend * spend_90d
+        return self.action_cost / value if value > 0 else math.inf
 
 
 @dataclass(frozen=True)
@@ -50,6 +80,7 @@ class RiskPolicy:
     thresholds: Thresholds = field(default_factory=Thresholds)
     margin: float = 0.05
     actions: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ACTIONS))
+    targeting: ValueTargeting | None = None  # None: HIGH from the cut-off
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin < self.thresholds.medium:
@@ -57,18 +88,18 @@ class RiskPolicy:
         if set(self.actions) != set(LEVELS):
             raise ValueError(f"actions must be given for exactly {LEVELS}")
 
-    def category(self, probability: float, previous: str | None) -> str:
-        raw = level_of(probability, self.thresholds)
+    def category(self, probability: float, previous: str | None, spend_90d: float = 0.0) -> str:
+        """The category of a score; `spend_90d` (NaN: unknown, as 0) matters only
+        with value targeting."""
+        high = None
+        if self.targeting is not None:
+            high = self.targeting.high_cut(0.0 if math.isnan(spend_90d) else spend_90d)
+        raw = level_of(probability, self.thresholds, high)
         if previous is None or RANK[raw] >= RANK[previous]:
             return raw
         # Going down: stay at `previous` unless the probability is clear of its cut-off.
-        sticky = level_of(probability + self.margin, self.thresholds)
+        sticky = level_of(probability + self.margin, self.thresholds, high)
         return LEVELS[max(RANK[raw], min(RANK[previous], RANK[sticky]))]
-
-    def categories(self, probabilities: np.ndarray, previous: list[str | None]) -> list[str]:
-        return [
-            self.category(float(p), prev) for p, prev in zip(probabilities, previous, strict=True)
-        ]
 
 
 def is_news(previous: str | None, current: str) -> bool:

@@ -56,6 +56,7 @@ from scoring.batches import (
     batch_record,
     beyond,
     check_within,
+    recorded_policy,
     to_recover,
 )
 from scoring.merge import Decoded, InputMessage, PartitionMerger, latencies, merged
@@ -303,8 +304,7 @@ class BatchRunner:
         task = self.tasks[partition]
         for record in records:
             model = self._version(partition, record.model_version)
-            actions = {level: tuple(names) for level, names in record.actions.items()}
-            policy = RiskPolicy(model.thresholds, record.margin, actions)
+            policy = recorded_policy(record, model.thresholds)
             parts: list[Decoded] = []
             for topic in self.topics:
                 start, end = record.after.get(topic, -1) + 1, record.through.get(topic, -1)
@@ -526,8 +526,7 @@ class BatchRunner:
             after,
             {**after, **outcome.offsets},
             model.version,
-            policy.margin,
-            policy.actions,
+            policy,
         )
 
     def _keep_within_budget(self) -> None:

@@ -162,6 +162,7 @@ def run_replay(path: Path, out_path: Path | None, alerts_path: Path | None) -> N
             settings.drift() if alerts_path else None,
             alerts,
             settings.retention_days,
+            settings.targeting(),
         )
     print(f"replayed {path} with model {model.version}: {counts}", file=sys.stderr)
 

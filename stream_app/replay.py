@@ -28,6 +28,7 @@ from scoring.drift import DriftConfig, DriftMonitor, DriftTally, Judgement, Memo
 from scoring.merge import InputMessage
 from scoring.model import Model
 from scoring.pipeline import Scorer
+from scoring.risk import ValueTargeting
 from scoring.runner import BatchRunner, Collector, StepReport, TallySource, run_backlog
 from stream_app.partitioning import partition_of
 
@@ -96,6 +97,7 @@ def replay(
     drift: DriftConfig | None = None,
     alerts: IO[bytes] | None = None,
     retention_days: int = 0,
+    targeting: ValueTargeting | None = None,
 ) -> dict[str, int]:
     """Run the batch runner over `path`, writing each risk change to `out`; with
     `drift` (and a model with a drift reference), the drift monitor too, writing its
@@ -112,6 +114,7 @@ def replay(
         limits,
         drift,
         retention_days,
+        targeting,
     )
     raised = [alert for judgement in judged for alert in judgement.alerts]
     if alerts is not None:
@@ -135,6 +138,7 @@ def replay_stream(
     limits: Limits | None = None,
     drift: DriftConfig | None = None,
     retention_days: int = 0,
+    targeting: ValueTargeting | None = None,
 ) -> list[Judgement]:
     """The runner over `stream` on the in-memory store, as the live worker runs it: and,
     given `drift`, its drift monitor, judging after every batch. Returns what it judged."""
@@ -160,6 +164,7 @@ def replay_stream(
             actions=actions,
             decoder=InputDecoder(limits),
             retention_days=retention_days,
+            targeting=targeting,
         ),
         sink,
         topics.SOURCE_TOPICS,

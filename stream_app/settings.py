@@ -21,6 +21,7 @@ from feature_store.definitions import LARGEST_WINDOW_DAYS
 from scoring.decoding import MIN_EVENT_TIME_SETTING, Limits
 from scoring.drift import DriftConfig
 from scoring.inactivity import RESCORE_AFTER_DAYS
+from scoring.risk import ACTION_COST_SETTING, VALUE_PER_SPEND_SETTING, ValueTargeting
 
 # A `password=` argument of a URL's query, which redis-py reads too.
 QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
@@ -140,6 +141,15 @@ def _on_off(text: str) -> bool:
 GUARANTEES = ("exactly_once", "at_least_once")
 
 
+TARGETINGS = ("cutoff", "value")
+
+
+def _targeting(text: str) -> str:
+    if text not in TARGETINGS:
+        raise ValueError(f"must be one of {', '.join(TARGETINGS)}")
+    return text
+
+
 def _guarantee(text: str) -> str:
     if text not in GUARANTEES:
         raise ValueError(f"must be one of {', '.join(GUARANTEES)}")
@@ -235,6 +245,25 @@ OPTIONS: dict[str, Option] = {
     ),
     "hysteresis": Option(
         "CHURN_HYSTERESIS", "0.05", _fraction, "margin below a cut-off before a risk drops"
+    ),
+    "high_targeting": Option(
+        "CHURN_HIGH_TARGETING",
+        "cutoff",
+        _targeting,
+        "what makes HIGH: cutoff (the model's HIGH cut-off) or value (probability x value > "
+        "cost: CHURN_VALUE_PER_SPEND, CHURN_ACTION_COST)",
+    ),
+    "value_per_spend": Option(
+        VALUE_PER_SPEND_SETTING,
+        "4",
+        _positive_number,
+        "value targeting: a customer's value is this times their spend over 90 days",
+    ),
+    "action_cost": Option(
+        ACTION_COST_SETTING,
+        "20",
+        _positive_number,
+        "value targeting: what the HIGH actions cost per customer (the orders' currency)",
     ),
     "performance_sample": Option(
         "CHURN_PERFORMANCE_SAMPLE",
@@ -450,6 +479,9 @@ class Settings:
     max_idle_ms: int
     session_timeout_seconds: int
     hysteresis: float
+    high_targeting: str
+    value_per_spend: float
+    action_cost: float
     performance_sample: float
     retention_days: int
     partitions: int
@@ -532,6 +564,12 @@ class Settings:
                 "CHURN_REDIS_SSL_CERT_FILE and CHURN_REDIS_SSL_KEY_FILE go together "
                 "(a client certificate and its key)"
             )
+
+    def targeting(self) -> ValueTargeting | None:
+        """How HIGH is decided (`scoring.risk`): None for the model's cut-off."""
+        if self.high_targeting == "cutoff":
+            return None
+        return ValueTargeting(self.value_per_spend, self.action_cost)
 
     def limits(self) -> Limits:
         """The bounds on input messages (`scoring.decoding`)."""

@@ -137,6 +137,7 @@ def build_app(
         decoder=InputDecoder(settings.limits(), functools.partial(key_partition, partitions)),
         sample_rate=settings.performance_sample,
         retention_days=settings.retention_days,
+        targeting=settings.targeting(),
     )
 
     def drift_reference(version: str) -> Reference | None:

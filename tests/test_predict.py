@@ -28,7 +28,7 @@ from scoring.predict import (
     score_state,
 )
 from scoring.predict_contract import MAX_BODY_BYTES, CustomerFeatures
-from scoring.risk import RiskPolicy
+from scoring.risk import RiskPolicy, ValueTargeting
 from tests.support import train_soft_model
 
 T0 = datetime(2026, 3, 2, 10, tzinfo=UTC)
@@ -172,7 +172,7 @@ def test_an_oversized_body_is_refused_with_413() -> None:
     assert str(MAX_BODY_BYTES) in str(refused)
 
 
-def silent_customer(model: Model) -> PartitionOutcome:
+def silent_customer(model: Model, targeting: ValueTargeting | None = None) -> PartitionOutcome:
     """What the stream makes of a customer who ordered on T0 and then went silent: an
     inactivity rescore, once another customer's order moves time on."""
     orders = [
@@ -187,9 +187,36 @@ def silent_customer(model: Model) -> PartitionOutcome:
         )
         for offset, order in enumerate(orders)
     ]
-    outcome = Scorer(lambda: model, actions=ACTIONS).process(0, released, {}, [], [], None)
+    scorer = Scorer(lambda: model, actions=ACTIONS, targeting=targeting)
+    outcome = scorer.process(0, released, {}, [], [], None)
     assert outcome.changes, "the silent customer was never at risk"
     return outcome
+
+
+def test_by_value_the_stream_and_predict_flag_a_customer_worth_acting_on_sooner(
+    model: Model,
+) -> None:
+    by_value = ValueTargeting(value_per_spend=4.0, action_cost=20.0)  # P1 is worth 320
+    cutoff, valued = silent_customer(model), silent_customer(model, by_value)
+    first, first_valued = cutoff.changes[0], valued.changes[0]
+    # Acting on P1 pays from p = 20 / 320: HIGH at the first rescore that passes it,
+    # where the cut-off waits for 0.4 (MEDIUM) and 0.7.
+    assert (first.risk, first_valued.risk) == ("MEDIUM", "HIGH")
+    assert 20 / 320 <= first_valued.probability < first.probability
+    assert first_valued.event_time <= first.event_time
+    assert first_valued.recommended_actions == list(ACTIONS["HIGH"])
+    # /predict answers with the same policy: the same customer in base columns.
+    policy = Scorer(lambda: model, actions=ACTIONS, targeting=by_value).policy(model)
+    request = {
+        "as_of_ts": first_valued.event_time.isoformat(),
+        "orders_90d": 1,
+        "orders_lifetime": 1,
+        "spend_90d": 80.0,
+        "spend_lifetime": 80.0,
+        "last_order_ts": T0.isoformat(),
+        "first_order_ts": T0.isoformat(),
+    }
+    assert predict(model, policy, parse(json.dumps(request).encode())).risk == "HIGH"
 
 
 def test_the_answer_is_what_the_stream_publishes_for_the_same_customer(

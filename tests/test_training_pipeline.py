@@ -473,3 +473,29 @@ def test_a_criterion_passes_at_its_bound_and_fails_past_it() -> None:
     at_most = Criterion("calibration", "c", 0.05, False, "")
     assert at_least.passes(0.75) and not at_least.passes(0.7499)
     assert at_most.passes(0.05) and not at_most.passes(0.0501)
+
+
+# --- targeting ---------------------------------------------------------------------------
+
+
+def test_the_report_shows_high_by_cutoff_value_and_capacity_on_the_test_split(
+    cli_run: dict[str, Any],
+) -> None:
+    table = cli_run["metadata"]["targeting"]
+    assert [row["policy"].split(":")[0] for row in table] == [
+        "cut-off",
+        "value",
+        "capacity",
+        "capacity",
+        "capacity",
+    ]
+    rows = cli_run["metadata"]["rows"]["test"]
+    capacity = [row["flagged"] for row in table[2:]]
+    assert capacity == [round(share * rows) for share in (0.05, 0.10, 0.20)]
+    recalls = [row["recall"] for row in table[2:]]
+    assert recalls == sorted(recalls)  # working more customers catches more churners
+    for row in table:
+        for figure in ("precision", "recall"):
+            assert row[figure] is None or 0.0 <= row[figure] <= 1.0, row
+    assert "HIGH by each targeting policy" in cli_run["printed"]
+    assert "Who HIGH flags" in (cli_run["directory"] / "report.html").read_text()

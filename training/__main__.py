@@ -37,6 +37,7 @@ from feature_store.offline import History
 from scoring.artifact import ArtifactError
 from scoring.decoding import MIN_EVENT_TIME_SETTING, Limits
 from scoring.model import Thresholds
+from scoring.risk import ACTION_COST_SETTING, VALUE_PER_SPEND_SETTING, ValueTargeting
 from training.database import DatabaseError, load_history, load_truth
 from training.dataset import TrainingDataError
 from training.gate import (
@@ -57,7 +58,13 @@ from training.registry import (
     served,
     versions,
 )
-from training.report import comparison_table_text, criterion_text, stability_text, write_report
+from training.report import (
+    comparison_table_text,
+    criterion_text,
+    stability_text,
+    targeting_text,
+    write_report,
+)
 from training.train import StepTimer, TrainingConfig, save, train
 
 
@@ -196,9 +203,25 @@ def limits_from_env() -> Limits:
     return Limits(min_event_time=earliest.timestamp())
 
 
+def targeting_from_env() -> ValueTargeting:
+    """The worker's value targeting, from the same settings, for the report."""
+    defaults = ValueTargeting()
+    try:
+        return ValueTargeting(
+            float(os.environ.get(VALUE_PER_SPEND_SETTING, defaults.value_per_spend)),
+            float(os.environ.get(ACTION_COST_SETTING, defaults.action_cost)),
+        )
+    except ValueError as err:
+        raise SystemExit(
+            f"error: {VALUE_PER_SPEND_SETTING} and {ACTION_COST_SETTING} must be numbers "
+            f"above 0 ({err})"
+        ) from None
+
+
 def training_config(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(
         limits=limits_from_env(),
+        targeting=targeting_from_env(),
         horizon_days=args.horizon_days,
         n_cutoffs=args.cutoffs,
         step_days=args.step_days,
@@ -240,6 +263,8 @@ def diagnostics_text(metadata: dict[str, Any]) -> str:
     lines.append(f"  {metadata['metrics']['selection']['why']}")
     lines.append("  the guide's success criteria (test split):")
     lines += [f"    {criterion_text(c)}" for c in metadata.get("success_criteria", [])]
+    lines.append("  HIGH by each targeting policy (test split):")
+    lines += [f"    {line}" for line in targeting_text(metadata)]
     family = metadata["model_family"]
     lines.append(f"  {stability_text(family, metadata)}")
     return "\n".join(lines)

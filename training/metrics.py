@@ -15,6 +15,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from scoring.risk import ValueTargeting
+
 TARGET_RECALL = 0.8
 # The retraining gate's bound too (training/gate.py): probabilities off by 5 points on
 # average move customers across the MEDIUM and HIGH cut-offs.
@@ -158,3 +160,44 @@ def calibration_error(
     predicted = np.bincount(which, weights=p, minlength=bins)
     observed = np.bincount(which, weights=y, minlength=bins)
     return float(np.abs(predicted - observed).sum() / len(y))
+
+
+# Shares of the test customers a capacity-bound campaign could work: the top ones.
+CAPACITY_SHARES = (0.05, 0.10, 0.20)
+
+
+def targeting_table(
+    churned: np.ndarray,
+    probabilities: np.ndarray,
+    spend_90d: np.ndarray,
+    high: float,
+    targeting: ValueTargeting,
+) -> list[dict[str, Any]]:
+    """HIGH on the test split under each way of setting it (`scoring.risk`): the
+    served cut-off, value (probability x value > cost) and capacity (the top share by
+    probability); how many it flags, and its precision and recall on churn."""
+    y = np.asarray(churned, dtype=bool)
+    p = np.asarray(probabilities, dtype=np.float64)
+    value = targeting.value_per_spend * np.nan_to_num(np.asarray(spend_90d, dtype=np.float64))
+    ranked = np.argsort(-p, kind="stable")
+    policies = [
+        (f"cut-off: probability >= {high:.3g}", p >= high),
+        (
+            f"value: probability x {targeting.value_per_spend:g} x spend_90d > "
+            f"{targeting.action_cost:g}",
+            p * value > targeting.action_cost,
+        ),
+    ]
+    for share in CAPACITY_SHARES:
+        top = np.zeros(len(p), dtype=bool)
+        top[ranked[: round(share * len(p))]] = True
+        policies.append((f"capacity: the top {share:.0%} by probability", top))
+    return [
+        {
+            "policy": name,
+            "flagged": int(flagged.sum()),
+            "precision": float(y[flagged].mean()) if flagged.any() else None,
+            "recall": float((y & flagged).sum() / y.sum()) if y.any() else None,
+        }
+        for name, flagged in policies
+    ]

@@ -404,6 +404,38 @@ def _success_html(metadata: dict[str, Any]) -> str:
     return page.table(["criterion", "needs", "test", "verdict", "why this bound"], rows)
 
 
+def _targeting_html(metadata: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"<td>{html.escape(t['policy'])}</td>",
+            f"<td>{t['flagged']:,}</td>",
+            f"<td>{_share(t['precision'])}</td>",
+            f"<td>{_share(t['recall'])}</td>",
+        ]
+        for t in metadata.get("targeting", [])
+    ]
+    return page.table(["HIGH by", "flagged", "precision", "recall"], rows) + (
+        '<p class="note">Test split. The cut-off flags whoever is likely enough; value '
+        "flags whoever acting on pays for (a big spender sooner, one who spends nothing "
+        "never), so it trades precision for the customers worth keeping; capacity flags "
+        "as many as marketing can work, the most likely first. Set it with "
+        "CHURN_HIGH_TARGETING.</p>"
+    )
+
+
+def targeting_text(metadata: dict[str, Any]) -> list[str]:
+    """The targeting table as lines for the terminal."""
+    return [
+        f"{t['policy']:<52} {t['flagged']:>7,} flagged  precision {_share(t['precision'])}"
+        f"  recall {_share(t['recall'])}"
+        for t in metadata.get("targeting", [])
+    ]
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _data_html(metadata: dict[str, Any]) -> str:
     cutoffs = metadata["cutoffs"]
     split_cutoffs = {
@@ -544,6 +576,8 @@ def render(model: TrainedModel, version: str) -> str:
         _cards(metadata),
         "<h2>Success criteria</h2>",
         _success_html(metadata),
+        "<h2>Who HIGH flags</h2>",
+        _targeting_html(metadata),
         "<h2>Model comparison</h2>",
         _comparison_html(metadata),
         _selection_html(metadata, evidence),

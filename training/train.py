@@ -42,6 +42,7 @@ from scoring.artifact import ArtifactError, load_model, write_artifact
 from scoring.decoding import Limits
 from scoring.families import SIMPLICITY, XGBOOST, FamilyModel
 from scoring.model import Calibration, Model, Thresholds
+from scoring.risk import ValueTargeting
 from training.dataset import (
     Fold,
     Splits,
@@ -53,7 +54,13 @@ from training.dataset import (
     event_span,
 )
 from training.diagnostics import leaky_label_auc, oracle_auc
-from training.metrics import cutoff_for_precision, cutoff_for_recall, evaluate, success
+from training.metrics import (
+    cutoff_for_precision,
+    cutoff_for_recall,
+    evaluate,
+    success,
+    targeting_table,
+)
 from training.models import (
     PATIENCE,
     Family,
@@ -114,6 +121,8 @@ class TrainingConfig:
     reference_customers: int = REFERENCE_CUSTOMERS
     # The worker's bounds on input events: a history outside them is refused.
     limits: Limits = field(default_factory=Limits)
+    # The value targeting the report compares with the cut-off and with capacity.
+    targeting: ValueTargeting = field(default_factory=ValueTargeting)
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds arrays
@@ -627,6 +636,13 @@ def train_on_splits(
         "rows": {name: len(frame) for name, frame in splits.items()},
         "positive_rate": {name: float(frame["label"].mean()) for name, frame in splits.items()},
         "success_criteria": success(metrics["test"]),
+        "targeting": targeting_table(
+            labels(splits.test),
+            calibration(raw["test"]),
+            splits.test["spend_90d"].to_numpy(),
+            thresholds.high,
+            config.targeting,
+        ),
         "metrics": {
             **metrics,
             "candidates": {c.name: c.metrics for c in candidates},
