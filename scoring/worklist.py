@@ -31,9 +31,11 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 class WorkReason(msgspec.Struct, frozen=True):
+    """A reason as the entry keeps it (`schemas.Reason`'s fields)."""
+
     feature: str
     contribution: float
-    value: float | None = None  # last: MessagePack nil would end a Lua array
+    value: float | None = None
 
 
 class WorkItem(msgspec.Struct, frozen=True):
