@@ -123,9 +123,13 @@ def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_l
         own.kill()  # the machine dies: what was not fsynced is lost
         cut = own.truncate_aof(keep=0.6)
         own.start()
-        live = consume_all_changes(
-            kafka_bootstrap, prefix, store=RedisStateStore(client, namespace)
-        )
+        try:
+            live = consume_all_changes(
+                kafka_bootstrap, prefix, store=RedisStateStore(client, namespace)
+            )
+        except AssertionError as stuck:
+            ends = worker.log()[-5000:]
+            raise AssertionError(f"{stuck}\nthe worker's log ends:\n{ends}") from None
     finally:
         os.kill(broker, signal.SIGCONT)
         worker.stop()

@@ -19,6 +19,9 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from feature_store.redis_store import RedisStateStore
 from schemas import Customer, Order, topics
@@ -68,6 +71,17 @@ def first_order(customer: str) -> tuple[str, str, bytes]:
     return topics.ORDERS, customer, encode(order)
 
 
+def navigate(browser: WebDriver, element: WebElement, submit: bool = False) -> None:
+    """Click (or submit) and wait for the next page: a click that submits a form returns
+    before the browser has left the current page, whose rows would then go stale."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    if submit:
+        element.submit()
+    else:
+        element.click()
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
+
+
 def shown(browser: WebDriver) -> list[str]:
     return [
         row.get_attribute("data-customer") or ""
@@ -105,10 +119,10 @@ def test_marketing_signs_in_and_works_through_who_is_high_in_a_real_browser(
         assert 'name="token"' in browser.page_source, browser.page_source  # not signed in
         password = browser.find_element(By.NAME, "token")
         password.send_keys("not the token")
-        password.submit()
+        navigate(browser, password, submit=True)
         assert "That is not the token." in browser.page_source
         browser.find_element(By.NAME, "token").send_keys(token)
-        browser.find_element(By.TAG_NAME, "button").click()
+        navigate(browser, browser.find_element(By.TAG_NAME, "button"))
 
         # HIGH, most likely to churn first: M1 (77 now), though listed after H2 and H3.
         assert browser.find_element(By.TAG_NAME, "h1").text == "Customers at risk: HIGH"
@@ -122,16 +136,16 @@ def test_marketing_signs_in_and_works_through_who_is_high_in_a_real_browser(
         assert cells[4].text.strip(), "no recommended action"
         keep(browser, "worklist-high")
 
-        browser.find_element(By.PARTIAL_LINK_TEXT, "MEDIUM").click()
+        navigate(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "MEDIUM"))
         assert shown(browser) == ["M2"]  # M1 moved up to HIGH
 
-        browser.find_element(By.PARTIAL_LINK_TEXT, "HIGH").click()
+        navigate(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "HIGH"))
         browser.find_element(By.NAME, "q").send_keys("aged 7")
-        browser.find_element(By.TAG_NAME, "button").click()
+        navigate(browser, browser.find_element(By.TAG_NAME, "button"))
         assert shown(browser) == ["H1", "M1", "H2"]
         assert "filtered by" in browser.find_element(By.ID, "shown").text
 
-        browser.find_element(By.LINK_TEXT, "M1").click()
+        navigate(browser, browser.find_element(By.LINK_TEXT, "M1"))
         changes = browser.find_elements(By.CSS_SELECTOR, "#changes tbody tr")
         assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in changes] == [
             "MEDIUM → HIGH",
