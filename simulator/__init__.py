@@ -1,6 +1,14 @@
 """Deterministic synthetic e-commerce history, and sinks for Kafka, SQLite and JSON lines."""
 
-from simulator.history import DEFAULT_START, SHIFT_KINDS, Event, History, Shift, generate_history
+from simulator.history import (
+    DEFAULT_START,
+    SHIFT_KINDS,
+    Event,
+    History,
+    Shift,
+    Treatment,
+    generate_history,
+)
 from simulator.jsonl_sink import read_jsonl, write_jsonl
 from simulator.kafka_sink import DeliveryError, TokenBucket, ensure_topics, produce
 from simulator.sqlite_sink import write_sqlite
@@ -13,6 +21,7 @@ __all__ = [
     "History",
     "Shift",
     "TokenBucket",
+    "Treatment",
     "ensure_topics",
     "generate_history",
     "produce",

@@ -10,6 +10,13 @@ A `Shift` changes the shop for a while from a given day: order values, the ticke
 rate, or the customer mix (a campaign's cohort of new customers). It draws from a
 random stream of its own, so everything it does not change comes out as without it.
 
+A `Treatment` is a marketing campaign's effect: customers it acted on (when the scorer
+moved them into HIGH) churn less by the configured amount. Each acted-on churner is saved
+with probability `effect`, drawn from a stream of its own: a saved customer's events up
+to the instant they were acted on stay as they were (the scorer saw exactly those), and
+from then on they buy at their full, un-faded rate until the end of the period, so a
+customer who had already lapsed is won back. Everyone else comes out as without it.
+
 The heavy lifting is vectorised per event kind; only the final conversion into the
 schema's msgspec structs is a Python loop.
 """
@@ -19,7 +26,7 @@ from __future__ import annotations
 import gc
 import heapq
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -175,12 +182,33 @@ class Shift:
         return lo, max(lo, hi)
 
 
+@dataclass(frozen=True)
+class Treatment:
+    """A campaign's effect on the customers it acted on: each one who would churn is
+    saved with probability `effect` (see the module docstring).
+
+    `acted_on` maps a customer id to the instant marketing acted on them. Customers of
+    a customer_mix shift's cohort may be named but are never saved: they are gone when
+    their promotion ends whatever marketing does.
+    """
+
+    effect: float
+    acted_on: Mapping[str, datetime]
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.effect) and 0.0 <= self.effect <= 1.0):
+            raise ValueError("a treatment's effect must be in [0, 1]")
+        if any(when.tzinfo is None for when in self.acted_on.values()):
+            raise ValueError("acted_on instants must be timezone-aware")
+
+
 @dataclass
 class History:
     """A generated history. Each event list is sorted by event time (then id).
 
     `truth` has one row per customer: customer_id, churn_propensity (the latent driver,
-    in [0, 1]) and churn_ts (when the customer went silent; NaT if they did not).
+    in [0, 1]), churn_ts (when the customer went silent; NaT if they did not) and saved
+    (a `Treatment` kept them from churning).
     """
 
     customers: list[Customer]
@@ -235,10 +263,11 @@ def generate_history(
     start: datetime = DEFAULT_START,
     days: int = 365,
     shifts: Sequence[Shift] = (),
+    treatment: Treatment | None = None,
 ) -> History:
     """Generate `n_customers` customers and their orders and tickets over `days` days,
     changed by each of `shifts` while it lasts (each acts on the shop without the
-    others).
+    others), and by `treatment` (which acts on the shop with them).
 
     The same arguments always give an identical history. All event times are whole UTC
     seconds in [start, start + days); registration dates may precede `start`.
@@ -253,33 +282,25 @@ def generate_history(
     start_s = math.ceil(start.timestamp())
     end_s = start_s + days * DAY
     windows = [shift.window(start_s, end_s) for shift in shifts]
+    value_shifts = [
+        (lo, hi, shift.multiplier)
+        for shift, (lo, hi) in zip(shifts, windows, strict=True)
+        if shift.kind == "order_value"
+    ]
 
     cust = _draw_customers(rng, n_customers, start_s, end_s)
     orders = _draw_orders(rng, cust, start_s, end_s)
-    for shift, (lo, hi) in zip(shifts, windows, strict=True):
-        if shift.kind == "order_value":
-            during = (orders.ts >= lo) & (orders.ts < hi)
-            orders.scale = np.where(during, orders.scale * shift.multiplier, orders.scale)
+    _scale_values(orders, value_shifts)
     items = _draw_items(rng, orders)
     tickets = _draw_tickets(rng, cust, orders, end_s)
 
     customer_ids = [f"C{i:07d}" for i in range(1, n_customers + 1)]
-    churn_ts = pd.to_datetime(
-        np.where(cust.churned, cust.churn_s, np.nan), unit="s", utc=True
-    ).as_unit("s")
-    truth = pd.DataFrame(
-        {
-            "customer_id": customer_ids,
-            "churn_propensity": cust.propensity,
-            "churn_ts": churn_ts,
-        }
-    )
     with _gc_paused():
         history = History(
             customers=_build_customers(rng, cust, customer_ids),
             orders=_build_orders(orders, items, customer_ids),
             tickets=_build_tickets(tickets, customer_ids),
-            truth=truth,
+            truth=_truth(cust, customer_ids),
             start=_utc(start_s),
             end=_utc(end_s),
         )
@@ -294,7 +315,32 @@ def generate_history(
                 ordered = int(np.count_nonzero((orders.ts >= lo) & (orders.ts < hi)))
                 size = round(shift.multiplier * ordered / (1 + COHORT_SECOND_ORDER))
                 _add_cohort(history, drawn, size, lo, hi)
+        if treatment is not None:
+            # Last, so that the shifts' order ids are as without it; its own stream too.
+            drawn = np.random.default_rng([seed, 2])
+            _treat(history, drawn, treatment, cust, customer_ids, value_shifts)
     return history
+
+
+def _truth(cust: _Customers, customer_ids: list[str]) -> pd.DataFrame:
+    churn_ts = pd.to_datetime(
+        np.where(cust.churned, cust.churn_s, np.nan), unit="s", utc=True
+    ).as_unit("s")
+    return pd.DataFrame(
+        {
+            "customer_id": customer_ids,
+            "churn_propensity": cust.propensity,
+            "churn_ts": churn_ts,
+            "saved": np.zeros(len(customer_ids), dtype=bool),
+        }
+    )
+
+
+def _scale_values(orders: _Orders, value_shifts: list[tuple[int, int, float]]) -> None:
+    """Basket sizes times each order_value shift's factor, for orders during it."""
+    for lo, hi, factor in value_shifts:
+        during = (orders.ts >= lo) & (orders.ts < hi)
+        orders.scale = np.where(during, orders.scale * factor, orders.scale)
 
 
 def _merged(base: list[Any], more: list[Any], time: Callable[[Any], datetime]) -> list[Any]:
@@ -408,29 +454,56 @@ def _intensity(ts: IntArray) -> FloatArray:
 
 def _draw_orders(rng: np.random.Generator, cust: _Customers, start_s: int, end_s: int) -> _Orders:
     n = len(cust.reg_s)
-    # Inhomogeneous Poisson process by thinning: draw candidates at the peak rate, then
-    # keep each with probability (actual rate / peak rate).
-    span_days = (cust.active_to - cust.active_from) / DAY
-    counts = rng.poisson(cust.order_rate * MAX_INTENSITY * span_days)
-    cand_cust = np.repeat(np.arange(n), counts)
-    offsets = rng.random(len(cand_cust)) * (cust.active_to - cust.active_from)[cand_cust]
-    cand_ts = cust.active_from[cand_cust] + offsets.astype(np.int64)
-    accept = _intensity(cand_ts) * _fade(cust, cand_cust, cand_ts) / MAX_INTENSITY
-    keep = rng.random(len(cand_ts)) < accept
+    cand_cust, cand_ts = _thinned(
+        rng, cust, np.arange(n), cust.active_from, cust.active_to, lambda i, t: _fade(cust, i, t)
+    )
 
     # Many new customers buy within hours of signing up.
     first = (cust.reg_s >= start_s) & (rng.random(n) < 0.6)
     first_ts = cust.reg_s + rng.exponential(2.0 * HOUR, size=n).astype(np.int64)
     first &= first_ts < cust.active_to
 
-    idx = np.concatenate([cand_cust[keep], np.flatnonzero(first)])
-    ts = np.concatenate([cand_ts[keep], first_ts[first]])
+    idx = np.concatenate([cand_cust, np.flatnonzero(first)])
+    ts = np.concatenate([cand_ts, first_ts[first]])
     order = np.lexsort((idx, ts))
     idx, ts = idx[order], ts[order]
-    m = len(ts)
+    return _order_details(rng, cust, idx, ts, _fade(cust, idx, ts), start_s, end_s)
 
+
+def _thinned(
+    rng: np.random.Generator,
+    cust: _Customers,
+    who: IntArray,
+    lo: IntArray,
+    hi: IntArray,
+    weight: Callable[[IntArray, IntArray], FloatArray],
+) -> tuple[IntArray, IntArray]:
+    """(customer, time) of the orders of customers `who`, each buying on [lo, hi) (one
+    bound per customer) at order_rate x intensity(t) x weight(customer, t)."""
+    # Inhomogeneous Poisson process by thinning: draw candidates at the peak rate, then
+    # keep each with probability (actual rate / peak rate).
+    span = hi - lo
+    counts = rng.poisson(cust.order_rate[who] * MAX_INTENSITY * (span / DAY))
+    pos = np.repeat(np.arange(len(who)), counts)
+    idx = who[pos]
+    ts = lo[pos] + (rng.random(len(pos)) * span[pos]).astype(np.int64)
+    keep = rng.random(len(ts)) < _intensity(ts) * weight(idx, ts) / MAX_INTENSITY
+    return idx[keep], ts[keep]
+
+
+def _order_details(
+    rng: np.random.Generator,
+    cust: _Customers,
+    idx: IntArray,
+    ts: IntArray,
+    fade: FloatArray,
+    start_s: int,
+    end_s: int,
+) -> _Orders:
+    """Basket, payment and delivery of orders whose customer and time are drawn; `fade`
+    is each customer's order-rate multiplier at the order (1: not fading)."""
+    m = len(ts)
     prop = cust.propensity[idx]
-    fade = _fade(cust, idx, ts)
     elapsed = (ts - start_s) / (end_s - start_s)
     # Baskets shrink for unhappy customers, over the year and again while they fade out.
     scale = cust.spend[idx] * (1.0 - 0.5 * prop * elapsed) * (0.55 + 0.45 * fade)
@@ -628,8 +701,62 @@ def _add_cohort(history: History, rng: np.random.Generator, n: int, lo: int, hi:
     more = _build_orders(orders, items, ids, first_id=len(history.orders) + 1)
     history.orders = _merged(history.orders, more, lambda o: o.order_ts)
     gone = pd.Series(pd.to_datetime([hi] * n, unit="s", utc=True)).dt.as_unit("s")
-    truth = pd.DataFrame({"customer_id": ids, "churn_propensity": 1.0, "churn_ts": gone})
+    truth = pd.DataFrame(
+        {"customer_id": ids, "churn_propensity": 1.0, "churn_ts": gone, "saved": False}
+    )
     history.truth = pd.concat([history.truth, truth], ignore_index=True)
+
+
+def _acted_on_s(treatment: Treatment, history: History, customer_ids: list[str]) -> IntArray:
+    """When each base customer was acted on, in epoch seconds (the end if never)."""
+    known = {c.customer_id for c in history.customers}
+    unknown = sorted(set(treatment.acted_on) - known)
+    if unknown:
+        raise ValueError(f"treatment acted on an unknown customer: {unknown[0]}")
+    end_s = math.ceil(history.end.timestamp())
+    acted_s = np.full(len(customer_ids), end_s, dtype=np.int64)
+    position = {cid: i for i, cid in enumerate(customer_ids)}
+    for cid, when in treatment.acted_on.items():
+        if cid in position:  # a cohort's customer: never saved (see `Treatment`)
+            # Whole seconds down: events are, and those at the instant came before it.
+            acted_s[position[cid]] = math.floor(when.timestamp())
+    return acted_s
+
+
+def _treat(
+    history: History,
+    rng: np.random.Generator,
+    treatment: Treatment,
+    cust: _Customers,
+    customer_ids: list[str],
+    value_shifts: list[tuple[int, int, float]],
+) -> None:
+    """Save acted-on churners (see `Treatment`): from the instant they were acted on, add
+    the orders their fade took away, so they buy at their full rate to the end."""
+    acted_s = _acted_on_s(treatment, history, customer_ids)
+    start_s, end_s = (math.ceil(t.timestamp()) for t in (history.start, history.end))
+    # One draw per customer in customer order: who is saved depends neither on the
+    # mapping's order nor on who else was acted on.
+    lucky = rng.random(len(customer_ids)) < treatment.effect
+    who = np.flatnonzero(cust.churned & (acted_s < end_s) & lucky)
+    if len(who) == 0:
+        return
+    lo = np.maximum(acted_s[who] + 1, cust.active_from[who])
+    hi = np.full(len(who), end_s, dtype=np.int64)
+    # Base orders stay; these make up the rest: rate x (1 - fade), all of it after churn.
+    idx, ts = _thinned(rng, cust, who, lo, hi, lambda i, t: 1.0 - _fade(cust, i, t))
+    order = np.lexsort((idx, ts))
+    idx, ts = idx[order], ts[order]
+    # Won back, they buy like a customer who is not fading out.
+    orders = _order_details(rng, cust, idx, ts, np.ones(len(ts)), start_s, end_s)
+    _scale_values(orders, value_shifts)
+    items = _draw_items(rng, orders)
+    # Ids after every existing order's, like a shift's: nothing else is renumbered.
+    more = _build_orders(orders, items, customer_ids, first_id=len(history.orders) + 1)
+    history.orders = _merged(history.orders, more, lambda o: o.order_ts)
+    # Base customers are the truth's first rows, in customer order.
+    history.truth.loc[who, "churn_ts"] = pd.NaT
+    history.truth.loc[who, "saved"] = True
 
 
 def _build_customers(rng: np.random.Generator, cust: _Customers, ids: list[str]) -> list[Customer]:

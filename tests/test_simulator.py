@@ -29,6 +29,7 @@ from simulator import (
     History,
     Shift,
     TokenBucket,
+    Treatment,
     generate_history,
     read_jsonl,
     write_jsonl,
@@ -162,7 +163,8 @@ def test_averages_are_realistic(history):
 
 def test_truth_has_one_row_per_customer(history):
     truth = history.truth
-    assert list(truth.columns) == ["customer_id", "churn_propensity", "churn_ts"]
+    assert list(truth.columns) == ["customer_id", "churn_propensity", "churn_ts", "saved"]
+    assert not truth["saved"].any()  # nobody is saved without a treatment
     assert list(truth["customer_id"]) == [c.customer_id for c in history.customers]
     assert truth["churn_propensity"].between(0, 1).all()
     churned = truth["churn_ts"].dropna()
@@ -513,3 +515,197 @@ def test_the_cli_takes_shifts_and_refuses_a_malformed_one(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--shift", "prices,2025-08-01", "--out", str(moved)])
     assert "shift kind must be one of" in capsys.readouterr().err
+
+
+# --- treatment ---------------------------------------------------------------------------
+
+ACTED_BEFORE_CHURN = timedelta(days=10)
+
+
+def churn_times(h: History) -> dict[str, datetime]:
+    truth = h.truth
+    return {
+        cid: ts.to_pydatetime()
+        for cid, ts in zip(truth["customer_id"], truth["churn_ts"], strict=True)
+        if not pd.isna(ts)
+    }
+
+
+def events_by_customer(h: History) -> dict[str, list[tuple[datetime, str, bytes]]]:
+    """Each customer's events in stream order, as (event time, topic, encoded event)."""
+    out: dict[str, list[tuple[datetime, str, bytes]]] = defaultdict(list)
+    for topic, e in h.events_in_time_order():
+        out[e.customer_id].append((event_time(topic, e, h.start), topic, msgspec.json.encode(e)))
+    return out
+
+
+def churners_acted_on(h: History) -> dict[str, datetime]:
+    """Every churner, ten days before churning."""
+    return {cid: ts - ACTED_BEFORE_CHURN for cid, ts in churn_times(h).items()}
+
+
+@pytest.fixture(scope="module")
+def acted_on(history) -> dict[str, datetime]:
+    """Every churner ten days before churning, and every fifth customer who stays."""
+    acted = churners_acted_on(history)
+    mid = history.start + timedelta(days=182, seconds=0.5)  # not a whole second
+    stayers = [c.customer_id for c in history.customers if c.customer_id not in acted]
+    return acted | dict.fromkeys(stayers[::5], mid)
+
+
+@functools.cache  # each treated shop is built once: the tests only read it
+def treated(effect: float, acted_on: tuple[tuple[str, datetime], ...]) -> History:
+    return generate_history(N, seed=11, treatment=Treatment(effect, dict(acted_on)))
+
+
+def test_a_treatment_without_effect_gives_the_untreated_history(history, acted_on):
+    h = treated(0.0, tuple(acted_on.items()))
+    assert encoded_events(h) == encoded_events(history)
+    pd.testing.assert_frame_equal(h.truth, history.truth)
+
+
+def test_customers_not_saved_are_unchanged_under_a_full_effect(history, acted_on):
+    h = treated(1.0, tuple(acted_on.items()))
+    saved = set(h.truth.loc[h.truth["saved"], "customer_id"])
+    before, after = events_by_customer(history), events_by_customer(h)
+    assert saved and set(after) == set(before)
+    # Neither those not acted on nor the stayers acted on.
+    for cid in set(before) - saved:
+        assert after[cid] == before[cid]
+    assert not (h.truth["saved"] & h.truth["churn_ts"].notna()).any()
+
+
+def test_a_full_effect_saves_every_churner_acted_on_before_churning(history, acted_on):
+    h = treated(1.0, tuple(acted_on.items()))
+    churned = churn_times(history)
+    truth = h.truth.set_index("customer_id")
+    assert truth.loc[list(churned), "saved"].all()
+    assert truth.loc[list(churned), "churn_ts"].isna().all()
+    assert h.churned_fraction == 0.0
+    before, after = events_by_customer(history), events_by_customer(h)
+    for cid in churned:
+        instant = acted_on[cid]
+        # The scorer saw exactly these before acting; and the base's later ones stay.
+        assert [e for e in after[cid] if e[0] <= instant] == [
+            e for e in before[cid] if e[0] <= instant
+        ]
+        assert set(before[cid]) <= set(after[cid])
+    # Buying again from the instant on: nearly all who have half a year left do.
+    late = [cid for cid, ts in churned.items() if ts < history.start + timedelta(days=182)]
+
+    def share_buying_after(events: dict[str, list[tuple[datetime, str, bytes]]]) -> float:
+        return float(
+            np.mean([any(t > acted_on[c] and k == ORDERS for t, k, _ in events[c]) for c in late])
+        )
+
+    assert len(late) > 150
+    assert share_buying_after(after) > 0.9
+    assert share_buying_after(before) < 0.1  # their rate had faded away
+
+
+def test_saved_customers_buy_after_their_churn_date_at_their_earlier_rate(history, acted_on):
+    h = treated(1.0, tuple(acted_on.items()))
+    churned, by_customer = churn_times(history), orders_by_customer(h)
+    day = timedelta(days=1)
+    veterans = {c.customer_id for c in history.customers if c.registration_date < history.start}
+    # Veterans (no first-order burst) churning mid-year: a long stretch before and after.
+    chosen = {
+        cid: ts
+        for cid, ts in churned.items()
+        if cid in veterans and history.start + 120 * day < ts < history.start + 240 * day
+    }
+    assert len(chosen) > 80
+    before = sum(o.order_ts < ts - 60 * day for c, ts in chosen.items() for o in by_customer[c])
+    after = sum(o.order_ts >= ts for c, ts in chosen.items() for o in by_customer[c])
+    days_before = sum((ts - 60 * day - history.start) / day for ts in chosen.values())
+    days_after = sum((history.end - ts) / day for ts in chosen.values())
+    # Un-faded before, won back after: about the same rate (the seasons differ a little).
+    assert 0.7 < (after / days_after) / (before / days_before) < 1.3
+
+
+def test_the_added_orders_are_well_formed_and_keep_the_lists_sorted(history, acted_on):
+    h = treated(1.0, tuple(acted_on.items()))
+    assert len(h.orders) > 1.1 * len(history.orders)
+    ids = [o.order_id for o in h.orders]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"O\d{9}", i) for i in ids)
+    assert [o.order_ts for o in h.orders] == sorted(o.order_ts for o in h.orders)
+    base = {o.order_id: o for o in history.orders}
+    added = [o for o in h.orders if o.order_id not in base]
+    assert all(h.start <= o.order_ts < h.end for o in added)
+    for o in added:
+        assert 1 <= len(o.items) <= 4
+        assert o.total_amount == pytest.approx(round(sum(i.quantity * i.price for i in o.items), 2))
+    assert all(base[o.order_id] == o for o in h.orders if o.order_id in base)
+    assert len(h.tickets) == len(history.tickets)  # no tickets are added
+
+
+def test_half_an_effect_saves_about_half_the_acted_on_churners(history, acted_on):
+    h = treated(0.5, tuple(acted_on.items()))
+    churned = list(churn_times(history))
+    assert len(churned) > 400
+    saved = h.truth.set_index("customer_id").loc[churned, "saved"]
+    assert 0.4 < saved.mean() < 0.6
+    assert h.truth["saved"].sum() == saved.sum()  # only churners can be saved
+
+
+def test_who_is_saved_does_not_depend_on_the_order_of_acted_on():
+    acted = churners_acted_on(generate_history(300, seed=2, days=120))
+    backwards = dict(reversed(acted.items()))
+    a = generate_history(300, seed=2, days=120, treatment=Treatment(0.5, acted))
+    b = generate_history(300, seed=2, days=120, treatment=Treatment(0.5, backwards))
+    assert 0 < a.truth["saved"].sum() < len(acted)
+    assert encoded_events(a) == encoded_events(b)
+    pd.testing.assert_frame_equal(a.truth, b.truth)
+
+
+def test_churners_acted_on_at_the_end_of_the_period_are_not_saved():
+    plain = generate_history(300, seed=2, days=120)
+    acted = dict.fromkeys(churn_times(plain), plain.end)
+    assert acted
+    h = generate_history(300, seed=2, days=120, treatment=Treatment(1.0, acted))
+    assert encoded_events(h) == encoded_events(plain)
+    pd.testing.assert_frame_equal(h.truth, plain.truth)
+
+
+def test_a_treatment_never_saves_a_cohort_and_leaves_its_events_as_they_were(history):
+    mix = shifted("customer_mix")
+    old = {c.customer_id for c in history.customers}
+    cohort = [c.customer_id for c in mix.customers if c.customer_id not in old]
+    acted = churners_acted_on(history) | dict.fromkeys(cohort, SHIFT_FROM)
+    shift = Shift("customer_mix", SHIFT_FROM, SHIFT_UNTIL)
+    h = generate_history(N, seed=11, shifts=[shift], treatment=Treatment(1.0, acted))
+    truth = h.truth.set_index("customer_id")
+    assert cohort and not truth.loc[cohort, "saved"].any()  # gone when the promotion ends
+    assert truth["saved"].sum() == len(acted) - len(cohort)
+    before, after = events_by_customer(mix), events_by_customer(h)
+    assert all(after[cid] == before[cid] for cid in cohort)  # the same order ids too
+
+
+def test_an_order_value_shift_raises_the_added_orders_values_too(history):
+    treatment = Treatment(1.0, churners_acted_on(history))
+    plain = generate_history(N, seed=11, treatment=treatment)
+    shift = Shift("order_value", SHIFT_FROM, SHIFT_UNTIL)
+    dearer = generate_history(N, seed=11, shifts=[shift], treatment=treatment)
+    base_ids = {o.order_id for o in history.orders}
+    pairs = [
+        (o, p)
+        for o, p in zip(dearer.orders, plain.orders, strict=True)
+        if o.order_id not in base_ids and during(o.order_ts)
+    ]
+    assert len(pairs) > 30
+    ratio = sum(o.total_amount for o, _ in pairs) / sum(p.total_amount for _, p in pairs)
+    assert 1.3 < ratio < 1.5
+
+
+def test_a_bad_effect_a_naive_instant_or_an_unknown_customer_is_refused():
+    when = DEFAULT_START + timedelta(days=3)
+    for effect in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="effect"):
+            Treatment(effect, {})
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Treatment(0.5, {"C0000001": datetime(2025, 7, 4)})
+    with pytest.raises(ValueError, match="C9999999"):
+        generate_history(
+            20, days=30, treatment=Treatment(0.5, {"C0000001": when, "C9999999": when})
+        )
