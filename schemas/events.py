@@ -136,6 +136,10 @@ class ChurnRiskChanged(msgspec.Struct, frozen=True):
     event_time: UtcTime
     scored_at: UtcTime
     schema_version: Literal[1] = 1
+    # The customer is in the campaign's holdout: take no retention action on them (their
+    # changes into HIGH are not sent on `churn-risk-high`), so that what the campaign
+    # achieves can be measured against them.
+    held_out: bool = False
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -236,7 +240,8 @@ class BatchRecord(msgspec.Struct, frozen=True):
     (its cut), under the state store's claim `epoch`; `model_version` scored it with
     the risk policy of `margin` (hysteresis) and `actions`, whose fingerprint is
     `policy_fingerprint`, and `targeting` (`scoring.risk.ValueTargeting`'s fields; None:
-    HIGH from the cut-off). A store that lost writes is brought forward by computing
+    HIGH from the cut-off), and `holdout` (`scoring.risk.Holdout`'s fields; None: none).
+    A store that lost writes is brought forward by computing
     these batches again, exactly as they were cut and scored, without publishing.
     """
 
@@ -250,6 +255,7 @@ class BatchRecord(msgspec.Struct, frozen=True):
     policy_fingerprint: str
     targeting: dict[str, float] | None = None
     schema_version: Literal[1] = 1
+    holdout: dict[str, float | str] | None = None
 
 
 class Tick(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

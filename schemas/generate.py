@@ -38,7 +38,8 @@ CHANNELS: dict[str, tuple[str, str, str, str]] = {
     ),
     topics.CHURN_RISK_HIGH: (
         "churn-risk",
-        "Changes into HIGH only, for marketing",
+        "Changes into HIGH only, for marketing to act on: all but those of customers held "
+        "out of the campaign (held_out, on churn-risk), whose churn measures its uplift",
         "send",
         "customer_id",
     ),

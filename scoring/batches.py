@@ -23,7 +23,7 @@ from typing import Protocol
 
 from schemas import BatchRecord
 from scoring.model import Thresholds
-from scoring.risk import RiskPolicy, ValueTargeting
+from scoring.risk import Holdout, RiskPolicy, ValueTargeting
 
 
 class BatchLog(Protocol):
@@ -52,16 +52,20 @@ def policy_fingerprint(
     margin: float,
     actions: Mapping[str, Sequence[str]],
     targeting: Mapping[str, float] | None = None,
+    holdout: Mapping[str, float | str] | None = None,
 ) -> str:
     """A short digest of the risk policy beyond the model's thresholds (which the
-    model version pins): the hysteresis margin, the recommended actions and the value
-    targeting (absent from the digest when off, as before it existed)."""
+    model version pins): the hysteresis margin, the recommended actions, the value
+    targeting and the holdout (each absent from the digest when off, as before it
+    existed)."""
     policy: dict[str, object] = {
         "margin": margin,
         "actions": {k: list(v) for k, v in sorted(actions.items())},
     }
     if targeting is not None:
         policy["targeting"] = dict(targeting)
+    if holdout is not None:
+        policy["holdout"] = dict(holdout)
     canonical = json.dumps(policy, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -75,6 +79,7 @@ def batch_record(
     policy: RiskPolicy,
 ) -> BatchRecord:
     targeting = None if policy.targeting is None else asdict(policy.targeting)
+    holdout = None if policy.holdout is None else asdict(policy.holdout)
     return BatchRecord(
         partition=partition,
         epoch=epoch,
@@ -83,8 +88,9 @@ def batch_record(
         model_version=model_version,
         margin=policy.margin,
         actions={level: list(names) for level, names in policy.actions.items()},
-        policy_fingerprint=policy_fingerprint(policy.margin, policy.actions, targeting),
+        policy_fingerprint=policy_fingerprint(policy.margin, policy.actions, targeting, holdout),
         targeting=targeting,
+        holdout=holdout,
     )
 
 
@@ -92,7 +98,10 @@ def recorded_policy(record: BatchRecord, thresholds: Thresholds) -> RiskPolicy:
     """The risk policy a record's batch was scored with (its model's `thresholds`)."""
     actions = {level: tuple(names) for level, names in record.actions.items()}
     targeting = None if record.targeting is None else ValueTargeting(**record.targeting)
-    return RiskPolicy(thresholds, record.margin, actions, targeting)
+    holdout = None
+    if record.holdout is not None:
+        holdout = Holdout(float(record.holdout["share"]), str(record.holdout["salt"]))
+    return RiskPolicy(thresholds, record.margin, actions, targeting, holdout)
 
 
 def beyond(offsets: Mapping[str, int], reference: Mapping[str, int]) -> bool:

@@ -31,11 +31,14 @@ import numpy as np
 from feature_store.store import StateStore, Tally
 from scoring.merge import Decoded, latencies
 from scoring.outcome import PartitionOutcome
+from scoring.risk import LEVELS
 
 TALLY_PREFIX = "daily:"
 # Long enough to report on last month; short enough that Redis forgets by itself.
 TTL_SECONDS = 40 * 86_400
 NEW = "new"  # the "previous risk" of a customer's first published change
+HIGH = LEVELS[-1]
+HELD_OUT_HIGH = "held_out_high"  # the field counting changes into HIGH held out
 
 # End-to-end latency, from an input's broker append time to its batch's outputs being
 # durable, in log-spaced buckets: bucket i holds (GAMMA**(i-1), GAMMA**i] seconds and
@@ -96,6 +99,8 @@ def daily_tally(
         amounts[f"model:{scores.model_version}"] += len(scores.risks)
     for change in outcome.changes:
         amounts[f"change:{change.previous_risk or NEW}:{change.risk}"] += 1
+        if change.held_out and change.risk == HIGH:
+            amounts[HELD_OUT_HIGH] += 1
     for bucket, count in histogram(latencies(batch, durable_at)).items():
         amounts[f"latency:{bucket}"] += count
     fields: dict[str, float] = {key: float(count) for key, count in amounts.items()}
@@ -119,11 +124,16 @@ class DailyCounts:
     models: dict[str, int] = field(default_factory=dict)  # scores by model version
     probability_sum: float = 0.0
     latency: dict[int, int] = field(default_factory=dict)  # bucket -> inputs
+    held_out_high: int = 0  # changes into HIGH of customers held out of the campaign
 
     @classmethod
     def from_fields(cls, day: date, fields: Mapping[str, float]) -> DailyCounts:
         """Parse a day's summed tally; fields this version does not know are left out."""
-        counts = cls(day, probability_sum=fields.get("probability_sum", 0.0))
+        counts = cls(
+            day,
+            probability_sum=fields.get("probability_sum", 0.0),
+            held_out_high=round(fields.get(HELD_OUT_HIGH, 0.0)),
+        )
         by_kind: dict[str, dict[str, int]] = {
             "events": counts.events,
             "outcome": counts.outcomes,
@@ -152,8 +162,14 @@ class DailyCounts:
 
     @property
     def into_high(self) -> int:
-        """Changes into HIGH: what marketing automation received on churn-risk-high."""
-        return sum(n for (_, risk), n in self.changes.items() if risk == "HIGH")
+        """Changes into HIGH, held out of the campaign or not."""
+        return sum(n for (_, risk), n in self.changes.items() if risk == HIGH)
+
+    @property
+    def sent_high(self) -> int:
+        """Changes into HIGH marketing automation received on churn-risk-high: all but
+        the held-out customers'."""
+        return self.into_high - self.held_out_high
 
     @property
     def churn_rate(self) -> float | None:

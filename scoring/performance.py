@@ -50,6 +50,8 @@ def tally_amounts(matured: Sequence[tuple[Sample, bool]]) -> dict[str, float]:
         amounts[key] = amounts.get(key, 0.0) + amount
 
     for sample, outcome in matured:
+        if sample.arm:
+            continue  # a change into HIGH, followed for the campaign (scoring.campaign)
         prefix = f"{sample.cohort}|{sample.model_version}|"
         b = _bin(sample.probability)
         add(f"{prefix}{'churned' if outcome else 'retained'}:{b}", 1.0)

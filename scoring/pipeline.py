@@ -19,6 +19,11 @@ instant scored moves on with their events, which first count the rungs their
 silence has passed (`_catch_up`). The customers of the performance sample are the
 exception: their every score is what realised performance measures, so each of
 their rescores moves their latest instant scored on.
+
+With a holdout (`scoring.risk.Holdout`), every change into HIGH is followed to its
+horizon for the campaign's uplift (`scoring.campaign`). Which rows change is known only
+once the batch is scored, so each row waits as a candidate, decided in stream order as
+a stored sample would be; the changes into HIGH keep their decision, or wait on.
 """
 
 from __future__ import annotations
@@ -55,13 +60,24 @@ from scoring.model import Model
 from scoring.outcome import PartitionOutcome, Scores
 from scoring.risk import (
     DEFAULT_ACTIONS,
+    LEVELS,
     RANK,
+    Holdout,
     RiskPolicy,
     ValueTargeting,
     is_news,
     transition_id,
 )
-from scoring.samples import Sample, churned, decode_sample, first_of_week, horizon_days, in_sample
+from scoring.samples import (
+    HELD_OUT,
+    TREATED,
+    Sample,
+    churned,
+    decode_sample,
+    first_of_week,
+    horizon_days,
+    in_sample,
+)
 
 TOP_REASONS = 3
 SPEND_90D = FEATURE_NAMES.index("spend_90d")  # what value targeting weighs (scoring.risk)
@@ -76,6 +92,9 @@ def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+HIGH = LEVELS[-1]
+
+
 @dataclass
 class _Rows:
     """What one model call scores: base columns of customers as of instants, in order."""
@@ -86,6 +105,7 @@ class _Rows:
     kinds: list[str] = field(default_factory=list)  # Trigger.kind: event | inactivity
     messages: list[InputMessage | None] = field(default_factory=list)  # None: inactivity
     events: list[object | None] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)  # the row of each published change
 
     def add(
         self,
@@ -134,6 +154,7 @@ class Scorer:
         sample_rate: float = 0.0,
         retention_days: int = 0,
         targeting: ValueTargeting | None = None,
+        holdout: Holdout | None = None,
     ) -> None:
         self.model = model  # a callable, so a reloaded model is picked up per batch
         self.margin = margin
@@ -144,10 +165,11 @@ class Scorer:
         # Seconds of silence after which a customer is forgotten (None: never).
         self.retention = retention_days * SECONDS_PER_DAY if retention_days else None
         self.targeting = targeting  # HIGH by value (None: by the model's cut-off)
+        self.holdout = holdout  # customers left out of the campaign (None: nobody)
 
     def policy(self, model: Model) -> RiskPolicy:
         actions = dict(DEFAULT_ACTIONS) if self.actions is None else self.actions
-        return RiskPolicy(model.thresholds, self.margin, actions, self.targeting)
+        return RiskPolicy(model.thresholds, self.margin, actions, self.targeting, self.holdout)
 
     def process(
         self,
@@ -169,12 +191,15 @@ class Scorer:
         by default); `policy`: the risk policy (this scorer's, with the model's
         thresholds, by default)."""
         model = model or self.model()
+        policy = policy or self.policy(model)
         batch = _Batch(self, model, partition, states, due, samples, stream_time)
+        batch.campaign = horizon_days(model.metadata) if policy.holdout is not None else None
         for decoded in released:
             batch.take(decoded)
-        scored = self._score(model, policy or self.policy(model), batch.rows, batch.outcome)
+        scored = self._score(model, policy, batch.rows, batch.outcome)
         days = batch.days or 0
         self._samples(model, days, batch.rows, scored, batch.decided, batch.pending, batch.outcome)
+        batch.follow_high(model)
         return batch.outcome
 
     @staticmethod
@@ -288,12 +313,13 @@ class Scorer:
         for contribution, (row, previous, risk, sequence) in zip(
             contributions, changes, strict=True
         ):
-            customer_id = rows.customers[row].customer_id
+            state = rows.customers[row]
             went_up = previous is None or RANK[risk] > RANK[previous]
+            rows.changed.append(row)
             outcome.changes.append(
                 ChurnRiskChanged(
-                    event_id=transition_id(customer_id, sequence, rows.customers[row].origin),
-                    customer_id=customer_id,
+                    event_id=transition_id(state.customer_id, sequence, state.origin),
+                    customer_id=state.customer_id,
                     previous_risk=previous,  # type: ignore[arg-type]
                     risk=risk,  # type: ignore[arg-type]
                     probability=float(probabilities[row]),
@@ -303,6 +329,7 @@ class Scorer:
                     trigger=rows.trigger(row),
                     event_time=utc(rows.as_of[row]),
                     scored_at=scored_at,
+                    held_out=policy.held_out(state.customer_id),
                 )
             )
         return by_row
@@ -356,6 +383,13 @@ class _Batch:
         for member in samples:
             heapq.heappush(self.pending, (decode_sample(member).due, next(self.order), member))
         self.decided: list[tuple[str | int, bool | None]] = []
+        # With a holdout, every row is a candidate change into HIGH to follow for the
+        # campaign (`campaign`: the model's horizon in days): (due, row) waiting, and
+        # those decided in the batch, row -> churned (None: the customer's state is gone).
+        self.campaign: int | None = None
+        self.candidates: list[tuple[float, int]] = []
+        self.followed: set[int] = set()
+        self.decided_rows: dict[int, bool | None] = {}
 
     def take(self, decoded: Decoded) -> None:
         """Apply one released message, after the rescores and samples it passes."""
@@ -467,11 +501,20 @@ class _Batch:
                 scored_state = rows.customers[which]
                 customer_id, origin = scored_state.customer_id, scored_state.origin
                 as_of = rows.as_of[which]
-            state = self.peek(customer_id)
-            if state is None or state.origin != origin:
-                self.decided.append((which, None))  # erased since: not counted
-            else:
-                self.decided.append((which, churned(state, as_of)))
+            self.decided.append((which, self.outcome_of(customer_id, origin, as_of)))
+        candidates = self.candidates
+        while candidates and candidates[0][0] < until:
+            _, row = heapq.heappop(candidates)
+            scored_state = rows.customers[row]
+            self.decided_rows[row] = self.outcome_of(
+                scored_state.customer_id, scored_state.origin, rows.as_of[row]
+            )
+
+    def outcome_of(self, customer_id: str, origin: str, as_of: float) -> bool | None:
+        """Whether a customer scored as of `as_of` has churned by now (the horizon just
+        passed); None when that life of their state is gone: not counted."""
+        state = self.peek(customer_id)
+        return None if state is None or state.origin != origin else churned(state, as_of)
 
     def add_row(
         self,
@@ -491,10 +534,42 @@ class _Batch:
         if sampled:
             entry = (as_of + self.horizon, next(self.order), len(self.rows.base))
             heapq.heappush(self.pending, entry)
+        if self.campaign is not None and as_of + self.campaign * SECONDS_PER_DAY >= now:
+            row = len(self.rows.base)
+            heapq.heappush(self.candidates, (as_of + self.campaign * SECONDS_PER_DAY, row))
+            self.followed.add(row)
         advance = message is not None or self.sampled(state.customer_id)
         self.rows.add(state, as_of, message, event, advance)
         if advance:
             self.outcome.changed.add(state.customer_id)
+
+    def follow_high(self, model: Model) -> None:
+        """The batch's changes into HIGH, treated or held out, for the campaign's uplift
+        (`scoring.campaign`): decided if their horizon passed within the batch (in
+        stream order, as a stored one would be), else kept pending. A change whose
+        horizon had passed when it was scored (a late event's) is not followed."""
+        if self.campaign is None:
+            return
+        rows, outcome = self.rows, self.outcome
+        for change, row in zip(outcome.changes, rows.changed, strict=True):
+            if change.risk != HIGH or row not in self.followed:
+                continue
+            state = rows.customers[row]
+            arm = HELD_OUT if change.held_out else TREATED
+            sample = Sample(
+                state.customer_id,
+                rows.as_of[row],
+                change.probability,
+                HIGH,
+                model.version,
+                self.campaign,
+                state.origin,
+                arm,
+            )
+            if row not in self.decided_rows:
+                outcome.samples[sample.encode()] = sample.due
+            elif (churned_ := self.decided_rows[row]) is not None:
+                outcome.matured.append((sample, churned_))
 
 
 def _catch_up(state: CustomerState, now: float) -> bool:

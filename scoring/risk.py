@@ -4,10 +4,16 @@ HIGH is where marketing acts. By default it is a fixed cut-off on the probabilit
 with `ValueTargeting` it is where acting pays: the probability times what keeping the
 customer is worth exceeds the action's cost, so a valuable customer is acted on at a
 lower probability than one who spends little, and one who spends nothing never.
+
+A `Holdout` leaves a deterministic share of customers out of the HIGH campaign: their
+changes are published flagged `held_out` and not sent to marketing, so the churn of
+the treated and the held-out HIGH customers measures what acting achieves
+(`scoring.campaign`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -72,6 +78,31 @@ class ValueTargeting:
         return self.action_cost / value if value > 0 else math.inf
 
 
+# The settings of the campaign's holdout, read by the worker and the reports alike.
+HOLDOUT_SHARE_SETTING = "CHURN_HOLDOUT_SHARE"
+HOLDOUT_SALT_SETTING = "CHURN_HOLDOUT_SALT"
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The customers marketing leaves alone: those whose id, hashed with `salt`, falls
+    in the first `share` of the hash space. The same on every worker and replay; a new
+    salt draws a new holdout (a new measurement period)."""
+
+    share: float = 0.1
+    salt: str = "holdout-1"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.share < 1:
+            raise ValueError("the holdout share must be in [0, 1)")
+
+    def held_out(self, customer_id: str) -> bool:
+        if self.share <= 0:
+            return False
+        digest = hashlib.blake2b(f"{self.salt}/{customer_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") < self.share * 2.0**64
+
+
 @dataclass(frozen=True)
 class RiskPolicy:
     """Moving up takes the threshold; moving down takes the threshold minus `margin`,
@@ -81,6 +112,7 @@ class RiskPolicy:
     margin: float = 0.05
     actions: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ACTIONS))
     targeting: ValueTargeting | None = None  # None: HIGH from the cut-off
+    holdout: Holdout | None = None  # None: every customer is acted on
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin < self.thresholds.medium:
@@ -100,6 +132,11 @@ class RiskPolicy:
         # Going down: stay at `previous` unless the probability is clear of its cut-off.
         sticky = level_of(probability + self.margin, self.thresholds, high)
         return LEVELS[max(RANK[raw], min(RANK[previous], RANK[sticky]))]
+
+    def held_out(self, customer_id: str) -> bool:
+        """Is the customer in the campaign's holdout (their changes flagged, never sent
+        to marketing)?"""
+        return self.holdout is not None and self.holdout.held_out(customer_id)
 
 
 def is_news(previous: str | None, current: str) -> bool:

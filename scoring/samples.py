@@ -1,6 +1,7 @@
 """Samples of realised performance: which scores are kept, and how each turns out.
 
 The scorer keeps a bounded sample of what it scored (`in_sample`, `first_of_week`),
+and every change into HIGH, treated or held out (`scoring.campaign`),
 waiting in the partition's own state until its horizon has passed in event time;
 `churned` then reads the outcome off the customer's state. `scoring.performance`
 tallies the outcomes and turns them into figures (its module doc says how).
@@ -21,6 +22,7 @@ from feature_store.online import CustomerState
 from schemas import topics
 
 _LAST_ORDER = LAST_TIME[topics.ORDERS]
+TREATED, HELD_OUT = "treated", "held_out"  # the campaign's arms
 _EPOCH_MONDAY = date(1970, 1, 5)
 
 
@@ -36,6 +38,9 @@ class Sample(msgspec.Struct, array_like=True, frozen=True):
     # Which life of the customer's state it is of (CustomerState.origin): a customer
     # erased and back is another life, whose orders say nothing of this sample.
     origin: str = ""
+    # "": a sample of realised performance; TREATED or HELD_OUT: a change into HIGH,
+    # followed for the campaign's uplift (`scoring.campaign`).
+    arm: str = ""
 
     @property
     def due(self) -> float:

@@ -48,6 +48,12 @@ class WorkItem(msgspec.Struct, frozen=True):
     model_version: str
     reasons: list[WorkReason]
     actions: list[str]
+    held_out: bool = False  # of the campaign's holdout: its HIGH actions are not taken
+
+    @property
+    def to_do(self) -> list[str]:
+        """The actions to take: none on a HIGH customer held out of the campaign."""
+        return [] if self.held_out and self.risk == LISTED[0] else self.actions
 
 
 _decoder = msgspec.msgpack.Decoder(WorkItem)
@@ -113,6 +119,7 @@ def moves(changes: Sequence[ChurnRiskChanged], deleted: Iterable[str]) -> dict[s
             model_version=change.model_version,
             reasons=[WorkReason(r.feature, r.contribution, r.value) for r in change.reasons],
             actions=list(change.recommended_actions),
+            held_out=change.held_out,
         )
         step = encode_step(
             Step(

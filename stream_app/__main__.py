@@ -163,12 +163,15 @@ def run_replay(path: Path, out_path: Path | None, alerts_path: Path | None) -> N
             alerts,
             settings.retention_days,
             settings.targeting(),
+            settings.holdout(),
         )
     print(f"replayed {path} with model {model.version}: {counts}", file=sys.stderr)
 
 
 def run_report(day: date, out: Path | None) -> None:
     from feature_store.redis_store import RedisStateStore
+    from scoring.campaign import TALLY as CAMPAIGN
+    from scoring.campaign import uplifts
     from scoring.daily import TTL_SECONDS, read_day
     from stream_app.redis_drift import drift_status
     from stream_app.report import NO_DRIFT_STATE, DriftStates, report_html, summary_text
@@ -200,9 +203,11 @@ def run_report(day: date, out: Path | None) -> None:
             f"window has had the {settings.drift_min_scores} scores it needs "
             "(CHURN_DRIFT_MIN_SCORES)"
         )
-    print(summary_text(counts, partitions, drift, no_drift))
+    campaign = uplifts(store.tallies(range(partitions), CAMPAIGN))
+    print(summary_text(counts, partitions, drift, no_drift, campaign))
     if out is not None:
-        out.write_text(report_html(counts, partitions, drift, no_drift), encoding="utf-8")
+        page = report_html(counts, partitions, drift, no_drift, campaign)
+        out.write_text(page, encoding="utf-8")
         print(f"\nreport: {out}")
 
 
@@ -213,6 +218,8 @@ AUC_DROPPED = 3
 
 def run_performance(retrain_below_auc: float | None, min_samples: int) -> None:
     from feature_store.redis_store import RedisStateStore
+    from scoring.campaign import TALLY as CAMPAIGN
+    from scoring.campaign import uplift_text, uplifts
     from scoring.performance import TALLY, auc_drop, figures, performance_text
 
     settings = checked_settings()
@@ -220,6 +227,9 @@ def run_performance(retrain_below_auc: float | None, min_samples: int) -> None:
     partitions = open_topics(settings, create=False)
     store = RedisStateStore(client, settings.redis_namespace)
     found = figures(store.tallies(range(partitions), TALLY))
+    campaign = uplifts(store.tallies(range(partitions), CAMPAIGN))
+    if campaign:
+        print(uplift_text(campaign), end="\n\n")
     if not found:
         fail(
             f"no realised performance in Redis namespace {settings.redis_namespace!r} "

@@ -15,6 +15,8 @@ from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring import ticks
 from scoring.artifact import ServedModel
+from scoring.campaign import TALLY as CAMPAIGN
+from scoring.campaign import uplifts
 from scoring.drift import STATISTICS, AlertBook, DriftConfig, DriftMonitor, Judgement
 from scoring.model import Model
 from scoring.performance import TALLY, figures
@@ -57,8 +59,8 @@ class LagMonitor:
 
 
 class PerformanceMonitor:
-    """Realised performance of every partition, from the store's tallies (it moves as
-    cohorts mature)."""
+    """Realised performance and the HIGH campaign's uplift over every partition, from
+    the store's tallies (they move as cohorts mature)."""
 
     def __init__(self, store: RedisStateStore, partitions: int) -> None:
         self.store = store
@@ -67,11 +69,13 @@ class PerformanceMonitor:
     async def tick(self) -> None:
         try:
             tally = await asyncio.to_thread(self.store.tallies, self.partitions, TALLY)
+            campaign = await asyncio.to_thread(self.store.tallies, self.partitions, CAMPAIGN)
         except redis.RedisError as err:
             log.warning("realised performance not refreshed: %s", err)
             metrics.ERRORS.labels("redis").inc()
             return
         metrics.show_performance(figures(tally))
+        metrics.show_uplift(uplifts(campaign))
 
 
 class ModelReloader:

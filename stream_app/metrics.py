@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 from schemas import topics
+from scoring.campaign import Uplift
 from scoring.decoding import REFUSALS
 from scoring.drift import CLEARED, RAISED
 from scoring.performance import Figures
@@ -173,6 +174,15 @@ DRIFT_ALERTS = Counter(
 # store on a timer; every worker reports every partition's. `figure` is one of FIGURES.
 PERFORMANCE_COHORTS = 12
 FIGURES = ("auc", "high_precision", "high_recall", "calibration_error", "samples", "churned")
+UPLIFT = Gauge(
+    "churn_campaign_uplift",
+    "The HIGH campaign against its holdout, per weekly cohort of changes into HIGH (the "
+    f'latest {PERFORMANCE_COHORTS}, and cohort="all") once their horizon has passed: uplift '
+    "(held-out churn rate - treated), uplift_low and uplift_high (its 95% interval), "
+    "churn_prevented (1 - treated rate / held-out rate), treated, treated_churn_rate, "
+    "held_out, held_out_churn_rate",
+    ["cohort", "figure"],
+)
 REALISED = Gauge(
     "churn_realised_performance",
     "Realised performance of the sampled scores whose horizon has passed, per weekly "
@@ -225,6 +235,25 @@ def show_performance(figures: Sequence[Figures]) -> None:
             value = getattr(f, name)
             if value is not None:
                 REALISED.labels(f.cohort, f.model_version, name).set(value)
+
+
+def show_uplift(found: Sequence[Uplift]) -> None:
+    """Set the campaign gauges to the latest cohorts' uplift and to all cohorts' (a
+    figure not known yet has no series)."""
+    UPLIFT.clear()
+    for u in found[-(PERFORMANCE_COHORTS + 1) :]:  # the latest cohorts, then ALL
+        for name, value in (
+            ("uplift", u.uplift),
+            ("uplift_low", u.low),
+            ("uplift_high", u.high),
+            ("churn_prevented", u.relative),
+            ("treated", u.treated.customers),
+            ("treated_churn_rate", u.treated.rate),
+            ("held_out", u.held_out.customers),
+            ("held_out_churn_rate", u.held_out.rate),
+        ):
+            if value is not None:
+                UPLIFT.labels(u.cohort, name).set(value)
 
 
 @dataclass

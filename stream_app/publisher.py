@@ -39,7 +39,8 @@ Message = tuple[str, bytes | None, bytes | None]  # topic, key, value (None: a t
 
 def output_messages(batch: Outputs, prefix: str = "") -> list[Message]:
     """A batch's outputs as messages, in order: each change on `churn-risk` (and on
-    `churn-risk-high` when into HIGH) and `churn-risk-current`, keyed by customer; a
+    `churn-risk-high` when into HIGH, unless the customer is held out of the campaign:
+    marketing acts on every message there) and `churn-risk-current`, keyed by customer; a
     tombstone on `churn-risk-current` for each customer whose state it deleted; then
     the dead letters, keyed by the input's key."""
     churn_risk = topics.qualified(topics.CHURN_RISK, prefix)
@@ -50,7 +51,7 @@ def output_messages(batch: Outputs, prefix: str = "") -> list[Message]:
     for change in batch.changes:
         key, value = change.customer_id.encode(), msgspec.json.encode(change)
         out.append((churn_risk, key, value))
-        if change.risk == "HIGH":
+        if change.risk == "HIGH" and not change.held_out:
             out.append((churn_risk_high, key, value))
         out.append((current, key, value))
     out.extend((current, customer.encode(), None) for customer in batch.deleted)

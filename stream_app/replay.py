@@ -23,14 +23,17 @@ import msgspec
 
 from feature_store.store import MemoryStore
 from schemas import ChurnRiskChanged, DeadLetter, topics
+from scoring.campaign import campaign_tally
 from scoring.decoding import InputDecoder, Limits
 from scoring.drift import DriftConfig, DriftMonitor, DriftTally, Judgement, MemoryDriftStore
 from scoring.merge import InputMessage
 from scoring.model import Model
 from scoring.pipeline import Scorer
-from scoring.risk import ValueTargeting
+from scoring.risk import Holdout, ValueTargeting
 from scoring.runner import BatchRunner, Collector, StepReport, TallySource, run_backlog
 from stream_app.partitioning import partition_of
+
+DEFAULT_HOLDOUT = Holdout()  # as the settings' defaults: the live worker's outputs
 
 
 class _Line(msgspec.Struct):
@@ -98,6 +101,7 @@ def replay(
     alerts: IO[bytes] | None = None,
     retention_days: int = 0,
     targeting: ValueTargeting | None = None,
+    holdout: Holdout | None = DEFAULT_HOLDOUT,
 ) -> dict[str, int]:
     """Run the batch runner over `path`, writing each risk change to `out`; with
     `drift` (and a model with a drift reference), the drift monitor too, writing its
@@ -115,6 +119,7 @@ def replay(
         drift,
         retention_days,
         targeting,
+        holdout,
     )
     raised = [alert for judgement in judged for alert in judgement.alerts]
     if alerts is not None:
@@ -139,11 +144,14 @@ def replay_stream(
     drift: DriftConfig | None = None,
     retention_days: int = 0,
     targeting: ValueTargeting | None = None,
+    holdout: Holdout | None = DEFAULT_HOLDOUT,
+    store: MemoryStore | None = None,
 ) -> list[Judgement]:
-    """The runner over `stream` on the in-memory store, as the live worker runs it: and,
-    given `drift`, its drift monitor, judging after every batch. Returns what it judged."""
-    store = MemoryStore()
-    tallies: list[TallySource] = []
+    """The runner over `stream` on the in-memory `store` (a new one by default), as the
+    live worker runs it, the HIGH campaign's tally too: and, given `drift`, its drift
+    monitor, judging after every batch. Returns what it judged."""
+    store = MemoryStore() if store is None else store
+    tallies: list[TallySource] = [campaign_tally]
     judged: list[Judgement] = []
     judge: Callable[[StepReport], None] | None = None
     if drift is not None and model.drift is not None:
@@ -165,6 +173,7 @@ def replay_stream(
             decoder=InputDecoder(limits),
             retention_days=retention_days,
             targeting=targeting,
+            holdout=holdout,
         ),
         sink,
         topics.SOURCE_TOPICS,

@@ -1,6 +1,7 @@
 """The daily report (`python -m stream_app report --date YYYY-MM-DD`): a day's counters
-(`scoring.daily`), kept by every worker with each commit, as plain text and as one
-HTML page with its plots inlined."""
+(`scoring.daily`), kept by every worker with each commit, and the HIGH campaign's
+uplift so far (`scoring.campaign`), as plain text and as one HTML page with its plots
+inlined."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from schemas import topics
+from scoring.campaign import Uplift, uplift_text
 from scoring.daily import GAMMA, NEW, RELATIVE_ERROR, TTL_SECONDS, DailyCounts
 from scoring.risk import LEVELS
 from training import page
@@ -76,14 +78,29 @@ def _line(label: str, value: object = "", note: str = "", indent: int = 2) -> st
     return f"{' ' * indent}{label:<{WIDTH - 12 - indent}}{number:>12}{note}".rstrip()
 
 
+NO_CAMPAIGN = (
+    "no change into HIGH has had its horizon pass in event time yet (or CHURN_HOLDOUT_SHARE "
+    "is 0: nobody is held out to compare with)"
+)
+CAMPAIGN_NOTE = (
+    "Each week's changes into HIGH, decided once the model's horizon has passed: churned "
+    "when no order came within it. Held out: customers the campaign leaves alone "
+    "(CHURN_HOLDOUT_SHARE of them, by a hash of their id). Uplift: the held-out churn rate "
+    "minus the treated one, churn prevented per customer acted on, with its 95% interval "
+    "(Newcombe); churn prevented: 1 - treated rate / held-out rate."
+)
+CAMPAIGN_ROWS = 9  # the last 8 weekly cohorts, and all of them
+
+
 def summary_text(
     counts: DailyCounts,
     partitions: int,
     drift: DriftStates | None,
     no_drift: str = NO_DRIFT_STATE,
+    campaign: Sequence[Uplift] = (),
 ) -> str:
     """The report as plain text (what the command prints); `no_drift` says why there
-    is no drift state to show."""
+    is no drift state to show; `campaign`: the HIGH campaign's uplift by cohort."""
     lines = [
         f"churn-risk daily report for {counts.day.isoformat()} (UTC), {partitions} partitions",
         "(each input counted once, on the day its batch's outputs became durable)",
@@ -99,7 +116,9 @@ def summary_text(
         *(_line(level, n, f"  {share:>6}") for level, n, share in _risk_rows(counts)),
         _line("risk changes published", sum(counts.changes.values()), indent=0),
         *(_line(f"{previous:>6} -> {risk}", n) for previous, risk, n in _changes(counts)),
-        _line("HIGH (changes into HIGH)", counts.into_high, "  sent on churn-risk-high", 0),
+        _line("HIGH (changes into HIGH)", counts.into_high, indent=0),
+        _line("sent on churn-risk-high", counts.sent_high),
+        _line("held out of the campaign", counts.held_out_high),
         "",
     ]
     rate = counts.churn_rate
@@ -124,6 +143,11 @@ def summary_text(
         lines.append(f"  {no_drift}")
     else:
         lines += [_line(feature, state) for feature, state in sorted(drift.items())]
+    lines += ["", "the HIGH campaign: treated against held-out HIGH customers"]
+    if not campaign:
+        lines.append(f"  {NO_CAMPAIGN}")
+    else:
+        lines += ["  " + line for line in uplift_text(campaign[-CAMPAIGN_ROWS:]).splitlines()]
     return "\n".join(lines)
 
 
@@ -215,6 +239,7 @@ def report_html(
     partitions: int,
     drift: DriftStates | None,
     no_drift: str = NO_DRIFT_STATE,
+    campaign: Sequence[Uplift] = (),
 ) -> str:
     """The report as one HTML page, its plots inlined."""
     day = counts.day.isoformat()
@@ -250,8 +275,10 @@ def report_html(
         page.image("Risk", risk_figure(counts)),
         page.table(["risk", "scores", "share"], _rows(_risk_rows(counts))),
         page.table(["from", "to", "changes"], _rows(_changes(counts))),
-        f'<p class="note">HIGH: {counts.into_high:,} changes into HIGH, each sent to '
-        "marketing automation on churn-risk-high. Predicted churn rate: the mean calibrated "
+        f'<p class="note">HIGH: {counts.into_high:,} changes into HIGH, '
+        f"{counts.sent_high:,} sent to marketing automation on churn-risk-high and "
+        f"{counts.held_out_high:,} held out of the campaign to measure what it achieves. "
+        "Predicted churn rate: the mean calibrated "
         "probability of the day's scores (every event's rescore and every inactivity "
         "rescore).</p>",
     ]
@@ -273,4 +300,37 @@ def report_html(
         parts.append(f'<p class="note">{html.escape(no_drift)}</p>')
     else:
         parts.append(page.table(["feature", "state"], _rows(sorted(drift.items()))))
+    parts += _campaign_html(campaign)
     return page.document(f"Churn risk {day}", parts)
+
+
+def _campaign_html(campaign: Sequence[Uplift]) -> list[str]:
+    parts = ["<h2>The HIGH campaign: treated against held-out HIGH customers</h2>"]
+    if not campaign:
+        return [*parts, f'<p class="note">{html.escape(NO_CAMPAIGN)}</p>']
+
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    def interval(low: float | None, high: float | None) -> str:
+        return "n/a" if low is None or high is None else f"{low:+.1%} to {high:+.1%}"
+
+    rows = [
+        (
+            u.cohort,
+            u.treated.customers,
+            share(u.treated.rate),
+            u.held_out.customers,
+            share(u.held_out.rate),
+            "n/a" if u.uplift is None else f"{u.uplift:+.1%}",
+            interval(u.low, u.high),
+            share(u.relative),
+        )
+        for u in campaign[-CAMPAIGN_ROWS:]
+    ]
+    header = ["cohort", "treated", "churned", "held out", "churned", "uplift", "95% interval"]
+    return [
+        *parts,
+        page.table([*header, "churn prevented"], _rows(rows)),
+        f'<p class="note">{html.escape(CAMPAIGN_NOTE)}</p>',
+    ]

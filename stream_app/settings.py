@@ -21,7 +21,14 @@ from feature_store.definitions import LARGEST_WINDOW_DAYS
 from scoring.decoding import MIN_EVENT_TIME_SETTING, Limits
 from scoring.drift import DriftConfig
 from scoring.inactivity import RESCORE_AFTER_DAYS
-from scoring.risk import ACTION_COST_SETTING, VALUE_PER_SPEND_SETTING, ValueTargeting
+from scoring.risk import (
+    ACTION_COST_SETTING,
+    HOLDOUT_SALT_SETTING,
+    HOLDOUT_SHARE_SETTING,
+    VALUE_PER_SPEND_SETTING,
+    Holdout,
+    ValueTargeting,
+)
 
 # A `password=` argument of a URL's query, which redis-py reads too.
 QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
@@ -86,6 +93,12 @@ def _fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise ValueError("must be a number in [0, 1)")
     return value
+
+
+def _nonblank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
 
 
 def _share(text: str) -> float:
@@ -265,11 +278,30 @@ OPTIONS: dict[str, Option] = {
         _positive_number,
         "value targeting: what the HIGH actions cost per customer (the orders' currency)",
     ),
+    "holdout_share": Option(
+        HOLDOUT_SHARE_SETTING,
+        str(Holdout.share),
+        _fraction,
+        "share of customers (by a hash of the id and CHURN_HOLDOUT_SALT) held out of the HIGH "
+        "campaign to measure its uplift: flagged held_out, not sent on churn-risk-high (0: none)",
+    ),
+    "holdout_salt": Option(
+        HOLDOUT_SALT_SETTING,
+        Holdout.salt,
+        _nonblank,
+        "draws the holdout: a new salt holds out other customers (a new measurement period)",
+    ),
     "performance_sample": Option(
         "CHURN_PERFORMANCE_SAMPLE",
         "0.1",
         _share,
         "share of customers (by a hash of the id) whose scores are kept for realised performance",
+    ),
+    "performance_refresh_seconds": Option(
+        "CHURN_PERFORMANCE_REFRESH_SECONDS",
+        "60",
+        _positive_number,
+        "how often the realised performance and campaign gauges are read back from Redis",
     ),
     "retention_days": Option(
         "CHURN_RETENTION_DAYS",
@@ -482,7 +514,10 @@ class Settings:
     high_targeting: str
     value_per_spend: float
     action_cost: float
+    holdout_share: float
+    holdout_salt: str
     performance_sample: float
+    performance_refresh_seconds: float
     retention_days: int
     partitions: int
     replication_factor: int | None
@@ -570,6 +605,10 @@ class Settings:
         if self.high_targeting == "cutoff":
             return None
         return ValueTargeting(self.value_per_spend, self.action_cost)
+
+    def holdout(self) -> Holdout | None:
+        """Who is left out of the HIGH campaign (`scoring.risk`): None for nobody."""
+        return Holdout(self.holdout_share, self.holdout_salt) if self.holdout_share else None
 
     def limits(self) -> Limits:
         """The bounds on input messages (`scoring.decoding`)."""

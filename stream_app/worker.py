@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 from feature_store.redis_store import RedisStateStore
 from schemas import topics
 from scoring.artifact import ServedModel
+from scoring.campaign import campaign_tally
 from scoring.daily import daily_tally
 from scoring.decoding import InputDecoder
 from scoring.drift import SUBJECTS, DriftMonitor, DriftTally, Reference
@@ -62,8 +63,6 @@ TRANSIENT_ERRORS = (
 # How often the consumer lag is asked of the brokers, and the event-time lag refreshed:
 # on a timer, not after batches, so both keep moving while the agent is stuck.
 LAG_REFRESH_SECONDS = 5.0
-# How often the realised performance is read from the store: it moves as cohorts mature.
-PERFORMANCE_REFRESH_SECONDS = 60.0
 
 
 def install_uvloop() -> None:
@@ -138,6 +137,7 @@ def build_app(
         sample_rate=settings.performance_sample,
         retention_days=settings.retention_days,
         targeting=settings.targeting(),
+        holdout=settings.holdout(),
     )
 
     def drift_reference(version: str) -> Reference | None:
@@ -155,6 +155,7 @@ def build_app(
         tallies=[
             daily_tally,
             performance_tally,
+            campaign_tally,
             *([DriftTally(drift_reference, drift)] if settings.drift_monitor else []),
         ],
         on_retry=count_retry,
@@ -182,7 +183,7 @@ def build_app(
         ticker = Ticker(runner, store, lag_reader, publisher, partitions, settings.tick_gap_seconds)
         app.timer(interval=settings.tick_seconds)(ticker.tick)
     performance = PerformanceMonitor(store, partitions)
-    app.timer(interval=PERFORMANCE_REFRESH_SECONDS)(performance.tick)
+    app.timer(interval=settings.performance_refresh_seconds)(performance.tick)
     reloader = ModelReloader(served, functools.partial(_say_drift, settings))
     app.timer(interval=settings.model_poll_seconds)(reloader.tick)
     if settings.drift_monitor:

@@ -17,6 +17,10 @@ from scoring.predict_contract import Lookup
 from scoring.worklist import LISTED, Step, WorkItem, in_words
 
 TOP_REASONS = 3
+HELD_OUT_NOTE = (
+    "Held out of the campaign: no action. Leaving a share of HIGH customers alone is what "
+    "measures what the campaign achieves (CHURN_HOLDOUT_SHARE)."
+)
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222 }
 h1 { font-size: 1.4rem } nav a { margin-right: 1rem } nav a.on { font-weight: 700 }
@@ -69,8 +73,14 @@ def _row(customer: str, item: WorkItem) -> str:
     return (
         f'<tr data-customer="{escape(customer, quote=True)}"><td>{link}</td>'
         f'<td class="{item.risk}">{item.probability:.0%}</td><td>{when(item.since)}</td>'
-        f"<td>{_items(reasons(item))}</td><td>{_items(item.actions)}</td></tr>"
+        f"<td>{_items(reasons(item))}</td><td>{_to_do(item)}</td></tr>"
     )
+
+
+def _to_do(item: WorkItem) -> str:
+    if item.to_do or not item.actions:
+        return _items(item.to_do)
+    return f'<p class="held-out">{HELD_OUT_NOTE}</p>'
 
 
 def reasons(item: WorkItem, top: int = TOP_REASONS) -> list[str]:
@@ -81,7 +91,7 @@ def reasons(item: WorkItem, top: int = TOP_REASONS) -> list[str]:
 def matches(customer: str, item: WorkItem, query: str) -> bool:
     """Whether the filter `query` is in the customer's id, a reason or an action."""
     needle = query.casefold()
-    haystack = [customer, *reasons(item, len(item.reasons)), *item.actions]
+    haystack = [customer, *reasons(item, len(item.reasons)), *item.to_do]
     return any(needle in text.casefold() for text in haystack)
 
 
@@ -97,7 +107,7 @@ def customer_page(
             f'<p><span class="{item.risk}">{item.risk}</span> since {when(item.since)}, '
             f"probability {item.probability:.1%} (model {escape(item.model_version)})</p>"
             f"<h2>Why</h2>{_items(reasons(item, len(item.reasons)))}"
-            f"<h2>What to do</h2>{_items(item.actions)}"
+            f"<h2>What to do</h2>{_to_do(item)}"
         )
     if path:
         steps = "".join(

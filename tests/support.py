@@ -128,12 +128,20 @@ def train_recency_model(
 
 
 def train_soft_model(
-    models_dir: Path, feature: str, low: float, high: float, version: str, family: str = LIGHTGBM
+    models_dir: Path,
+    feature: str,
+    low: float,
+    high: float,
+    version: str,
+    family: str = LIGHTGBM,
+    horizon_days: int | None = None,
 ) -> Path:
     """A real model whose probability rises smoothly from 0 to 1 as `feature` goes from
     `low` to `high`, for tests that need a score that moves gradually: inactivity,
     hysteresis. LightGBM and XGBoost: cross-entropy on the soft labels; the linear
-    family: a logistic regression on labels drawn from them (0.5 at the midpoint)."""
+    family: a logistic regression on labels drawn from them (0.5 at the midpoint).
+    `horizon_days`: the churn horizon its metadata names, as training writes it (with
+    it, the worker follows its scores to their outcome)."""
     rng = np.random.default_rng(7)
     column = FEATURE_NAMES.index(feature)
     features = rng.normal(size=(6000, len(FEATURE_NAMES)))
@@ -150,7 +158,7 @@ def train_soft_model(
         "learning_rate": 0.2,
         "min_data_in_leaf": 5,
     }
-    return _write_lightgbm(models_dir, version, params, features, labels, 200)
+    return _write_lightgbm(models_dir, version, params, features, labels, 200, horizon_days)
 
 
 def _write_linear(
@@ -185,6 +193,7 @@ def _write_lightgbm(
     features: np.ndarray,
     labels: np.ndarray,
     rounds: int,
+    horizon_days: int | None = None,
 ) -> Path:
     """LightGBM trained deterministically, written as `write_model` does."""
     booster = lgb.train(
@@ -192,22 +201,22 @@ def _write_lightgbm(
         lgb.Dataset(features, labels),
         num_boost_round=rounds,
     )
-    return write_model(models_dir, version, LightGBMModel(booster))
+    return write_model(models_dir, version, LightGBMModel(booster), horizon_days)
 
 
-def write_model(models_dir: Path, version: str, estimator: FamilyModel) -> Path:
+def write_model(
+    models_dir: Path, version: str, estimator: FamilyModel, horizon_days: int | None = None
+) -> Path:
     """A served artifact (CURRENT names it) with identity calibration."""
     identity = Calibration(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
-    write_artifact(
-        models_dir,
-        version,
-        estimator,
-        {
-            "calibration": identity.to_json(),
-            "thresholds": {"medium": 0.4, "high": 0.7},
-            "feature_params": {"engagement_scale": 25.0},
-        },
-    )
+    metadata: dict[str, object] = {
+        "calibration": identity.to_json(),
+        "thresholds": {"medium": 0.4, "high": 0.7},
+        "feature_params": {"engagement_scale": 25.0},
+    }
+    if horizon_days is not None:
+        metadata["horizon_days"] = horizon_days
+    write_artifact(models_dir, version, estimator, metadata)
     point_current(models_dir, version)
     return models_dir
 

@@ -10,9 +10,10 @@ from datetime import date
 
 import pytest
 
+from scoring.campaign import uplifts
 from scoring.daily import DailyCounts, histogram
 from stream_app.__main__ import main
-from stream_app.report import NO_DRIFT_STATE, report_html, summary_text
+from stream_app.report import NO_CAMPAIGN, NO_DRIFT_STATE, report_html, summary_text
 
 LATENCIES = [0.010] * 50 + [0.100] * 45 + [1.0] * 4 + [30.0]
 
@@ -28,6 +29,7 @@ def a_day(latencies: list[float] = LATENCIES) -> DailyCounts:
         models={"v1": 600, "v2": 400},
         probability_sum=125.0,
         latency=histogram(latencies),
+        held_out_high=2,
     )
 
 
@@ -50,6 +52,8 @@ def test_the_summary_shows_every_number_of_the_day() -> None:
     assert number(text, "risk changes published") == "55"
     assert number(text, "new -> MEDIUM") == "40" and number(text, "MEDIUM -> HIGH") == "6"
     assert number(text, "HIGH (changes into HIGH)") == "15"
+    assert number(text, "sent on churn-risk-high") == "13"
+    assert number(text, "held out of the campaign") == "2"
     assert number(text, "predicted churn rate") == "12.50%"
     assert number(text, "inputs") == "100"
     # 100 latencies: p50 is the 50th smallest (10 ms), p95 the 95th (100 ms), p99 1 s.
@@ -57,7 +61,27 @@ def test_the_summary_shows_every_number_of_the_day() -> None:
     for label, exact in (("p50", 10.0), ("p95", 100.0), ("p99", 1000.0)):
         assert float(number(text, label).removesuffix(" ms")) == pytest.approx(exact, rel=0.01)
     assert number(text, "v1") == "600" and number(text, "v2") == "400"
-    assert text.endswith(f"drift status per feature\n  {NO_DRIFT_STATE}")
+    assert f"drift status per feature\n  {NO_DRIFT_STATE}\n" in text
+    assert text.endswith(f"treated against held-out HIGH customers\n  {NO_CAMPAIGN}")
+
+
+def test_the_campaigns_uplift_is_shown_by_cohort_and_for_all() -> None:
+    campaign = uplifts(
+        {
+            "2026-02-02|treated|churned": 30,
+            "2026-02-02|treated|retained": 70,
+            "2026-02-02|held_out|churned": 12,
+            "2026-02-02|held_out|retained": 8,
+        }
+    )
+    text = summary_text(a_day(), 4, None, campaign=campaign)
+    page = report_html(a_day(), 4, None, campaign=campaign)
+
+    rows = re.findall(r"^  (2026-02-02|all) +100 +30 +0.300 +20 +12 +0.600 +0.300 ", text, re.M)
+    assert rows == ["2026-02-02", "all"]
+    assert NO_CAMPAIGN not in text
+    assert "<td>2026-02-02</td><td>100</td><td>30.0%</td><td>20</td><td>60.0%</td>" in page
+    assert "<td>+30.0%</td>" in page and "<td>50.0%</td>" in page  # uplift, churn prevented
 
 
 def test_the_drift_monitors_states_are_shown_as_given() -> None:
@@ -87,7 +111,7 @@ def test_the_html_report_is_one_page_with_its_plots_inlined() -> None:
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert "<td>orders</td><td>1,234</td>" in page
     assert re.search(r"<td>p99</td><td>99\d ms</td>", page)
-    assert NO_DRIFT_STATE in page
+    assert NO_DRIFT_STATE in page and NO_CAMPAIGN in page
 
 
 @pytest.mark.parametrize("text", ["2026-02-30", "20260301", "yesterday"])

@@ -110,7 +110,10 @@ def test_the_days_report_counts_what_every_worker_did_through_a_restart(
     assert counts.changes == Counter(
         (c["previous_risk"] or "new", c["risk"]) for c in changes.values()
     )
-    assert counts.into_high == len(high) > 0
+    into_high = {i for i, c in changes.items() if c["risk"] == "HIGH"}
+    held_out = {i for i in into_high if changes[i]["held_out"]}
+    assert counts.into_high == len(into_high) and counts.held_out_high == len(held_out)
+    assert high == into_high - held_out and counts.sent_high == len(high) > 0  # for marketing
     assert counts.models == {"recency-v1": counts.scores} and counts.scores >= len(events) / 2
     assert counts.churn_rate is not None and 0 < counts.churn_rate < 1
     assert sum(counts.latency.values()) == expected.total()  # every input has a broker time

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / ".test-output"
 T0 = datetime(2026, 2, 1, 9, tzinfo=UTC)
 # Probability rises with age from 20 to 80: HIGH from about 62, MEDIUM from about 44.
-AGES = {"H1": 79, "H2": 72, "H3": 66, "M1": 50, "M2": 55, "L1": 25}
+AGES = {"H1": 79, "H2": 72, "H11": 68, "H3": 66, "M1": 50, "M2": 55, "L1": 25}
+HELD_OUT = "H11"  # of the campaign's default holdout: listed, with no action to take
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def test_marketing_signs_in_and_works_through_who_is_high_in_a_real_browser(
         messages += [first_order(c) for c in AGES] + [profile("M1", 77, days=1)]
         produce(kafka_bootstrap, [(prefix + t, k, v) for t, k, v in messages])
         high = worklist.bounds("HIGH")
-        wait_until(lambda: store.count_listed(range(4), *high) == 4, worker, "four HIGH listed", 60)
+        wait_until(lambda: store.count_listed(range(4), *high) == 5, worker, "five HIGH listed", 60)
         base = f"http://127.0.0.1:{worker.port}"
 
         browser.get(f"{base}/worklist")
@@ -126,7 +127,7 @@ def test_marketing_signs_in_and_works_through_who_is_high_in_a_real_browser(
 
         # HIGH, most likely to churn first: M1 (77 now), though listed after H2 and H3.
         assert browser.find_element(By.TAG_NAME, "h1").text == "Customers at risk: HIGH"
-        assert shown(browser) == ["H1", "M1", "H2", "H3"]
+        assert shown(browser) == ["H1", "M1", "H2", "H11", "H3"]
         cells = browser.find_elements(By.CSS_SELECTOR, "tbody tr")[0].find_elements(
             By.TAG_NAME, "td"
         )
@@ -134,6 +135,8 @@ def test_marketing_signs_in_and_works_through_who_is_high_in_a_real_browser(
         assert cells[2].text == "2026-02-01 10:00 UTC"  # H1 was HIGH from their first order
         assert "aged 79" in cells[3].text
         assert cells[4].text.strip(), "no recommended action"
+        held_out = browser.find_element(By.CSS_SELECTOR, f'tr[data-customer="{HELD_OUT}"]')
+        assert "Held out of the campaign: no action" in held_out.text
         keep(browser, "worklist-high")
 
         navigate(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "MEDIUM"))
