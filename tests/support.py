@@ -396,12 +396,19 @@ def produce(
     errors: list[Any] = []
     count = 0
     for topic, key, value in messages:
-        producer.produce(
-            topic,
-            key=None if key is None else key.encode(),
-            value=value,
-            on_delivery=lambda err, _msg: errors.append(err) if err else None,
-        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=None if key is None else key.encode(),
+                    value=value,
+                    on_delivery=lambda err, _msg: errors.append(err) if err else None,
+                )
+                break
+            except BufferError:  # the local queue is full: wait for the broker's acks
+                assert time.monotonic() < deadline, "the broker took nothing for 2 minutes"
+                producer.poll(0.1)
         count += 1
         if count % 10_000 == 0:
             producer.poll(0)
