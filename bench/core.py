@@ -6,7 +6,8 @@ simulated backlog, its state in Redis, its outputs dropped.
 The messages are the backlog as Kafka holds it (`bench.common.in_log_order`), fed to
 the runner `CHURN_BATCH_SIZE` at a time as the worker takes them; the model is trained the
 product's way (`bench.common.train_model`), the drift monitor and the daily and
-performance tallies are on, as in the worker. It measures what the worker adds to
+performance tallies and the campaign's holdout (CHURN_HOLDOUT_SHARE) are on, as in the
+worker. It measures what the worker adds to
 Faust's own cost (decode, merge, state, features, scoring, tallies, the store's
 calls) over the events `--from` to the end: this process's CPU (its threads too),
 Redis's CPU (INFO cpu), and rows scored and changes per event. `make bench` measures
@@ -32,6 +33,7 @@ from bench.stream import simulated_events
 from feature_store.redis_store import RedisStateStore
 from schemas import ChurnRiskChanged, DeadLetter, topics
 from scoring.artifact import ServedModel, load_model
+from scoring.campaign import campaign_tally
 from scoring.daily import daily_tally
 from scoring.decoding import InputDecoder
 from scoring.drift import DriftConfig, DriftTally, Reference
@@ -65,10 +67,20 @@ def runner_for(models: Path, client: redis.Redis, namespace: str) -> BatchRunner
     settings = Settings.from_env()
     return BatchRunner(
         RedisStateStore(client, namespace),
-        Scorer(served, sample_rate=settings.performance_sample, decoder=InputDecoder()),
+        Scorer(
+            served,
+            sample_rate=settings.performance_sample,
+            decoder=InputDecoder(),
+            holdout=settings.holdout(),
+        ),
         Dropped(),
         topics.INPUT_TOPICS,
-        tallies=[daily_tally, performance_tally, DriftTally(reference, DriftConfig())],
+        tallies=[
+            daily_tally,
+            performance_tally,
+            campaign_tally,
+            DriftTally(reference, DriftConfig()),
+        ],
     )
 
 
