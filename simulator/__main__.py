@@ -6,6 +6,7 @@ Examples::
     python -m simulator sqlite --customers 100000 --out data/shop.db
     python -m simulator jsonl --customers 1000 --out data/events.jsonl.gz
     python -m simulator jsonl --shift order_value,2025-10-01,2025-10-04 --out shifted.jsonl
+    python -m simulator sqlite --regular-share 0.5 --out data/rhythmic.db
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ def _shift(text: str) -> Shift:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
+def _share(text: str) -> float:
+    """Parse --regular-share: a fraction in [0, 1]."""
+    try:
+        share = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from err
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError("must be in [0, 1]")
+    return share
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m simulator", description="Synthetic e-commerce history generator."
@@ -63,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"change the shop from a day (until another, or the end): KIND is one of "
         f"{', '.join(SHIFT_KINDS)} (order values x1.4, three times the tickets, a "
         "promotion's cohort of new customers); repeatable",
+    )
+    common.add_argument(
+        "--regular-share",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of customers who buy in a regular rhythm (gamma gaps) rather than "
+        "as a Poisson process; default 0",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -113,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     t0 = time.perf_counter()
     history = generate_history(
-        args.customers, seed=args.seed, start=args.start, days=args.days, shifts=args.shift
+        args.customers,
+        seed=args.seed,
+        start=args.start,
+        days=args.days,
+        shifts=args.shift,
+        regular_share=args.regular_share,
     )
     generated = time.perf_counter() - t0
 

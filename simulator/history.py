@@ -6,6 +6,11 @@ satisfied they are. With probability equal to that propensity a customer churns 
 random time: their order rate fades over the 30-60 days before and they are silent after.
 The ground truth is kept beside the events so that models can be checked against it.
 
+Most customers buy as a Poisson process. A share of them (`regular_share`) keep a rhythm
+instead: their gaps between orders are gamma-distributed around the same mean, drawn in
+the customer's "operational time" (the seasons and their fade-out rescaled away), so the
+seasons still move them and a churner's gaps lengthen as they fade out.
+
 A `Shift` changes the shop for a while from a given day: order values, the ticket
 rate, or the customer mix (a campaign's cohort of new customers). It draws from a
 random stream of its own, so everything it does not change comes out as without it.
@@ -16,6 +21,8 @@ with probability `effect`, drawn from a stream of its own: a saved customer's ev
 to the instant they were acted on stay as they were (the scorer saw exactly those), and
 from then on they buy at their full, un-faded rate until the end of the period, so a
 customer who had already lapsed is won back. Everyone else comes out as without it.
+A saved regular customer keeps their later base orders too and, from the last of them
+(or the instant, if none), resumes their rhythm at the full rate.
 
 The heavy lifting is vectorised per event kind; only the final conversion into the
 schema's msgspec structs is a Python loop.
@@ -121,6 +128,11 @@ MONTHLY_INTENSITY = np.array([0.85, 0.85, 0.95, 0.95, 1.0, 0.95, 0.95, 1.0, 0.95
 # Monday..Sunday.
 WEEKDAY_INTENSITY = np.array([0.95, 0.95, 0.95, 1.0, 1.05, 1.1, 1.0])
 MAX_INTENSITY = HOURLY_INTENSITY.max() * MONTHLY_INTENSITY.max() * WEEKDAY_INTENSITY.max()
+# A regular customer's gaps between orders are gamma with a shape drawn log-uniformly from
+# this range. Shape 1 would be Poisson (gaps' coefficient of variation 1); 2 is a loose
+# habit (CV 0.71), 20 nearly clockwork (CV 0.22, a weekly grocery run): real repeat
+# buyers lie between, and even the most regular miss or shift a purchase now and then.
+RHYTHM_SHAPES = (2.0, 20.0)
 
 ShiftKind = Literal["order_value", "ticket_rate", "customer_mix"]
 SHIFT_KINDS: tuple[ShiftKind, ...] = get_args(ShiftKind)
@@ -207,8 +219,9 @@ class History:
     """A generated history. Each event list is sorted by event time (then id).
 
     `truth` has one row per customer: customer_id, churn_propensity (the latent driver,
-    in [0, 1]), churn_ts (when the customer went silent; NaT if they did not) and saved
-    (a `Treatment` kept them from churning).
+    in [0, 1]), churn_ts (when the customer went silent; NaT if they did not), saved
+    (a `Treatment` kept them from churning) and rhythm_shape (the gamma shape of a regular
+    customer's gaps between orders; 1.0 for a Poisson buyer).
     """
 
     customers: list[Customer]
@@ -264,10 +277,12 @@ def generate_history(
     days: int = 365,
     shifts: Sequence[Shift] = (),
     treatment: Treatment | None = None,
+    regular_share: float = 0.0,
 ) -> History:
     """Generate `n_customers` customers and their orders and tickets over `days` days,
     changed by each of `shifts` while it lasts (each acts on the shop without the
-    others), and by `treatment` (which acts on the shop with them).
+    others), and by `treatment` (which acts on the shop with them). A `regular_share`
+    of the customers buy in a regular rhythm rather than as a Poisson process.
 
     The same arguments always give an identical history. All event times are whole UTC
     seconds in [start, start + days); registration dates may precede `start`.
@@ -278,6 +293,8 @@ def generate_history(
         raise ValueError("days must be > 0")
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
+    if not 0.0 <= regular_share <= 1.0:
+        raise ValueError("regular_share must be in [0, 1]")
     rng = np.random.default_rng(seed)
     start_s = math.ceil(start.timestamp())
     end_s = start_s + days * DAY
@@ -289,7 +306,11 @@ def generate_history(
     ]
 
     cust = _draw_customers(rng, n_customers, start_s, end_s)
-    orders = _draw_orders(rng, cust, start_s, end_s)
+    # The rhythms' own stream, used only when there are any: else the draws are as before.
+    rhythm_rng = np.random.default_rng([seed, 3]) if regular_share > 0 else None
+    if rhythm_rng is not None:
+        cust.rhythm_shape = _draw_rhythm_shapes(rhythm_rng, n_customers, regular_share)
+    orders = _draw_orders(rng, cust, start_s, end_s, rhythm_rng)
     _scale_values(orders, value_shifts)
     items = _draw_items(rng, orders)
     tickets = _draw_tickets(rng, cust, orders, end_s)
@@ -318,7 +339,7 @@ def generate_history(
         if treatment is not None:
             # Last, so that the shifts' order ids are as without it; its own stream too.
             drawn = np.random.default_rng([seed, 2])
-            _treat(history, drawn, treatment, cust, customer_ids, value_shifts)
+            _treat(history, drawn, treatment, cust, orders, customer_ids, value_shifts)
     return history
 
 
@@ -332,6 +353,7 @@ def _truth(cust: _Customers, customer_ids: list[str]) -> pd.DataFrame:
             "churn_propensity": cust.propensity,
             "churn_ts": churn_ts,
             "saved": np.zeros(len(customer_ids), dtype=bool),
+            "rhythm_shape": cust.rhythm_shape,
         }
     )
 
@@ -376,6 +398,7 @@ class _Customers:
     order_rate: FloatArray  # orders per day at full intensity
     spend: FloatArray  # customer's basket-size multiplier
     payment: IntArray  # preferred payment method
+    rhythm_shape: FloatArray  # gamma shape of the gaps between orders; 1: Poisson buyer
 
 
 @dataclass
@@ -435,6 +458,7 @@ def _draw_customers(rng: np.random.Generator, n: int, start_s: int, end_s: int) 
         order_rate=order_rate,
         spend=spend,
         payment=payment,
+        rhythm_shape=np.ones(n),
     )
 
 
@@ -452,11 +476,31 @@ def _intensity(ts: IntArray) -> FloatArray:
     return HOURLY_INTENSITY[hour] * WEEKDAY_INTENSITY[weekday] * MONTHLY_INTENSITY[month]
 
 
-def _draw_orders(rng: np.random.Generator, cust: _Customers, start_s: int, end_s: int) -> _Orders:
+def _draw_rhythm_shapes(rng: np.random.Generator, n: int, share: float) -> FloatArray:
+    """Each customer's gap shape: 1 (a Poisson buyer) or, for a `share` of them, regular."""
+    regular = rng.random(n) < share
+    lo, hi = np.log(RHYTHM_SHAPES)
+    return np.where(regular, np.exp(rng.uniform(lo, hi, size=n)), 1.0)
+
+
+def _draw_orders(
+    rng: np.random.Generator,
+    cust: _Customers,
+    start_s: int,
+    end_s: int,
+    rhythm_rng: np.random.Generator | None = None,
+) -> _Orders:
     n = len(cust.reg_s)
     cand_cust, cand_ts = _thinned(
         rng, cust, np.arange(n), cust.active_from, cust.active_to, lambda i, t: _fade(cust, i, t)
     )
+    if rhythm_rng is not None:
+        # Regular customers' orders replace their Poisson ones, which are drawn all the
+        # same: so everything else's draws are as without any regular customers.
+        poisson = cust.rhythm_shape[cand_cust] == 1.0
+        reg_cust, reg_ts = _rhythmic(rhythm_rng, cust, start_s, end_s)
+        cand_cust = np.concatenate([cand_cust[poisson], reg_cust])
+        cand_ts = np.concatenate([cand_ts[poisson], reg_ts])
 
     # Many new customers buy within hours of signing up.
     first = (cust.reg_s >= start_s) & (rng.random(n) < 0.6)
@@ -468,6 +512,26 @@ def _draw_orders(rng: np.random.Generator, cust: _Customers, start_s: int, end_s
     order = np.lexsort((idx, ts))
     idx, ts = idx[order], ts[order]
     return _order_details(rng, cust, idx, ts, _fade(cust, idx, ts), start_s, end_s)
+
+
+def _rhythmic(
+    rng: np.random.Generator, cust: _Customers, start_s: int, end_s: int
+) -> tuple[IntArray, IntArray]:
+    """(customer, time) of the regular customers' orders over their active period, at
+    the rate a Poisson buyer would have (order_rate x intensity x fade)."""
+    who = np.flatnonzero(cust.rhythm_shape != 1.0)
+    churn_s = cust.churn_s[who]
+    window = _Window.of(
+        _Clock.over(start_s, end_s),
+        lo=cust.active_from[who],
+        hi=cust.active_to[who],
+        fade_from=np.where(cust.churned[who], churn_s - cust.fade_s[who], churn_s),
+        fade_len=cust.fade_s[who],
+        rate=cust.order_rate[who],
+    )
+    stationary = np.ones(len(who), dtype=bool)  # each rhythm began long before
+    row, ts = _regular_orders(rng, window, cust.rhythm_shape[who], stationary)
+    return who[row], ts
 
 
 def _thinned(
@@ -489,6 +553,121 @@ def _thinned(
     ts = lo[pos] + (rng.random(len(pos)) * span[pos]).astype(np.int64)
     keep = rng.random(len(ts)) < _intensity(ts) * weight(idx, ts) / MAX_INTENSITY
     return idx[keep], ts[keep]
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """The seasonal intensity integrated over the period hour by hour (it is constant
+    within a UTC hour): the operational time in which regular customers keep a rhythm."""
+
+    origin: int  # the whole hour at or before the start, epoch seconds
+    level: FloatArray  # intensity in each hour from the origin
+    area: FloatArray  # integral of the intensity (in days) up to each hour's start
+    moment: FloatArray  # integral of x * intensity, x in days since the origin, likewise
+
+    @classmethod
+    def over(cls, start_s: int, end_s: int) -> _Clock:
+        origin = start_s - start_s % HOUR
+        hours = np.arange(origin, end_s + HOUR, HOUR)  # one spare: the end is inside
+        level = _intensity(hours)
+        x0 = (hours - origin) / DAY
+        x1 = x0 + HOUR / DAY
+        area = np.concatenate([[0.0], np.cumsum(level * (x1 - x0))])
+        moment = np.concatenate([[0.0], np.cumsum(level * (x1**2 - x0**2) / 2)])
+        return cls(origin, level, area, moment)
+
+    def integrals(self, ts: IntArray) -> tuple[FloatArray, FloatArray]:
+        """The integrals of intensity and of x * intensity from the origin to `ts`."""
+        hour = (ts - self.origin) // HOUR
+        x0 = hour * (HOUR / DAY)
+        dx = (ts - self.origin - hour * HOUR) / DAY
+        level = self.level[hour]
+        return self.area[hour] + level * dx, self.moment[hour] + level * dx * (x0 + dx / 2)
+
+    def days(self, ts: IntArray) -> FloatArray:
+        return (ts - self.origin) / DAY
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Customers' buying windows [lo, hi), each at rate x intensity x fade, where the
+    fade is 1 before `fade_from` and (hi - t) / fade_len from it on, like `_fade`
+    (fade_from is hi - fade_len for a churner, hi for no fade)."""
+
+    clock: _Clock
+    lo: IntArray
+    hi: IntArray
+    fade_from: IntArray  # clipped to [lo, hi]
+    fade_len: IntArray
+    rate: FloatArray
+    area_lo: FloatArray  # the clock's integrals at lo and at fade_from
+    area_fade: FloatArray
+    moment_fade: FloatArray
+
+    @classmethod
+    def of(
+        cls,
+        clock: _Clock,
+        *,
+        lo: IntArray,
+        hi: IntArray,
+        fade_from: IntArray,
+        fade_len: IntArray,
+        rate: FloatArray,
+    ) -> _Window:
+        fade_from = np.clip(fade_from, lo, hi)
+        area_fade, moment_fade = clock.integrals(fade_from)
+        area_lo = clock.integrals(lo)[0]
+        return cls(clock, lo, hi, fade_from, fade_len, rate, area_lo, area_fade, moment_fade)
+
+    def expected(self, row: IntArray, ts: IntArray) -> FloatArray:
+        """Expected orders in windows `row` from their start to `ts` (in [lo, hi])."""
+        area, moment = self.clock.integrals(ts)
+        steady = np.minimum(area, self.area_fade[row]) - self.area_lo[row]
+        # In the fade: the integral of intensity x (hi - x) / fade_len from fade_from.
+        hi_x = self.clock.days(self.hi[row])
+        fading = hi_x * (area - self.area_fade[row]) - (moment - self.moment_fade[row])
+        fading = np.maximum(fading, 0.0) / (self.fade_len[row] / DAY)  # < 0: before it
+        return self.rate[row] * (steady + fading)
+
+    @property
+    def total(self) -> FloatArray:
+        return self.expected(np.arange(len(self.lo)), self.hi)
+
+    def time_of(self, row: IntArray, target: FloatArray) -> IntArray:
+        """The second in which windows `row`'s expected orders reach `target` (< total)."""
+        lo, hi = self.lo[row], self.hi[row]
+        # Bisection, keeping expected(lo) <= target < expected(hi).
+        for _ in range(int(np.max(hi - lo, initial=1)).bit_length()):
+            mid = (lo + hi) // 2
+            below = self.expected(row, mid) <= target
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        return lo
+
+
+def _regular_orders(
+    rng: np.random.Generator, window: _Window, shape: FloatArray, stationary: BoolArray
+) -> tuple[IntArray, IntArray]:
+    """(window, time) of orders in a gamma renewal rhythm: gaps of one expected order
+    (shape `shape`, mean 1) in operational time, where the window's expected orders tick
+    at one per unit. So the mean rate is a Poisson buyer's, the seasons move the orders
+    without blurring the rhythm, and a fading customer's gaps lengthen until churn.
+
+    The first order is one gap in, or where `stationary` as in a rhythm running since long
+    before: a uniform share of a length-biased gap (for gamma gaps, gamma of shape + 1).
+    """
+    total = window.total
+    # Enough gaps to pass the total but for a vanishing chance (mean + 8 sd).
+    n = np.ceil(total + 8 * np.sqrt(total / shape + 1) + 2).astype(np.int64)
+    row = np.repeat(np.arange(len(total)), n)
+    gaps = rng.gamma(shape[row], 1.0 / shape[row])
+    first = np.cumsum(n) - n
+    wait = rng.random(len(n)) * rng.gamma(shape + 1.0, 1.0 / shape)
+    gaps[first] = np.where(stationary, wait, gaps[first])
+    ends = np.cumsum(gaps)
+    at = ends - np.repeat(ends[first] - gaps[first], n)
+    keep = at < total[row]
+    return row[keep], window.time_of(row[keep], at[keep])
 
 
 def _order_details(
@@ -702,7 +881,13 @@ def _add_cohort(history: History, rng: np.random.Generator, n: int, lo: int, hi:
     history.orders = _merged(history.orders, more, lambda o: o.order_ts)
     gone = pd.Series(pd.to_datetime([hi] * n, unit="s", utc=True)).dt.as_unit("s")
     truth = pd.DataFrame(
-        {"customer_id": ids, "churn_propensity": 1.0, "churn_ts": gone, "saved": False}
+        {
+            "customer_id": ids,
+            "churn_propensity": 1.0,
+            "churn_ts": gone,
+            "saved": False,
+            "rhythm_shape": 1.0,
+        }
     )
     history.truth = pd.concat([history.truth, truth], ignore_index=True)
 
@@ -728,6 +913,7 @@ def _treat(
     rng: np.random.Generator,
     treatment: Treatment,
     cust: _Customers,
+    base: _Orders,
     customer_ids: list[str],
     value_shifts: list[tuple[int, int, float]],
 ) -> None:
@@ -741,10 +927,19 @@ def _treat(
     who = np.flatnonzero(cust.churned & (acted_s < end_s) & lucky)
     if len(who) == 0:
         return
+    regular = cust.rhythm_shape[who] != 1.0
     lo = np.maximum(acted_s[who] + 1, cust.active_from[who])
     hi = np.full(len(who), end_s, dtype=np.int64)
     # Base orders stay; these make up the rest: rate x (1 - fade), all of it after churn.
-    idx, ts = _thinned(rng, cust, who, lo, hi, lambda i, t: 1.0 - _fade(cust, i, t))
+    poisson = ~regular
+    idx, ts = _thinned(
+        rng, cust, who[poisson], lo[poisson], hi[poisson], lambda i, t: 1.0 - _fade(cust, i, t)
+    )
+    if regular.any():
+        more_idx, more_ts = _resumed_rhythm(
+            rng, cust, base, who[regular], lo[regular], start_s, end_s
+        )
+        idx, ts = np.concatenate([idx, more_idx]), np.concatenate([ts, more_ts])
     order = np.lexsort((idx, ts))
     idx, ts = idx[order], ts[order]
     # Won back, they buy like a customer who is not fading out.
@@ -757,6 +952,33 @@ def _treat(
     # Base customers are the truth's first rows, in customer order.
     history.truth.loc[who, "churn_ts"] = pd.NaT
     history.truth.loc[who, "saved"] = True
+
+
+def _resumed_rhythm(
+    rng: np.random.Generator,
+    cust: _Customers,
+    base: _Orders,
+    who: IntArray,
+    lo: IntArray,
+    start_s: int,
+    end_s: int,
+) -> tuple[IntArray, IntArray]:
+    """(customer, time) of saved regular customers' orders from `lo` on: their base
+    orders stay, and from the last of them after `lo` (one gap on), or from `lo` if none
+    (a rhythm picked up at a random phase), they keep their rhythm at the full rate."""
+    last = np.full(len(cust.reg_s), -1, dtype=np.int64)
+    np.maximum.at(last, base.cust, base.ts)
+    stationary = last[who] < lo
+    window = _Window.of(
+        _Clock.over(start_s, end_s),
+        lo=np.where(stationary, lo, last[who]),
+        hi=np.full(len(who), end_s, dtype=np.int64),
+        fade_from=np.full(len(who), end_s, dtype=np.int64),
+        fade_len=cust.fade_s[who],
+        rate=cust.order_rate[who],
+    )
+    row, ts = _regular_orders(rng, window, cust.rhythm_shape[who], stationary)
+    return who[row], ts
 
 
 def _build_customers(rng: np.random.Generator, cust: _Customers, ids: list[str]) -> list[Customer]:

@@ -27,7 +27,8 @@ SCHEMA = (
 CREATE TABLE simulator_truth (
     customer_id TEXT PRIMARY KEY,
     churn_propensity REAL,
-    churn_ts TEXT
+    churn_ts TEXT,
+    rhythm_shape REAL  -- the gamma shape of the customer's gaps; 1: memoryless (Poisson)
 );
 """
 )
@@ -74,11 +75,15 @@ def _insert_rows(conn: sqlite3.Connection, history: History) -> None:
     )
     truth = history.truth
     conn.executemany(
-        "INSERT INTO simulator_truth VALUES (?, ?, ?)",
+        "INSERT INTO simulator_truth VALUES (?, ?, ?, ?)",
         (
-            (cid, float(p), None if pd.isna(ts) else iso(ts.to_pydatetime()))
-            for cid, p, ts in zip(
-                truth["customer_id"], truth["churn_propensity"], truth["churn_ts"], strict=True
+            (cid, float(p), None if pd.isna(ts) else iso(ts.to_pydatetime()), float(shape))
+            for cid, p, ts, shape in zip(
+                truth["customer_id"],
+                truth["churn_propensity"],
+                truth["churn_ts"],
+                truth["rhythm_shape"],
+                strict=True,
             )
         ),
     )

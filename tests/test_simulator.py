@@ -163,7 +163,14 @@ def test_averages_are_realistic(history):
 
 def test_truth_has_one_row_per_customer(history):
     truth = history.truth
-    assert list(truth.columns) == ["customer_id", "churn_propensity", "churn_ts", "saved"]
+    assert list(truth.columns) == [
+        "customer_id",
+        "churn_propensity",
+        "churn_ts",
+        "saved",
+        "rhythm_shape",
+    ]
+    assert (truth["rhythm_shape"] == 1.0).all()  # everyone buys as a Poisson process
     assert not truth["saved"].any()  # nobody is saved without a treatment
     assert list(truth["customer_id"]) == [c.customer_id for c in history.customers]
     assert truth["churn_propensity"].between(0, 1).all()
