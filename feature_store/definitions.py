@@ -16,8 +16,9 @@ bounded memory: tiles older than the largest window are pruned.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Protocol
 
 import numpy as np
@@ -146,6 +147,11 @@ EVENT_ID_FIELD = {topics.ORDERS: "order_id", topics.SUPPORT_TICKETS: "ticket_id"
 LAST_TIME = {topics.ORDERS: "last_order_ts", topics.SUPPORT_TICKETS: "last_ticket_ts"}
 FIRST_TIME = {topics.ORDERS: "first_order_ts"}
 
+# The latest order times a state keeps (whole hours), for the spread of the gaps
+# between them: the one feature that needs the orders in time order.
+RECENT_ORDERS = 8
+SECONDS_PER_HOUR = 3_600
+
 # Profile fields from the `customers` topic, as numbers (NaN when unknown).
 PROFILE_FIELDS = ("age", "email_verified", "phone_verified", "registration_ts")
 
@@ -194,6 +200,16 @@ WINDOWS: dict[str, Window] = {
     "resolved_tickets_lifetime": Window("resolved_tickets", None),
 }
 
+# The gaps between a customer's RECENT_ORDERS latest orders, in whole hours: how many,
+# their sum and their sum of squares (integers, so both paths agree to the bit).
+RECENT_GAP_COLUMNS = ("recent_gaps", "recent_gap_hours", "recent_gap_squares")
+
+
+def recent_gap_moments(hours: Sequence[int]) -> tuple[int, int, int]:
+    """(count, sum, sum of squares) of the gaps between sorted order hours."""
+    gaps = [later - earlier for earlier, later in pairwise(hours)]
+    return len(gaps), sum(gaps), sum(gap * gap for gap in gaps)
+
 
 def _ratio(numerator: Column, denominator: Column) -> Column:
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -237,6 +253,22 @@ def _overdue(c: Mapping[str, Column], p: FeatureParams) -> Column:
     return _days_since(c, "last_order_ts") / _order_gap(c, p)
 
 
+# --- Regularity ---------------------------------------------------------------------
+# Some customers buy like clockwork, others at random: the same silence is alarming
+# for the first and nothing for the second. The spread of the recent gaps tells them
+# apart (for a memoryless buyer it is about the mean gap; for a regular one far less).
+
+
+def _gap_spread(c: Mapping[str, Column], p: FeatureParams) -> Column:
+    # The coefficient of variation of the recent gaps: about 1 for a memoryless buyer,
+    # near 0 for clockwork (NaN with fewer than 2 gaps).
+    n, total, squares = c["recent_gaps"], c["recent_gap_hours"], c["recent_gap_squares"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(n >= 2, total / n, np.nan)
+        variance = (squares - total * mean) / (n - 1)
+    return _ratio(np.sqrt(np.maximum(variance, 0.0)), mean)
+
+
 DerivedFn = Callable[[Mapping[str, Column], FeatureParams], Column]
 
 # The model's inputs, in order. Each is a base column or a formula over them; the
@@ -271,6 +303,7 @@ FEATURES: dict[str, DerivedFn] = {
     "engagement_score": _engagement,
     "order_gap_days": _order_gap,
     "overdue_ratio": _overdue,
+    "gap_spread": _gap_spread,
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
@@ -278,6 +311,7 @@ FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 BASE_COLUMNS: tuple[str, ...] = (
     "as_of_ts",
     *WINDOWS,
+    *RECENT_GAP_COLUMNS,
     *LAST_TIME.values(),
     *FIRST_TIME.values(),
     *PROFILE_FIELDS,

@@ -21,7 +21,10 @@ from feature_store.definitions import (
     FIRST_TIME,
     LAST_TIME,
     PROFILE_FIELDS,
+    RECENT_GAP_COLUMNS,
+    RECENT_ORDERS,
     SECONDS_PER_DAY,
+    SECONDS_PER_HOUR,
     WINDOWS,
     FeatureParams,
     feature_matrix,
@@ -125,6 +128,7 @@ def base_columns(history: History, as_of: pd.Series) -> dict[str, np.ndarray]:
         total = np.bincount(rows, weights=amounts.astype(np.float64), minlength=n)
         columns[name] = total * window.scale
 
+    columns.update(_recent_gap_moments(visible[topics.ORDERS], n))
     for topic, name in LAST_TIME.items():
         columns[name] = _per_customer(visible[topic], n, "max")
     for topic, name in FIRST_TIME.items():
@@ -138,6 +142,25 @@ def base_columns(history: History, as_of: pd.Series) -> dict[str, np.ndarray]:
             profiles[name].astype("float64").reindex(customers).to_numpy(dtype=np.float64)
         )
     return columns
+
+
+def _recent_gap_moments(visible: tuple[pd.DataFrame, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """`definitions.recent_gap_moments` of each customer's RECENT_ORDERS latest orders."""
+    frame, rows = visible
+    hours = np.floor(frame["ts"].to_numpy(dtype=np.float64) / SECONDS_PER_HOUR).astype(np.int64)
+    order = np.lexsort((hours, rows))
+    rows, hours = rows[order], hours[order]
+    from_last = pd.Series(rows).groupby(rows).cumcount(ascending=False).to_numpy()
+    recent = from_last < RECENT_ORDERS
+    rows, hours = rows[recent], hours[recent]
+    # A gap ends at every kept order but a customer's first kept one.
+    ends = np.flatnonzero(rows[1:] == rows[:-1]) + 1
+    gaps, who = hours[ends] - hours[ends - 1], rows[ends]
+    moments = (np.ones_like(gaps), gaps, gaps * gaps)
+    return {
+        name: np.bincount(who, weights=values.astype(np.float64), minlength=n)
+        for name, values in zip(RECENT_GAP_COLUMNS, moments, strict=True)
+    }
 
 
 def _per_customer(visible: tuple[pd.DataFrame, np.ndarray], n: int, how: str) -> np.ndarray:

@@ -24,10 +24,14 @@ What a state keeps, all derived from `definitions`:
              before they were kept
     origin   the input position ("orders@812") that began this life of the state,
              empty for states begun before origins were kept
+    recent_orders   the RECENT_ORDERS latest order times, in whole hours, sorted: the
+             latest by event time, whatever order the orders arrived in
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -46,10 +50,14 @@ from feature_store.definitions import (
     LARGEST_WINDOW_DAYS,
     LAST_TIME,
     PROFILE_FIELDS,
+    RECENT_GAP_COLUMNS,
+    RECENT_ORDERS,
     SECONDS_PER_DAY,
+    SECONDS_PER_HOUR,
     WINDOWS,
     Aggregate,
     day_of,
+    recent_gap_moments,
 )
 from schemas import Customer, topics
 
@@ -95,6 +103,7 @@ class CustomerState(msgspec.Struct, array_like=True, gc=False):
     risk_probability: float | None = None
     risk_as_of: float | None = None
     risk_model: str | None = None
+    recent_orders: list[int] = []
 
 
 class InputError(ValueError):
@@ -171,12 +180,23 @@ def apply_event(state: CustomerState, topic: str, event: Any, ts: float | None =
         times[applying.last_time] = max(times.get(applying.last_time, ts), ts)
     if applying.first_time is not None:
         times[applying.first_time] = min(times.get(applying.first_time, ts), ts)
+    if topic == topics.ORDERS:
+        _remember_order(state.recent_orders, math.floor(ts / SECONDS_PER_HOUR))
     # An id is remembered for a largest window of the customer's event time from now
     # (not from the event's own time), so a late event's duplicate is caught too.
     ids[source_id] = newest
     if seen is None or day_of(seen) != newest or len(ids) > MAX_IDS:
         _prune(state, newest)  # the newest day moved on: some may be out of the window
     return LATE if late else APPLIED
+
+
+def _remember_order(recent: list[int], hour: int) -> None:
+    """Keep the RECENT_ORDERS latest order hours: the same set whatever the arrival order."""
+    if len(recent) < RECENT_ORDERS:
+        bisect.insort(recent, hour)
+    elif hour > recent[0]:
+        bisect.insort(recent, hour)
+        del recent[0]
 
 
 def _apply_profile(state: CustomerState, customer: Customer) -> None:
@@ -244,7 +264,7 @@ _LIFETIME = [
     if w.days is None
 ]
 _TIMES = [*LAST_TIME.values(), *FIRST_TIME.values()]
-_SCALARS = [*(name for name, _, _ in _LIFETIME), *_TIMES, *PROFILE_FIELDS]
+_SCALARS = [*(name for name, _, _ in _LIFETIME), *RECENT_GAP_COLUMNS, *_TIMES, *PROFILE_FIELDS]
 _LIFETIME_CODES = [code for _, code, _ in _LIFETIME]
 _LIFETIME_SCALES = np.array([scale for _, _, scale in _LIFETIME])
 _NAN = float("nan")
@@ -281,6 +301,7 @@ class BaseRows:
         self.tiles.extend([len(days)] * rows)
         totals, times, profile = state.totals, state.times, state.profile
         scalars: list[float] = [totals.get(code, 0) for code in _LIFETIME_CODES]
+        scalars += recent_gap_moments(state.recent_orders)
         scalars += [times.get(name, _NAN) for name in _TIMES]
         for name in PROFILE_FIELDS:
             value = profile.get(name)

@@ -19,12 +19,20 @@ customer as of.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
 
-from feature_store.definitions import BASE_COLUMNS, FIRST_TIME, LAST_TIME, WINDOWS
+from feature_store.definitions import (
+    BASE_COLUMNS,
+    FIRST_TIME,
+    LAST_TIME,
+    RECENT_GAP_COLUMNS,
+    WINDOWS,
+    recent_gap_moments,
+)
 from schemas.events import Age, Reason, RiskLevel, UtcTime
 
 MAX_BODY_BYTES = 16_384
@@ -39,7 +47,7 @@ Days = Annotated[float, msgspec.Meta(ge=0, le=36_525)]  # a century at most
 # The type of each base column other than AS_OF; every one may be left out (null:
 # unknown, NaN to the model, as for a customer the stream knows nothing of).
 _TYPES: dict[str, Any] = {
-    **{name: Total for name in WINDOWS},
+    **{name: Total for name in (*WINDOWS, *RECENT_GAP_COLUMNS)},
     **{name: UtcTime for name in (*LAST_TIME.values(), *FIRST_TIME.values())},
     "registration_ts": UtcTime,
     "age": Age,
@@ -145,6 +153,7 @@ def from_customer_features(
         notes.append("recency_days: not used, there is no order to be recent")
         columns |= {"last_order_ts": None, "first_order_ts": None, "delivery_problems_90d": 0}
         columns |= _windows("orders", None, 0, 0) | _windows("spend", None, 0, 0)
+        columns |= dict.fromkeys(RECENT_GAP_COLUMNS, 0)
     else:
         _check_average(body)
         last = as_of - timedelta(days=body.recency_days)
@@ -156,6 +165,7 @@ def from_customer_features(
         )
         if (as_of - last) / _DAY > 90:
             columns["delivery_problems_90d"] = 0
+        columns |= _recent_gaps(n, first, last)
     columns |= _tickets(body, notes)
     notes.append(
         "engagement_score: not used; the guide scales it by its data set's largest spend, "
@@ -201,6 +211,16 @@ def _first_order(body: CustomerFeatures, last: datetime, notes: list[str]) -> da
             "taken as a month"
         )
     return last - timedelta(days=30 * n / frequency)
+
+
+def _recent_gaps(n: int, first: datetime, last: datetime) -> dict[str, int]:
+    """The recent gaps' moments the first and last order determine: with at most two
+    orders, every gap there is (with more, the gaps between are unknown)."""
+    if n > 2:
+        return {}
+    gap = math.floor(last.timestamp() / 3600) - math.floor(first.timestamp() / 3600)
+    moments = recent_gap_moments([0, gap][:n])
+    return dict(zip(RECENT_GAP_COLUMNS, moments, strict=True))
 
 
 def _windows(

@@ -176,6 +176,7 @@ PHRASES: Mapping[str, str] = {
     "engagement_score": "engagement {:.2f}",
     "order_gap_days": "orders every {:.0f} days as a rule",
     "overdue_ratio": "{:.1f} usual gaps without an order",
+    "gap_spread": "gaps between orders vary by {:.0%} of the usual gap",
 }
 if set(PHRASES) != set(FEATURE_NAMES):
     raise RuntimeError(f"scoring.worklist has no phrase for {set(FEATURE_NAMES) - set(PHRASES)}")

@@ -34,6 +34,9 @@ from stream_app.settings import Settings, SettingsError
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"HIGH": "\033[31m", "MEDIUM": "\033[33m", "LOW": "\033[32m"}
 RESET = "\033[0m"
+# Half the demo shop's customers buy in a rhythm of their own, as real repeat buyers do
+# (the simulator's default is all memoryless, which no regularity feature can read).
+REGULAR_SHARE = "0.5"
 
 
 def ensure_model(settings: Settings, customers: int) -> str:
@@ -46,7 +49,18 @@ def ensure_model(settings: Settings, customers: int) -> str:
     db = settings.data_dir / "shop.db"
     if not db.exists():
         print(f"demo: simulating a shop of {customers} customers into {db}", flush=True)
-        run("simulator", "sqlite", "--customers", str(customers), "--seed", "1", "--out", str(db))
+        run(
+            "simulator",
+            "sqlite",
+            "--customers",
+            str(customers),
+            "--seed",
+            "1",
+            "--regular-share",
+            REGULAR_SHARE,
+            "--out",
+            str(db),
+        )
     # Through the gate: with no champion it can load, the new version is served.
     run("training", "retrain", "--db", str(db), "--models-dir", str(settings.models_dir))
     return current_version(settings.models_dir)
@@ -145,6 +159,8 @@ def main() -> int:
                     str(int(time.time()) % 100_000),
                     "--rate",
                     str(args.rate),
+                    "--regular-share",
+                    REGULAR_SHARE,
                     "--topic-prefix",
                     prefix,
                 ],

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from feature_store.definitions import BASE_COLUMNS
+from feature_store.definitions import BASE_COLUMNS, RECENT_GAP_COLUMNS
 from feature_store.online import CustomerState, decode_state, encode_state
 from schemas import Order, topics
 from scoring.artifact import load_model
@@ -340,6 +340,21 @@ def guide_body(**fields: object) -> bytes:
     return json.dumps({**GUIDE_CUSTOMER, "as_of_ts": T0.isoformat(), **fields}).encode()
 
 
+def test_two_orders_or_fewer_in_the_guides_body_leave_no_recent_gap_unknown(
+    model: Model, policy: RiskPolicy
+) -> None:
+    for orders, frequency in ((0, 0.0), (1, 1.0), (2, 0.5)):
+        body = guide_body(
+            total_orders=orders,
+            total_spent=30.0 * orders,
+            avg_order_value=None,
+            order_frequency=frequency,
+        )
+        answer = predict_customer(model, policy, parse(body), T0)
+        assert not set(RECENT_GAP_COLUMNS) & set(answer.unknown), orders
+        assert answer.features["gap_spread"] is None  # fewer than two gaps: no spread
+
+
 def test_the_guides_customer_features_are_answered_as_the_same_customer_in_base_columns(
     model: Model, policy: RiskPolicy
 ) -> None:
@@ -375,6 +390,9 @@ def test_the_guides_customer_features_are_answered_as_the_same_customer_in_base_
         "orders_30d",
         "spend_30d",
         "delivery_problems_90d",
+        "recent_gaps",  # three orders: the time of the middle one is not given
+        "recent_gap_hours",
+        "recent_gap_squares",
         "registration_ts",
     ]
     assert [note.split(":")[0] for note in guide.notes] == ["engagement_score"]

@@ -47,6 +47,9 @@ seconds = st.builds(
 )
 customers = st.sampled_from(["C1", "C2", "C3"])
 amounts = st.one_of(st.just(0.0), st.decimals(0, 500, places=2).map(float))
+# Times to the second and to the hour's edge: the gaps between orders are read in whole
+# hours, and several orders in one hour (even one second) must count the same way.
+seconds = st.one_of(seconds, seconds.map(lambda s: s - s % 3600 - 1))
 orders = st.builds(
     lambda c, t, amount, status: (
         topics.ORDERS,
