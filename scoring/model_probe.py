@@ -26,6 +26,11 @@ def probe(library: str, expected_features: int, model_text: bytes) -> str | None
     """None when the model is usable, else what is wrong with it. Makes the calls the
     `lightgbm` wrapper and the scorer make (load, loaded parameters, predictions), and
     checks every split of every tree names one of the expected features."""
+    # Read first from the text: LightGBM itself indexes its feature names by a split's
+    # feature when it dumps the model, and reads past their end on a bad one (SIGSEGV).
+    problem = _check_split_lines(model_text, expected_features)
+    if problem is not None:
+        return problem
     lib = ctypes.cdll.LoadLibrary(library)
     lib.LGBM_GetLastError.restype = ctypes.c_char_p
 
@@ -92,6 +97,18 @@ def _string(lib: ctypes.CDLL, call: str, handle: ctypes.c_void_p) -> tuple[str |
         if length.value <= size:
             return buffer.value.decode("utf-8", errors="replace"), ""
         size = length.value
+
+
+def _check_split_lines(model_text: bytes, features: int) -> str | None:
+    """Every `split_feature=` line of the model text names expected features only."""
+    for line in model_text.splitlines():
+        if not line.startswith(b"split_feature="):
+            continue
+        for field in line.removeprefix(b"split_feature=").split():
+            if not field.isdigit() or int(field) >= features:
+                feature = int(field) if field.isdigit() else field.decode(errors="replace")
+                return f"a tree splits on feature {feature!r}, not one of 0..{features - 1}"
+    return None
 
 
 def _check_splits(dump: str, features: int) -> str | None:
