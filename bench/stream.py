@@ -178,6 +178,9 @@ TARGETS = {
     "redis_us_per_event": ("<=", 10.0),  # Redis server CPU (INFO cpu)
     "ratio": (">=", 8.0),  # against the naive per-event path
     "scaling_2w": (">=", 1.9),  # two workers over the same span
+    "sustained_eps_confluent": (">=", 15_000.0),  # the confluent engine's one worker
+    "confluent_ratio": (">=", 1.8),  # against the Faust engine's, same run
+    "scaling_2w_confluent": (">=", 1.9),
     "p99_ms_1000": ("<=", 50.0),  # at 1,000 events/s offered, default CHURN_MAX_IDLE_MS
     "p99_ms": ("<=", 100.0),  # at 2,000 events/s offered, default CHURN_MAX_IDLE_MS
     "rss_growth": ("<=", 0.10),  # RSS at the span's start to the end of the backlog
@@ -188,6 +191,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 EVENTS_LINE = re.compile(rb"^churn_events_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 OUTCOME_LABEL = re.compile(r'outcome="(\w+)"')
 GENERATION_LINE = re.compile(r"generation id (\d+) app consumers id")
+CONFLUENT_READY = "consuming with confluent-kafka"
 
 
 @dataclass(frozen=True)
@@ -301,13 +305,19 @@ def worker_events(child: Child) -> int | None:
 
 
 def wait_settled(children: Sequence[Child], timeout: float = 90.0) -> None:
-    """Until every process's last partition assignment is of the same group generation,
-    for 3 s in a row. (The churn_owned_partitions gauge cannot tell: a worker does not
-    lower it when a rebalance takes partitions away.)"""
+    """Until every process's last partition assignment is of the same group generation
+    (aiokafka logs it; for the confluent engine, which does not: until /ready's owned
+    partitions split the inputs' between them), for 3 s in a row. (The
+    churn_owned_partitions gauge cannot tell: a worker does not lower it when a
+    rebalance takes partitions away.)"""
     deadline = time.monotonic() + timeout
     steady_since = None
+    confluent = any(CONFLUENT_READY in child.log() for child in children)
     while time.monotonic() < deadline:
-        last = {(GENERATION_LINE.findall(child.log()) or [None])[-1] for child in children}
+        if confluent:
+            last = {owned_split(children)}
+        else:
+            last = {(GENERATION_LINE.findall(child.log()) or [None])[-1] for child in children}
         if None not in last and len(last) == 1:
             steady_since = steady_since or time.monotonic()
             if time.monotonic() - steady_since >= 3.0:
@@ -316,6 +326,26 @@ def wait_settled(children: Sequence[Child], timeout: float = 90.0) -> None:
             steady_since = None
         time.sleep(0.25)
     raise RuntimeError(f"the group never settled:\n{children[0].tail()}")
+
+
+def owned_split(children: Sequence[Child]) -> str | None:
+    """The partitions the processes own, per /ready, when each owns some and none is
+    owned twice (None: not yet)."""
+    owned: list[int] = []
+    for child in children:
+        try:
+            url = f"http://127.0.0.1:{child.port}/ready"
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                body = answer.read()
+        except urllib.error.HTTPError as refused:  # 503: not ready (yet) in some check
+            body = refused.read()
+        except (urllib.error.URLError, OSError):
+            return None
+        mine = json.loads(body).get("kafka", {}).get("partitions", [])
+        if not mine:  # a process the group has not given partitions yet
+            return None
+        owned += mine
+    return str(sorted(owned)) if len(owned) == len(set(owned)) else None
 
 
 def bare_events(child: Child) -> int | None:
@@ -1856,6 +1886,20 @@ def run_bench(run: Run, n: int, spans: Spans, profile: bool, levers: bool) -> di
             extra_env={"CHURN_PROCESSING_GUARANTEE": "at_least_once"},
         )
         record["result"] = brief(runs["at_least_once"]["steady"])
+    with run.phase("one worker, confluent engine") as record:
+        # The same worker on CHURN_ENGINE=confluent: Faust's per-message cost gone.
+        runs["confluent"] = measure_workers(
+            run,
+            "w1-confluent",
+            backlog,
+            models,
+            1,
+            spans.early,
+            n,
+            steady=spans.steady,
+            extra_env={"CHURN_ENGINE": "confluent"},
+        )
+        record["result"] = brief(runs["confluent"]["steady"])
     with run.phase("outputs digest") as record:
         # Now: later phases (--profile, --levers) run workers on the same topics.
         outputs = outputs_digest(run, backlog)
@@ -1875,6 +1919,7 @@ def run_bench(run: Run, n: int, spans: Spans, profile: bool, levers: bool) -> di
         )
         record["result"] = brief(runs["bare_agent"]["steady"])
     runs["two_workers"] = two_workers(run, models, events, spans)
+    runs["two_workers_confluent"] = two_workers(run, models, events, spans, "confluent")
     with run.phase("naive per-event path") as record:
         runs["naive"] = naive_throughput(run, models, events, spans.early.first)
         record["result"] = brief(runs["naive"])
@@ -1915,13 +1960,17 @@ def produce_backlog(run: Run, n: int) -> tuple[list[tuple[str, Event]], str]:
 
 
 def two_workers(
-    run: Run, models: Path, events: Sequence[tuple[str, Event]], spans: Spans
+    run: Run,
+    models: Path,
+    events: Sequence[tuple[str, Event]],
+    spans: Spans,
+    engine: str = "faust",
 ) -> dict[str, Any]:
     """Two worker processes over all the events, produced once their group has settled:
     a group that starts together rebalances once, when the second process joins, and a
     rebalance with messages in flight once crashed a worker (bench/PROFILE.md); this
     way the steady span measures two owners, not a hand-over."""
-    backlog2 = run.prefix("backlog2")
+    backlog2 = run.prefix(f"backlog2-{engine}")
 
     def produce_backlog2() -> None:
         kafka_sink.produce(
@@ -1932,10 +1981,10 @@ def two_workers(
             client_config=run.kafka_config,
         )
 
-    with run.phase("two workers") as record:
+    with run.phase(f"two workers, {engine}") as record:
         result = measure_workers(
             run,
-            "w2",
+            f"w2-{engine}",
             backlog2,
             models,
             2,
@@ -1943,6 +1992,7 @@ def two_workers(
             len(events),
             once_settled=produce_backlog2,
             steady=spans.steady,
+            extra_env={"CHURN_ENGINE": engine},
         )
         record["result"] = brief(result["steady"])
     return result
@@ -1995,6 +2045,19 @@ def latency_key(offered_eps: int, idle_ms: int) -> str:
     return f"{offered_eps}_eps_idle_{idle_ms}_ms"
 
 
+def confluent_headline(runs: dict[str, Any], faust_eps: float) -> dict[str, Any]:
+    """The confluent engine's figures beside Faust's (the one worker's `faust_eps`)."""
+    one, two = runs["confluent"]["steady"], runs["two_workers_confluent"]["steady"]
+    return {
+        "sustained_eps_confluent": one["eps"],
+        "confluent_ratio": round(one["eps"] / faust_eps, 2),
+        "worker_cpu_us_per_event_confluent": one["cpu_us_per_event"],
+        "redis_us_per_event_confluent": (one.get("redis") or {}).get("info_cpu_usec_per_event"),
+        "sustained_eps_confluent_2w": two["eps"],
+        "scaling_2w_confluent": round(two["eps"] / one["eps"], 2),
+    }
+
+
 def headline(runs: dict[str, Any]) -> dict[str, Any]:
     """The headline figures, in the order results.json leads with them (see METHOD):
     over the steady span of the one-worker run unless the name says otherwise."""
@@ -2021,6 +2084,7 @@ def headline(runs: dict[str, Any]) -> dict[str, Any]:
         ],
         "sustained_eps_2w": two["eps"],
         "scaling_2w": round(two["eps"] / eps, 2),
+        **confluent_headline(runs, eps),
         "p99_ms": fast["p99_ms"],
         "p99_ms_1000": slow["p99_ms"],
         "p50_ms": fast["p50_ms"],
@@ -2044,7 +2108,7 @@ def headline(runs: dict[str, Any]) -> dict[str, Any]:
         "one_worker_stalled": runs["one_worker"].get("stalled"),
         "events_per_cpu_second": {
             name: runs[name]["steady"]["events_per_cpu_second"]
-            for name in ("one_worker", "bare_agent", "two_workers")
+            for name in ("one_worker", "bare_agent", "two_workers", "confluent")
         },
     }
 
@@ -2155,6 +2219,11 @@ METHOD = {
     "a backlog of all the events, produced to fresh topics once the group has settled, "
     "counts summed: sustained_eps_2w over the steady span; scaling_2w = sustained_eps_2w / "
     "sustained_eps.",
+    "confluent": "The one worker and the two workers again with CHURN_ENGINE=confluent (a "
+    "plain confluent-kafka consumer instead of Faust; the same core, outputs and commits): "
+    "sustained_eps_confluent over the steady span, confluent_ratio = sustained_eps_confluent "
+    "/ sustained_eps, scaling_2w_confluent = sustained_eps_confluent_2w / "
+    "sustained_eps_confluent.",
     "latency": "A fresh worker serving a one-rule model (an unverified email means HIGH) is "
     "offered offered_eps events/s for latency_seconds (60 s): simulated events plus "
     "probes_per_second probe events, with CHURN_MAX_IDLE_MS at its default. After "
@@ -2247,6 +2316,11 @@ def throughput_lines(result: dict[str, Any]) -> list[str]:
         f"({settings_naive(result)})",
         f"  two workers   {result['sustained_eps_2w']:>6,} events/s over the steady span "
         f"({cpu['two_workers']:,}/CPU s)",
+        f"  confluent     {result['sustained_eps_confluent']:>6,} events/s over the steady span, "
+        f"{result['confluent_ratio']}x Faust's; {result['worker_cpu_us_per_event_confluent']} us "
+        f"of worker CPU and {result['redis_us_per_event_confluent']} us of Redis CPU per event",
+        f"    two         {result['sustained_eps_confluent_2w']:>6,} events/s "
+        f"({result['scaling_2w_confluent']}x one)",
     ]
 
 

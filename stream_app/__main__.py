@@ -16,7 +16,6 @@ from datetime import date
 from pathlib import Path
 from typing import NoReturn
 
-import faust
 import redis
 from confluent_kafka import KafkaException
 
@@ -116,21 +115,34 @@ def run_worker() -> None:
         fail(f"cannot serve the model: {err}")
     client = open_redis(settings, check_eviction=True)
     partitions = open_topics(settings, create=True)
+    if settings.engine == "confluent":
+        from stream_app import confluent_worker
+
+        freeze_collector()
+        print(f"serving model {model.version} from {settings.models_dir}", file=sys.stderr)
+        confluent_worker.start(settings, model, client, partitions, actions)
+        return
+    import faust  # here: the confluent engine runs without it
+
     from stream_app.worker import build_app, install_uvloop
 
     install_uvloop()
     app = build_app(settings, model, client, partitions, actions)
+    freeze_collector()
+    print(f"serving model {model.version} from {settings.models_dir}", file=sys.stderr)
+    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+def freeze_collector() -> None:
     # Everything allocated so far (modules, the model) lives as long as the process:
     # kept out of the collector, a full collection takes ~1.5 ms instead of 130-180 ms
     # (bench/PROFILE.md: p99 at 1,000 events/s 98 -> 46.5 ms).
     gc.freeze()
-    # What the consumer holds for a few seconds (aiokafka's prefetched records, Faust's
-    # events until acknowledged: ~100,000 objects under a backlog) outlives the young
-    # generations, and every ~1.5 s a full collection walked it, 120 ms each: 9% of the
-    # worker's time. Rarer young collections let most of it die young first.
+    # What the consumer holds for a few seconds (prefetched records, events until
+    # acknowledged: ~100,000 objects under a backlog) outlives the young generations,
+    # and every ~1.5 s a full collection walked it, 120 ms each: 9% of the worker's
+    # time. Rarer young collections let most of it die young first.
     gc.set_threshold(*GC_THRESHOLDS)
-    print(f"serving model {model.version} from {settings.models_dir}", file=sys.stderr)
-    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
 
 def run_replay(path: Path, out_path: Path | None, alerts_path: Path | None) -> None:

@@ -18,11 +18,9 @@ Should the store have lost writes, the input behind them is read again from the 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
 
 import faust
@@ -32,12 +30,13 @@ from faust.types import TP, AgentT, EventT, StreamT
 from schemas import topics
 from scoring.merge import InputMessage
 from scoring.processor import StreamProcessor
-from stream_app.log_reader import LogReader
+from stream_app.log_reader import LogBacked, LogReader
+from stream_app.wiring import deliver_or_stop
 
 log = logging.getLogger(__name__)
 
 
-class FaustSource:
+class FaustSource(LogBacked):
     def __init__(self, app: faust.App, prefix: str, reader: LogReader) -> None:
         self.app = app
         self.reader = reader
@@ -77,16 +76,8 @@ class FaustSource:
 
         async def score_customers(stream: StreamT) -> AsyncIterator[None]:
             async for events in cast(Stream, stream).noack_take(batch_size, within=batch_wait):
-                try:
-                    await processor.deliver(self.messages(cast(Sequence[EventT], events)))
-                except asyncio.CancelledError:
-                    raise  # stopping: what was not committed stays unacknowledged
-                except Exception:
-                    # Unknown state: stop without acknowledging, Kafka redelivers. (Faust
-                    # would only log a crashed agent and keep a worker that does nothing.)
-                    log.exception("unexpected error; stopping without acknowledging the batch")
-                    logging.shutdown()
-                    os._exit(70)
+                messages = self.messages(cast(Sequence[EventT], events))
+                await deliver_or_stop(processor, messages)
                 yield None
 
         async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -135,16 +126,3 @@ class FaustSource:
         events = self.pending.get(self.tp(topic, partition))
         while events and events[0].message.offset <= through:
             events.popleft().ack()
-
-    async def committed(self, partition: int) -> Mapping[str, int]:
-        wanted = [(topic, partition) for topic in self.qualified]
-        found = await asyncio.to_thread(self.reader.committed, wanted)
-        return {topic: offset for (topic, _), offset in found.items()}
-
-    async def read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
-        return await self.reader.reread(topic, partition, start, end)
-
-    async def bounds(self, partition: int) -> Mapping[str, tuple[int, int]]:
-        wanted = [(topic, partition) for topic in self.qualified]
-        found = await asyncio.to_thread(self.reader.bounds, wanted)
-        return {topic: offsets for (topic, _), offsets in found.items()}

@@ -1,7 +1,7 @@
 """The worker's periodic jobs, each a class with one job: the consumer lag, the
 realised performance, the model's hot reload and the drift monitor. The worker runs
-each `tick` on a Faust timer; an exception leaving a Faust timer stops the worker,
-so none lets one out."""
+each `tick` on a timer (Faust's, or the confluent engine's `every`); an exception
+leaving a Faust timer stops the worker, so none lets one out."""
 
 from __future__ import annotations
 

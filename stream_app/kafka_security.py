@@ -10,12 +10,12 @@ SettingsError saying what to set. The password is never part of a message.
 from __future__ import annotations
 
 import ssl
-from typing import Any
-
-import faust
-from faust.types.auth import CredentialsT
+from typing import TYPE_CHECKING, Any
 
 from stream_app.settings import Settings, SettingsError
+
+if TYPE_CHECKING:  # only the Faust engine needs Faust: the other never imports it
+    from faust.types.auth import CredentialsT
 
 # confluent-kafka's configuration dict (its stubs want str | int | float | bool values,
 # callbacks included in practice).
@@ -87,6 +87,8 @@ def confluent_config(settings: Settings) -> KafkaConfig:
 def faust_credentials(settings: Settings) -> CredentialsT | None:
     """Faust's `broker_credentials` (None for PLAINTEXT). SASLCredentials with an SSL
     context is SASL_SSL; aiokafka does SCRAM-SHA-256/512 and PLAIN itself."""
+    import faust  # here: the confluent engine imports this module and not Faust
+
     protocol = settings.kafka_security_protocol
     if protocol == "PLAINTEXT":
         return None

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from confluent_kafka import (
@@ -173,3 +173,24 @@ class LogReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+class LogBacked:
+    """The `scoring.source.Source` methods every engine answers from the log itself,
+    through a `LogReader`, beside its own consumer."""
+
+    reader: LogReader
+    qualified: Mapping[str, str]  # logical topic name -> the prefixed one
+
+    async def committed(self, partition: int) -> Mapping[str, int]:
+        wanted = [(topic, partition) for topic in self.qualified]
+        found = await asyncio.to_thread(self.reader.committed, wanted)
+        return {topic: offset for (topic, _), offset in found.items()}
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[InputMessage]:
+        return await self.reader.reread(topic, partition, start, end)
+
+    async def bounds(self, partition: int) -> Mapping[str, tuple[int, int]]:
+        wanted = [(topic, partition) for topic in self.qualified]
+        found = await asyncio.to_thread(self.reader.bounds, wanted)
+        return {topic: offsets for (topic, _), offsets in found.items()}

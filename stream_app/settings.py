@@ -152,14 +152,19 @@ def _on_off(text: str) -> bool:
 
 
 GUARANTEES = ("exactly_once", "at_least_once")
-
-
+ENGINES = ("faust", "confluent")
 TARGETINGS = ("cutoff", "value")
 
 
 def _targeting(text: str) -> str:
     if text not in TARGETINGS:
         raise ValueError(f"must be one of {', '.join(TARGETINGS)}")
+    return text
+
+
+def _engine(text: str) -> str:
+    if text not in ENGINES:
+        raise ValueError(f"must be one of {', '.join(ENGINES)}")
     return text
 
 
@@ -234,6 +239,13 @@ OPTIONS: dict[str, Option] = {
     ),
     "batch_wait_ms": Option(
         "CHURN_BATCH_WAIT_MS", "10", _positive_int, "longest wait to fill a batch"
+    ),
+    "engine": Option(
+        "CHURN_ENGINE",
+        "faust",
+        _engine,
+        "what consumes the input topics: faust (the default), or confluent, a plain "
+        "confluent-kafka consumer without Faust's per-message cost; the same outputs",
     ),
     "processing_guarantee": Option(
         "CHURN_PROCESSING_GUARANTEE",
@@ -507,6 +519,7 @@ class Settings:
     models_dir: Path
     batch_size: int
     batch_wait_ms: int
+    engine: str
     processing_guarantee: str
     max_idle_ms: int
     session_timeout_seconds: int

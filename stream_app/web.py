@@ -1,10 +1,15 @@
 """The worker's web endpoints: liveness, readiness, Prometheus metrics, the
-customer lookup and scoring on demand.
+customer lookup and scoring on demand, and the work-list pages.
+
+Plain aiohttp handlers, whichever engine consumes: `routes` builds them, the Faust
+worker adds them to Faust's own aiohttp application (`stream_app.worker`), another
+engine serves them with `serve`. What readiness needs from the engine is the `Engine`
+protocol: the partitions it owns and whether it is consuming.
 
 - `/health`: liveness. Answers from the process alone, so an outage of Redis or
   Kafka does not get a live worker restarted.
-- `/ready`: readiness. Kafka, Redis, the model and the scoring agent, each checked;
-  503 names what failed.
+- `/ready`: readiness. Kafka, Redis, the model and the consumer (check `agent`), each
+  checked; 503 names what failed.
 - `/metrics`: Prometheus, open like any scrape target (nothing per customer).
 - `/customers/{id}`: a customer's published category with the score behind it, and
   their score as of the partition's event time (`scoring.predict_contract.Lookup`). Off
@@ -13,6 +18,10 @@ customer lookup and scoring on demand.
   (what-if); the same access control.
 - `POST /predict`: a score on demand from the base columns in the body
   (`scoring.predict_contract`); the same access control.
+- `/openapi.json`: the API's description.
+- `/worklist`, `/worklist/customers/{id}`: the work-list pages
+  (`stream_app.worklist_page`), behind the same token or a session cookie from
+  `POST /worklist/login`.
 
 Blocking calls (Redis, Kafka metadata, the model) run in a thread pool of their own with a
 timeout: the event loop also drives the consumer and its heartbeats, and a hung
@@ -28,17 +37,24 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs
 
-import faust
 import msgspec
+from aiohttp.web import (
+    Application,
+    AppRunner,
+    Request,
+    Response,
+    RouteDef,
+    TCPSite,
+    get,
+    post,
+)
 from confluent_kafka.admin import AdminClient
-from faust.types import TP, AgentT
-from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from feature_store.online import CustomerState
@@ -76,39 +92,74 @@ LOOKUP_OFF = (
 
 T = TypeVar("T")
 Answer = Prediction | ChurnPrediction | Lookup
+OffLoop = Callable[..., Awaitable[Any]]  # off_loop(timeout, call, *args)
 
 
-def install(
-    app: faust.App,
+class Engine(Protocol):
+    """What /ready asks of the engine that consumes the input topics."""
+
+    def owned_partitions(self) -> set[int] | None:
+        """The input partitions the group assigned here (None: not assigned yet)."""
+        ...
+
+    def consuming(self) -> tuple[bool, str]:
+        """Whether the consumer runs, and a word on it for /ready."""
+        ...
+
+
+def routes(
     settings: Settings,
     store: RedisStateStore,
     served: ServedModel,
     policy: Callable[[Model], RiskPolicy],
     partitions: int,
-    agent: AgentT,
+    engine: Engine,
     kafka_config: dict[str, Any],
-) -> None:
-    """Add the web views to the worker's app. `policy`: the scorer's, so an answer
+) -> list[RouteDef]:
+    """Every endpoint, for the engine to serve. `policy`: the scorer's, so an answer
     here has the categories and actions the stream publishes."""
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="churn-web")
-    api_document = json.dumps(openapi.document(), indent=1).encode()
-    # Hashed so that the comparison takes the same time whatever the lengths.
-    expected = _digest(settings.web_token) if settings.web_token else None
-    admin = AdminClient(kafka_config)
-    probe_topic = topics.qualified(topics.CHURN_RISK, settings.topic_prefix)
-    inputs = {topics.qualified(name, settings.topic_prefix) for name in topics.INPUT_TOPICS}
-    assignment: list[set[TP]] = []  # the latest one; empty until the group assigns
-
-    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        assignment[:] = [{tp for tp in args[0] if tp.topic in inputs}]
-
-    app.on_partitions_assigned.connect(on_assigned)
 
     async def off_loop(within: float, call: Callable[..., T], *args: Any) -> T:
         future = asyncio.get_running_loop().run_in_executor(pool, call, *args)
         # On timeout the thread may still wait (up to the client's socket timeout),
         # but the request is answered.
         return await asyncio.wait_for(future, within)
+
+    def lookup(state: CustomerState, stream_time: float | None) -> Lookup:
+        model = served()
+        return on_demand.lookup(model, policy(model), state, stream_time)
+
+    return [
+        *probe_routes(settings, store, served, engine, kafka_config, off_loop),
+        *api_routes(settings, store, served, policy, partitions, off_loop),
+        *worklist_routes(settings, store, partitions, lookup, off_loop),
+    ]
+
+
+async def serve(routes: Iterable[RouteDef], bind: str, port: int) -> AppRunner:
+    """A web server of its own with `routes` on bind:port, for an engine without one;
+    `await runner.cleanup()` stops it."""
+    app = Application()
+    app.add_routes(routes)
+    runner = AppRunner(app, access_log=None)
+    await runner.setup()
+    await TCPSite(runner, bind, port).start()
+    return runner
+
+
+def probe_routes(
+    settings: Settings,
+    store: RedisStateStore,
+    served: ServedModel,
+    engine: Engine,
+    kafka_config: dict[str, Any],
+    off_loop: OffLoop,
+) -> list[RouteDef]:
+    """/health, /ready, /metrics and /openapi.json: open to anyone, nothing per customer."""
+    api_document = json.dumps(openapi.document(), indent=1).encode()
+    admin = AdminClient(kafka_config)
+    probe_topic = topics.qualified(topics.CHURN_RISK, settings.topic_prefix)
 
     async def check_redis() -> dict[str, Any]:
         try:
@@ -120,9 +171,9 @@ def install(
         return {"ok": True, "detail": "PING answered"}
 
     async def check_kafka() -> dict[str, Any]:
-        if not assignment:
+        owned = engine.owned_partitions()
+        if owned is None:
             return {"ok": False, "detail": "the consumer group has not assigned partitions yet"}
-        owned = sorted({tp.partition for tp in assignment[0]})
         try:
             metadata = await off_loop(
                 KAFKA_TIMEOUT + 1,
@@ -135,71 +186,84 @@ def install(
         return {
             "ok": True,
             "detail": f"{len(metadata.brokers)} broker(s) answered",
-            "partitions": owned,
+            "partitions": sorted(owned),
         }
 
     def check_model() -> dict[str, Any]:
         model = served()
         return {"ok": True, "detail": "loaded", "version": model.version}
 
-    def check_agent() -> dict[str, Any]:
-        # Faust's supervisor replaces a crashed actor; alive is any actor still running.
-        tasks = [a.actor_task for a in getattr(agent, "_actors", ()) if a.actor_task]
-        if not tasks:
-            return {"ok": False, "detail": "the scoring agent has not started"}
-        if any(not task.done() for task in tasks):
-            return {"ok": True, "detail": "running"}
-        return {"ok": False, "detail": "the scoring agent stopped"}
+    def check_consumer() -> dict[str, Any]:
+        ok, detail = engine.consuming()
+        return {"ok": ok, "detail": detail}
 
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            # Liveness only: no Redis, no Kafka (those are /ready's).
-            return self.json({"status": "ok", "model_version": served().version})
+    async def health(request: Request) -> Response:
+        # Liveness only: no Redis, no Kafka (those are /ready's).
+        return _json({"status": "ok", "model_version": served().version})
 
-    class Ready(View):
-        async def get(self, request: Request) -> Response:
-            kafka, redis_ = await asyncio.gather(check_kafka(), check_redis())
-            checks = {
-                "kafka": kafka,
-                "redis": redis_,
-                "model": check_model(),
-                "agent": check_agent(),
-            }
-            failed = [name for name, check in checks.items() if not check["ok"]]
-            body = {"status": "not ready" if failed else "ready", "failed": failed, **checks}
-            return self.json(body, status=503 if failed else 200)
+    async def ready(request: Request) -> Response:
+        kafka, redis_ = await asyncio.gather(check_kafka(), check_redis())
+        checks = {
+            "kafka": kafka,
+            "redis": redis_,
+            "model": check_model(),
+            "agent": check_consumer(),  # the name from when only Faust's agent consumed
+        }
+        failed = [name for name, check in checks.items() if not check["ok"]]
+        body = {"status": "not ready" if failed else "ready", "failed": failed, **checks}
+        return _json(body, status=503 if failed else 200)
 
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            # aiohttp rejects a charset inside content_type; Prometheus needs none.
-            return self.bytes(generate_latest(), content_type=PROMETHEUS_CONTENT_TYPE)
+    async def prometheus(request: Request) -> Response:
+        # aiohttp rejects a charset inside content_type; Prometheus needs none.
+        return Response(body=generate_latest(), content_type=PROMETHEUS_CONTENT_TYPE)
 
-    def unauthorised(view: View, request: Request) -> Response | None:
+    async def api_description(request: Request) -> Response:
+        return Response(body=api_document, content_type="application/json")
+
+    return [
+        get("/health", health),
+        get("/ready", ready),
+        get("/metrics", prometheus),
+        get("/openapi.json", api_description),
+    ]
+
+
+def api_routes(
+    settings: Settings,
+    store: RedisStateStore,
+    served: ServedModel,
+    policy: Callable[[Model], RiskPolicy],
+    partitions: int,
+    off_loop: OffLoop,
+) -> list[RouteDef]:
+    """The customer lookup, the what-if score and /predict: behind the web token."""
+    # Hashed so that the comparison takes the same time whatever the lengths.
+    expected = _digest(settings.web_token) if settings.web_token else None
+
+    def unauthorised(request: Request) -> Response | None:
         """The refusal of a request without the token (None: it may go on)."""
         if expected is None:
-            return refuse(view, LOOKUP_OFF, status=403)
+            return refuse(LOOKUP_OFF, status=403)
         presented = _bearer(request.headers.get("Authorization", ""))
         if presented is None or not hmac.compare_digest(_digest(presented), expected):
             challenge = 'Bearer realm="churn-risk"'
             if presented is not None:
                 challenge += ', error="invalid_token"'
             return refuse(
-                view,
                 "a valid 'Authorization: Bearer <token>' header is required",
                 status=401,
                 headers={"WWW-Authenticate": challenge},
             )
         return None
 
-    async def stored(
-        view: View, request: Request, customer_id: str
-    ) -> tuple[CustomerState, float | None] | Response:
+    async def stored(request: Request) -> tuple[CustomerState, float | None] | Response:
         """The customer's state and their partition's stream time, or the refusal."""
-        refusal = unauthorised(view, request)
+        refusal = unauthorised(request)
         if refusal is not None:
             return refusal
+        customer_id = request.match_info["customer_id"]
         if not CUSTOMER_ID.fullmatch(customer_id):
-            return refuse(view, f"a customer id is {CUSTOMER_ID_RULE}", status=400)
+            return refuse(f"a customer id is {CUSTOMER_ID_RULE}", status=400)
         partition = partition_of(customer_id, partitions)
 
         try:
@@ -207,17 +271,15 @@ def install(
                 REDIS_TIMEOUT, store.snapshot, partition, [customer_id]
             )
         except TimeoutError:
-            return refuse(view, "Redis did not answer in time", status=503)
+            return refuse("Redis did not answer in time", status=503)
         except Exception as err:
-            return refuse(view, f"Redis failed: {type(err).__name__}", status=503)
+            return refuse(f"Redis failed: {type(err).__name__}", status=503)
         state = states.get(customer_id)
         if state is None or state.seen is None:
-            return refuse(view, f"unknown customer {customer_id}", status=404)
+            return refuse(f"unknown customer {customer_id}", status=404)
         return state, stream_time
 
-    async def answer(
-        view: View, endpoint: str, call: Callable[..., Answer], *args: Any
-    ) -> Response:
+    async def answer(endpoint: str, call: Callable[..., Answer], *args: Any) -> Response:
         """`call(model, policy, *args)` off the loop (LightGBM holds the GIL for a while
         on larger models), as JSON, or its refusal; counted and timed by `endpoint`."""
         model = served()
@@ -225,72 +287,62 @@ def install(
         try:
             result = await off_loop(MODEL_TIMEOUT, call, model, policy(model), *args)
         except on_demand.Refused as err:
-            return refuse(view, str(err), status=err.status)
+            return refuse(str(err), status=err.status)
         except TimeoutError:
-            return refuse(view, "the model did not answer in time", status=503)
+            return refuse("the model did not answer in time", status=503)
         metrics.ML_PREDICTION_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
         metrics.ML_PREDICTIONS.labels(endpoint, _risk(result)).inc()
-        return view.bytes(msgspec.json.encode(result), content_type="application/json")
+        return Response(body=msgspec.json.encode(result), content_type="application/json")
 
-    def on_demand_lookup(state: CustomerState, stream_time: float | None) -> Lookup:
-        model = served()
-        return on_demand.lookup(model, policy(model), state, stream_time)
+    async def customer(request: Request) -> Response:
+        found = await stored(request)
+        if not isinstance(found, tuple):
+            return found  # the refusal
+        return await answer("lookup", on_demand.lookup, *found)
 
-    class Customer(View):
-        async def get(self, request: Request, customer_id: str) -> Response:
-            found = await stored(self, request, customer_id)
-            if not isinstance(found, tuple):
-                return found  # the refusal
-            return await answer(self, "lookup", on_demand.lookup, *found)
+    async def score(request: Request) -> Response:
+        found = await stored(request)
+        if not isinstance(found, tuple):
+            return found  # the refusal
+        state, stream_time = found
+        try:
+            parsed = on_demand.parse_score(await _read_at_most(request, MAX_BODY_BYTES))
+        except on_demand.Refused as err:
+            return refuse(str(err), status=err.status)
+        if parsed.as_of is not None:
+            as_of = parsed.as_of.timestamp()
+        else:
+            as_of = on_demand.now(state, stream_time)
+        return await answer("score", on_demand.score_state, state, as_of)
 
-    class Score(View):
-        async def post(self, request: Request, customer_id: str) -> Response:
-            found = await stored(self, request, customer_id)
-            if not isinstance(found, tuple):
-                return found  # the refusal
-            state, stream_time = found
-            try:
-                parsed = on_demand.parse_score(await _read_at_most(request, MAX_BODY_BYTES))
-            except on_demand.Refused as err:
-                return refuse(self, str(err), status=err.status)
-            if parsed.as_of is not None:
-                as_of = parsed.as_of.timestamp()
-            else:
-                as_of = on_demand.now(state, stream_time)
-            return await answer(self, "score", on_demand.score_state, state, as_of)
+    async def predict(request: Request) -> Response:
+        refusal = unauthorised(request)
+        if refusal is not None:
+            return refusal
+        try:
+            parsed = on_demand.parse(await _read_at_most(request, MAX_BODY_BYTES))
+        except on_demand.Refused as err:
+            return refuse(str(err), status=err.status)
+        now = datetime.now(UTC)
+        return await answer("predict", on_demand.answer, parsed, now)
 
-    class Predict(View):
-        async def post(self, request: Request) -> Response:
-            refusal = unauthorised(self, request)
-            if refusal is not None:
-                return refusal
-            try:
-                parsed = on_demand.parse(await _read_at_most(request, MAX_BODY_BYTES))
-            except on_demand.Refused as err:
-                return refuse(self, str(err), status=err.status)
-            now = datetime.now(UTC)
-            return await answer(self, "predict", on_demand.answer, parsed, now)
-
-    class OpenAPI(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(api_document, content_type="application/json")
-
-    app.page("/health")(Health)
-    app.page("/ready")(Ready)
-    app.page("/metrics")(Metrics)
-    app.page("/customers/{customer_id}")(Customer)
-    app.page("/customers/{customer_id}/score")(Score)
-    app.page("/predict")(Predict)
-    app.page("/openapi.json")(OpenAPI)
-    install_worklist(app, settings, store, partitions, on_demand_lookup, off_loop)
+    return [
+        get("/customers/{customer_id}", customer),
+        post("/customers/{customer_id}/score", score),
+        post("/predict", predict),
+    ]
 
 
-def refuse(
-    view: View, message: str, status: int, headers: dict[str, str] | None = None
-) -> Response:
+def _json(value: Any, status: int = 200) -> Response:
+    """`value` as compact UTF-8 JSON, as Faust's views answered before these handlers."""
+    body = msgspec.json.encode(value)
+    return Response(body=body, content_type="application/json", charset="utf-8", status=status)
+
+
+def refuse(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
     """A refusal: `status` with a Problem body saying why."""
     body = msgspec.json.encode(Problem(message))
-    return view.bytes(body, content_type="application/json", status=status, headers=headers)
+    return Response(body=body, content_type="application/json", status=status, headers=headers)
 
 
 def _risk(result: Answer) -> str:
@@ -309,7 +361,7 @@ async def _read_at_most(request: Request, limit: int) -> bytes:
     it), so an endless body costs no memory."""
     body = b""
     while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))  # type: ignore[attr-defined]
+        chunk = await request.content.read(limit + 1 - len(body))
         if not chunk:
             break
         body += chunk
@@ -335,14 +387,13 @@ PAGE_HEADERS = {
 }
 
 
-def install_worklist(
-    app: faust.App,
+def worklist_routes(
     settings: Settings,
     store: RedisStateStore,
     partitions: int,
     lookup: Callable[[CustomerState, float | None], Lookup],
-    off_loop: Callable[..., Awaitable[Any]],
-) -> None:
+    off_loop: OffLoop,
+) -> list[RouteDef]:
     """The work-list pages (`stream_app.worklist_page`): behind the web token, sent as
     a bearer header or, from a browser, once through a form that sets an HttpOnly
     session cookie (an HMAC of the token, so rotating the token ends every session)."""
@@ -350,25 +401,17 @@ def install_worklist(
     session = hmac.new(_digest(token), b"worklist", "sha256").hexdigest() if token else None
     all_partitions = range(partitions)
 
-    def html(view: View, text: str, status: int = 200, **headers: str) -> Response:
-        return view.bytes(
-            text.encode(),
-            content_type="text/html",  # aiohttp refuses a charset here: the page says utf-8
-            status=status,
-            headers={**PAGE_HEADERS, **headers},
-        )
-
-    def gate(view: View, request: Request) -> Response | None:
+    def gate(request: Request) -> Response | None:
         """The refusal of a request that is not signed in (None: go on)."""
         if session is None:
-            return html(view, worklist_page.page("Work-list", LOOKUP_OFF), 403)
+            return _html(worklist_page.page("Work-list", LOOKUP_OFF), 403)
         presented = _bearer(request.headers.get("Authorization", ""))
         if presented is not None and hmac.compare_digest(_digest(presented), _digest(token)):
             return None
         cookie = request.cookies.get(SESSION_COOKIE, "")
         if hmac.compare_digest(cookie.encode(), session.encode()):
             return None
-        return html(view, worklist_page.login(), 401)
+        return _html(worklist_page.login(), 401)
 
     def read_list(risk: str, query: str) -> tuple[list[tuple[str, WorkItem]], dict[str, int]]:
         lowest, highest = worklist.bounds(risk)
@@ -392,45 +435,55 @@ def install_worklist(
         path = [] if listed is None else worklist.decode_path(listed[4])
         return worklist_page.customer_page(customer, item, path, found)
 
-    class WorkList(View):
-        async def get(self, request: Request) -> Response:
-            refusal = gate(self, request)
-            if refusal is not None:
-                return refusal
-            risk = request.query.get("risk", "HIGH")
-            risk = risk if risk in LISTED else "HIGH"
-            query = request.query.get("q", "").strip()[:100]
-            try:
-                rows, counts = await off_loop(REDIS_TIMEOUT, read_list, risk, query)
-            except Exception as err:  # a timeout or Redis down: say so, stay up
-                return html(self, worklist_page.page("Work-list", f"Redis: {err!r}"), 503)
-            return html(self, worklist_page.work_list(rows, risk, query, counts))
+    async def work_list(request: Request) -> Response:
+        refusal = gate(request)
+        if refusal is not None:
+            return refusal
+        risk = request.query.get("risk", "HIGH")
+        risk = risk if risk in LISTED else "HIGH"
+        query = request.query.get("q", "").strip()[:100]
+        try:
+            rows, counts = await off_loop(REDIS_TIMEOUT, read_list, risk, query)
+        except Exception as err:  # a timeout or Redis down: say so, stay up
+            return _html(worklist_page.page("Work-list", f"Redis: {err!r}"), 503)
+        return _html(worklist_page.work_list(rows, risk, query, counts))
 
-    class WorkListCustomer(View):
-        async def get(self, request: Request, customer_id: str) -> Response:
-            refusal = gate(self, request)
-            if refusal is not None:
-                return refusal
-            if not CUSTOMER_ID.fullmatch(customer_id):
-                return html(self, worklist_page.page("Work-list", CUSTOMER_ID_RULE), 400)
-            try:
-                text = await off_loop(REDIS_TIMEOUT + MODEL_TIMEOUT, read_customer, customer_id)
-            except Exception as err:
-                return html(self, worklist_page.page("Work-list", f"Redis: {err!r}"), 503)
-            return html(self, text)
+    async def work_list_customer(request: Request) -> Response:
+        refusal = gate(request)
+        if refusal is not None:
+            return refusal
+        customer_id = request.match_info["customer_id"]
+        if not CUSTOMER_ID.fullmatch(customer_id):
+            return _html(worklist_page.page("Work-list", CUSTOMER_ID_RULE), 400)
+        try:
+            text = await off_loop(REDIS_TIMEOUT + MODEL_TIMEOUT, read_customer, customer_id)
+        except Exception as err:
+            return _html(worklist_page.page("Work-list", f"Redis: {err!r}"), 503)
+        return _html(text)
 
-    class SignIn(View):
-        async def post(self, request: Request) -> Response:
-            form = parse_qs((await _read_at_most(request, 4096)).decode("utf-8", "replace"))
-            presented = (form.get("token") or [""])[0]
-            if session is None or not hmac.compare_digest(_digest(presented), _digest(token)):
-                return html(self, worklist_page.login("That is not the token."), 401)
-            cookie = (
-                f"{SESSION_COOKIE}={session}; Path=/worklist; Max-Age={SESSION_SECONDS}; "
-                "HttpOnly; SameSite=Strict"
-            )
-            return html(self, "", 303, Location="/worklist", **{"Set-Cookie": cookie})
+    async def sign_in(request: Request) -> Response:
+        form = parse_qs((await _read_at_most(request, 4096)).decode("utf-8", "replace"))
+        presented = (form.get("token") or [""])[0]
+        if session is None or not hmac.compare_digest(_digest(presented), _digest(token)):
+            return _html(worklist_page.login("That is not the token."), 401)
+        cookie = (
+            f"{SESSION_COOKIE}={session}; Path=/worklist; Max-Age={SESSION_SECONDS}; "
+            "HttpOnly; SameSite=Strict"
+        )
+        return _html("", 303, Location="/worklist", **{"Set-Cookie": cookie})
 
-    app.page("/worklist")(WorkList)
-    app.page("/worklist/login")(SignIn)
-    app.page("/worklist/customers/{customer_id}")(WorkListCustomer)
+    return [
+        get("/worklist", work_list),
+        post("/worklist/login", sign_in),
+        get("/worklist/customers/{customer_id}", work_list_customer),
+    ]
+
+
+def _html(text: str, status: int = 200, **headers: str) -> Response:
+    """A work-list page, with the headers that keep it inert."""
+    return Response(
+        body=text.encode(),
+        content_type="text/html",  # aiohttp refuses a charset here: the page says utf-8
+        status=status,
+        headers={**PAGE_HEADERS, **headers},
+    )

@@ -1,68 +1,43 @@
-"""The worker: the core wired to its adapters, on a Faust app.
+"""The worker on the Faust engine (the default, `CHURN_ENGINE=faust`).
 
 The Faust engine (`stream_app.faust_source`) feeds the input topics to the stream
 processor (`scoring.processor`), which runs the batch runner (`scoring.runner`) over
 the Redis state store, publishes each batch in a Kafka transaction
 (`stream_app.transactions`) and acknowledges to Faust what the store has committed.
-Faust timers run the periodic jobs (`stream_app.jobs`); the web views are
-`stream_app.web`'s.
+Faust timers run the periodic jobs (`stream_app.jobs`); the web endpoints are
+`stream_app.web`'s, served by Faust's own aiohttp server. All of that but the source,
+the timers and the server is the same on the other engine (`stream_app.wiring`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import faust
+import faust.web.drivers.aiohttp
 import redis
 import uvloop
 from aiokafka.errors import KafkaError
+from faust.types import TP, AgentT
 
-from feature_store.redis_store import RedisStateStore
 from schemas import topics
-from scoring.artifact import ServedModel
-from scoring.campaign import campaign_tally
-from scoring.daily import daily_tally
-from scoring.decoding import InputDecoder
-from scoring.drift import SUBJECTS, DriftMonitor, DriftTally, Reference
 from scoring.model import Model
-from scoring.performance import performance_tally
-from scoring.pipeline import Scorer
 from scoring.processor import StreamProcessor
-from scoring.runner import BatchRunner
-from stream_app import kafka_security, metrics, web
+from stream_app import kafka_security
 from stream_app.faust_source import FaustSource
-from stream_app.jobs import DriftJudge, LagMonitor, ModelReloader, PerformanceMonitor, Ticker
-from stream_app.log_reader import LogReader
-from stream_app.observer import MetricsObserver, count_retry
-from stream_app.partitioning import partition_of
-from stream_app.publisher import Publisher
-from stream_app.redis_client import RedisFull, RedisReadOnly
-from stream_app.redis_drift import RedisDriftStore
 from stream_app.settings import Settings
-from stream_app.transactions import TransactionalPublisher
+from stream_app.wiring import TRANSIENT_ERRORS as ENGINE_NEUTRAL_ERRORS
+from stream_app.wiring import wire
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    # Redis refusing writes: a script is refused at its first write, so nothing is
-    # half-written, and the step waits until Redis takes writes again.
-    RedisFull,
-    RedisReadOnly,
-    KafkaError,
-    asyncio.TimeoutError,
-)
-# How often the consumer lag is asked of the brokers, and the event-time lag refreshed:
-# on a timer, not after batches, so both keep moving while the agent is stuck.
-LAG_REFRESH_SECONDS = 5.0
+# aiokafka's errors too: Faust's consumer and producer raise them.
+TRANSIENT_ERRORS = (*ENGINE_NEUTRAL_ERRORS, KafkaError)
 
 
 def install_uvloop() -> None:
@@ -113,107 +88,49 @@ def build_app(
     partitions: int,
     actions: dict[str, tuple[str, ...]] | None = None,
 ) -> faust.App:
-    """The Faust app with its agent, timers and web views, wired to the processor."""
+    """The Faust app with its agent, timers and web endpoints, around the worker's
+    engine-neutral parts (`stream_app.wiring`)."""
     app = faust_app(settings)
-    prefix = settings.topic_prefix
-    kafka_config = kafka_security.confluent_config(settings)
-    store = RedisStateStore(redis_client, settings.redis_namespace)
-    served = ServedModel(settings.models_dir, model)
-    source = FaustSource(app, prefix, LogReader(kafka_config, settings.app_id, prefix))
-    publisher = Publisher({**kafka_config, "client.id": settings.app_id}, prefix)
-    transactions = (
-        TransactionalPublisher(
-            {**kafka_config, "client.id": settings.app_id}, settings.app_id, prefix
-        )
-        if settings.processing_guarantee == "exactly_once"
-        else None
-    )
-    drift = settings.drift()
-    scorer = Scorer(
-        served,
-        margin=settings.hysteresis,
-        actions=actions,
-        decoder=InputDecoder(settings.limits(), functools.partial(key_partition, partitions)),
-        sample_rate=settings.performance_sample,
-        retention_days=settings.retention_days,
-        targeting=settings.targeting(),
-        holdout=settings.holdout(),
-    )
-
-    def drift_reference(version: str) -> Reference | None:
-        current = served()
-        return current.drift if current.version == version else None
-
-    runner = BatchRunner(
-        store,
-        scorer,
-        transactions or publisher,
-        topics.SOURCE_TOPICS,
-        idle=settings.max_idle_ms / 1000,
-        transient=TRANSIENT_ERRORS,
-        reread=source.read,
-        tallies=[
-            daily_tally,
-            performance_tally,
-            campaign_tally,
-            *([DriftTally(drift_reference, drift)] if settings.drift_monitor else []),
-        ],
-        on_retry=count_retry,
-        on_recovered=lambda partition: metrics.RECOVERED_BATCHES.inc(),
-        step_limit=settings.batch_size,
-        batch_log=transactions,
-        versions=served.version,
-        list_size=settings.worklist_size,
-    )
-    observer = MetricsObserver(partitions)
-    processor = StreamProcessor(runner, source, observer)
+    wiring = wire(settings, model, redis_client, partitions, actions, TRANSIENT_ERRORS)
+    source = FaustSource(app, settings.topic_prefix, wiring.reader)
+    processor = StreamProcessor(wiring.runner, source, wiring.observer)
     agent = source.attach(processor, settings.batch_size, settings.batch_wait_ms / 1000)
-    metrics.initialise(SUBJECTS)
-    metrics.MODEL.info({"version": model.version})
-    _say_drift(settings, model)
-
-    # Messages held back for a caught-up topic-partition are released once the idle
-    # time has passed, even if nothing else arrives.
-    app.timer(interval=max(settings.max_idle_ms / 1000, 0.05))(processor.release)
-    # A consumer of its own for the lag: a lag query never waits behind a long reread.
-    lag_reader = LogReader(kafka_config, settings.app_id, prefix)
-    lag = LagMonitor(lag_reader, runner, observer, LAG_REFRESH_SECONDS)
-    app.timer(interval=LAG_REFRESH_SECONDS)(lag.tick)
-    if settings.tick_seconds:
-        ticker = Ticker(runner, store, lag_reader, publisher, partitions, settings.tick_gap_seconds)
-        app.timer(interval=settings.tick_seconds)(ticker.tick)
-    performance = PerformanceMonitor(store, partitions)
-    app.timer(interval=settings.performance_refresh_seconds)(performance.tick)
-    reloader = ModelReloader(served, functools.partial(_say_drift, settings))
-    app.timer(interval=settings.model_poll_seconds)(reloader.tick)
-    if settings.drift_monitor:
-        monitor = DriftMonitor(
-            drift, range(partitions), RedisDriftStore(redis_client, settings.redis_namespace)
-        )
-        judge = DriftJudge(monitor, drift, served, publisher, runner, TRANSIENT_ERRORS)
-        app.timer(interval=settings.drift_interval_seconds)(judge.tick)
-    web.install(app, settings, store, served, scorer.policy, partitions, agent, kafka_config)
+    for interval, tick in [(wiring.release_interval, processor.release), *wiring.jobs]:
+        app.timer(interval=interval)(tick)
+    mount(app, wiring.routes(FaustEngine(app, agent, settings.topic_prefix)))
     return app
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def key_partition(partitions: int, key: str) -> int:
-    """The partition of a key (murmur2 is pure Python, 1.6 us, and a customer's
-    messages come again and again)."""
-    return partition_of(key.encode(), partitions)
+class FaustEngine:
+    """What /ready asks of the engine (`stream_app.web.Engine`), from Faust: the input
+    partitions the group assigned, and whether the scoring agent runs."""
+
+    def __init__(self, app: faust.App, agent: AgentT, prefix: str) -> None:
+        self._agent = agent
+        self._inputs = {topics.qualified(name, prefix) for name in topics.INPUT_TOPICS}
+        self._owned: set[int] | None = None  # the latest assignment
+        app.on_partitions_assigned.connect(self._on_assigned)
+
+    async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned: set[TP] = args[0]
+        self._owned = {tp.partition for tp in assigned if tp.topic in self._inputs}
+
+    def owned_partitions(self) -> set[int] | None:
+        return self._owned
+
+    def consuming(self) -> tuple[bool, str]:
+        # Faust's supervisor replaces a crashed actor; alive is any actor still running.
+        tasks = [a.actor_task for a in getattr(self._agent, "_actors", ()) if a.actor_task]
+        if not tasks:
+            return False, "the scoring agent has not started"
+        if any(not task.done() for task in tasks):
+            return True, "running"
+        return False, "the scoring agent stopped"
 
 
-def _say_drift(settings: Settings, model: Model) -> None:
-    if not settings.drift_monitor:
-        log.info("drift monitor off (CHURN_DRIFT_MONITOR=off)")
-    elif model.drift is None:
-        log.warning(
-            "drift monitor off for model %s: its artifact has no drift reference "
-            "(metadata.json reference.serving, written by training since the monitor "
-            "exists); retrain to turn it on",
-            model.version,
-        )
-    else:
-        log.info(
-            "drift monitor on for model %s: %d reference scores", model.version, model.drift.rows
-        )
+def mount(app: faust.App, routes: list[aiohttp.web.RouteDef]) -> None:
+    """Serve `routes` on Faust's web server: its aiohttp driver's application, before
+    the app starts (aiohttp freezes the router when the server starts)."""
+    driver = app.web
+    assert isinstance(driver, faust.web.drivers.aiohttp.Web), f"not aiohttp: {driver!r}"
+    driver.web_app.router.add_routes(routes)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -65,3 +67,20 @@ def test_drift_settings_the_monitor_cannot_run_with_are_refused_by_name(
 ) -> None:
     with pytest.raises(SettingsError, match=re.escape(problem)):
         Settings.from_env(environ)
+
+
+def test_an_unknown_engine_is_refused_naming_the_two() -> None:
+    with pytest.raises(SettingsError, match=re.escape("CHURN_ENGINE='kafka-streams'")) as refused:
+        Settings.from_env({"CHURN_ENGINE": "kafka-streams"})
+    assert "faust, confluent" in str(refused.value)
+    assert Settings.from_env({}).engine == "faust"
+
+
+def test_the_confluent_engine_runs_without_importing_faust() -> None:
+    # Faust's per-message cost is what the engine sheds; importing it would also pull
+    # aiokafka and its threads into a process that never uses them.
+    code = "import sys, stream_app.confluent_worker; print('faust' in sys.modules)"
+    found = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "False"
