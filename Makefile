@@ -91,6 +91,9 @@ lint: venv ## ruff check, ruff format --check, mypy
 test: venv lint services tools ## lint, then pytest against the local services (PYTEST_ARGS=...)
 	$(WITH_SERVICES) $(WITH_SASL) $(BIN)/pytest $(PYTEST_ARGS)
 
+test-engines: venv services tools ## the long fault runs on the confluent engine that make test leaves out
+	$(WITH_SERVICES) $(WITH_SASL) $(BIN)/pytest -m engine_matrix $(PYTEST_ARGS)
+
 fuzz: venv services ## the live-worker fuzz test at 100,000 hostile inputs (make test runs 10,000)
 	$(WITH_SERVICES) CHURN_FUZZ_INPUTS=$${CHURN_FUZZ_INPUTS:-100000} \
 		$(BIN)/pytest -s tests/integration/test_hostile_input.py

@@ -53,41 +53,57 @@ async def run(settings: Settings, wiring: Wiring, source: ConfluentSource) -> No
         loop.add_signal_handler(signum, stopping.set)
     # One thread for the consumer: librdkafka calls the rebalance callbacks on it.
     consumer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="churn-consumer")
-
-    def on_assigned(partitions: set[int]) -> None:
-        asyncio.run_coroutine_threadsafe(processor.assigned(partitions), loop).result()
-
-    def on_revoked(partitions: set[int]) -> None:
-        async def revoke() -> None:
-            processor.revoked(partitions)
-
-        asyncio.run_coroutine_threadsafe(revoke(), loop).result()
-
-    source.subscribe(on_assigned, on_revoked)
+    joined = follow_the_group(source, processor, loop)
     consuming = asyncio.create_task(consume(settings, processor, source, consumer_thread))
     jobs = [
         asyncio.create_task(every(interval, tick))
         for interval, tick in [(wiring.release_interval, processor.release), *wiring.jobs]
     ]
-    routes = wiring.routes(ConsumerStatus(source, consuming))
-    server = await web.serve(routes, settings.web_bind, settings.web_port)
-    # The line Faust's worker logs when it is up, which tooling waits for.
-    log.info(
-        "Worker ready: consuming with confluent-kafka; web on %s:%d",
-        settings.web_bind,
-        settings.web_port,
+    server = await web.serve(
+        wiring.routes(ConsumerStatus(source, consuming)), settings.web_bind, settings.web_port
     )
+    stop = asyncio.create_task(stopping.wait())
     await asyncio.wait(
-        [consuming, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
+        [asyncio.create_task(joined.wait()), consuming, stop], return_when=asyncio.FIRST_COMPLETED
     )
+    if joined.is_set():
+        # The line Faust's worker logs when it is up, which tooling waits for: here once
+        # the group has assigned this worker its partitions (maybe none), claimed.
+        log.info(
+            "Worker ready: consuming with confluent-kafka; web on %s:%d",
+            settings.web_bind,
+            settings.web_port,
+        )
+    await asyncio.wait([consuming, stop], return_when=asyncio.FIRST_COMPLETED)
     consuming.cancel()
-    for job in jobs:
+    for job in [*jobs, stop]:
         job.cancel()
     await asyncio.gather(consuming, *jobs, return_exceptions=True)
     # Off the loop: closing runs the revoke callback, which needs the loop to answer.
     await loop.run_in_executor(consumer_thread, source.close)
     await server.cleanup()
     wiring.close()
+
+
+def follow_the_group(
+    source: ConfluentSource, processor: StreamProcessor, loop: asyncio.AbstractEventLoop
+) -> asyncio.Event:
+    """Join the group, each rebalance handed to the processor on the event loop (the
+    consuming thread waits for it); the event is set once a first assignment is claimed."""
+    joined = asyncio.Event()
+
+    async def assign(partitions: set[int]) -> None:
+        await processor.assigned(partitions)
+        joined.set()
+
+    async def revoke(partitions: set[int]) -> None:
+        processor.revoked(partitions)
+
+    source.subscribe(
+        lambda partitions: asyncio.run_coroutine_threadsafe(assign(partitions), loop).result(),
+        lambda partitions: asyncio.run_coroutine_threadsafe(revoke(partitions), loop).result(),
+    )
+    return joined
 
 
 async def consume(

@@ -240,6 +240,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The worker's Kafka engines (CHURN_ENGINE): the fault tests that matter most run on each.
+ENGINES = ("faust", "confluent")
+# The confluent engine in a fault run too long for make test: make test-engines runs it.
+LONG_ON_CONFLUENT = pytest.param("confluent", marks=pytest.mark.engine_matrix)
+
+
 class Worker:
     """`python -m stream_app worker` as a child process, killable like in production."""
 

@@ -41,13 +41,17 @@ def in_flight(client: redis.Redis | redis.RedisCluster, namespace: str) -> int:
     return sum(bool(client.hexists(keys.meta(p), "flight")) for p in range(PARTITIONS))
 
 
-@pytest.mark.parametrize("kind", ["redis", "cluster"])
+# Each engine on one Redis; the Faust engine on a Redis Cluster too.
+@pytest.mark.parametrize(
+    ("kind", "engine"), [("redis", "faust"), ("cluster", "faust"), ("redis", "confluent")]
+)
 def test_outputs_and_features_are_exact_after_the_worker_is_killed_mid_stream(
     worker_env: dict[str, str],
     kafka_bootstrap: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
     kind: str,
+    engine: str,
 ) -> None:
     redis_url = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
     models = train_soft_model(tmp_path / "models", "recency_days", 5, 55, "soft-recency")
@@ -59,6 +63,7 @@ def test_outputs_and_features_are_exact_after_the_worker_is_killed_mid_stream(
         "REDIS_URL": redis_url,
         "CHURN_MODELS_DIR": str(models),
         "CHURN_MAX_IDLE_MS": "1000",
+        "CHURN_ENGINE": engine,
     }
     history = generate_history(4000, seed=11)
     events = list(history.events_in_time_order())
@@ -102,7 +107,7 @@ def test_outputs_and_features_are_exact_after_the_worker_is_killed_mid_stream(
     store = RedisStateStore(client, namespace)
     counts = assert_exactly_once(live, replayed_changes(events, models, tmp_path), store)
     print(
-        f"{kind}: kills {kills}, mid-batch {mid_batch}, redelivered messages skipped "
+        f"{kind}, {engine}: kills {kills}, mid-batch {mid_batch}, redelivered messages skipped "
         f"{redelivered:g}, changes {counts}"
     )
     assert worker.log().count("resuming the batch in flight") >= mid_batch

@@ -42,6 +42,8 @@ from tests.integration.outputs import (
     stream_in_background,
 )
 from tests.support import (
+    ENGINES,
+    LONG_ON_CONFLUENT,
     RedisServer,
     Worker,
     consume,
@@ -90,8 +92,9 @@ def transitions(changes: list[dict]) -> list[tuple[str, str, str]]:
     return [(c["previous_risk"], c["risk"], c["trigger"]["kind"]) for c in changes]
 
 
+@pytest.mark.parametrize("engine", ["faust", LONG_ON_CONFLUENT])
 def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_last_writes(
-    worker_env: dict[str, str], kafka_bootstrap: str, models: Path, tmp_path: Path
+    worker_env: dict[str, str], kafka_bootstrap: str, models: Path, tmp_path: Path, engine: str
 ) -> None:
     broker = local_broker_pid()
     own = RedisServer(tmp_path / "redis")
@@ -103,6 +106,7 @@ def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_l
         "REDIS_URL": own.url,
         "CHURN_MODELS_DIR": str(models),
         "CHURN_MAX_IDLE_MS": "1000",
+        "CHURN_ENGINE": engine,
     }
     events = list(generate_history(4000, seed=21).events_in_time_order())
     # A backlog: the worker always has fetched input to process and publish.
@@ -146,11 +150,22 @@ def test_nothing_is_lost_or_doubled_when_the_broker_stalls_and_redis_loses_its_l
     own.kill()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_worker_stopped_past_its_session_timeout_cannot_commit_when_it_resumes(
-    worker_env: dict[str, str], kafka_bootstrap: str, redis_url: str, models: Path, tmp_path: Path
+    worker_env: dict[str, str],
+    kafka_bootstrap: str,
+    redis_url: str,
+    models: Path,
+    tmp_path: Path,
+    engine: str,
 ) -> None:
     namespace, prefix = worker_env["CHURN_REDIS_NAMESPACE"], worker_env["CHURN_TOPIC_PREFIX"]
-    env = {**worker_env, "CHURN_MODELS_DIR": str(models), "CHURN_MAX_IDLE_MS": "1000"}
+    env = {
+        **worker_env,
+        "CHURN_MODELS_DIR": str(models),
+        "CHURN_MAX_IDLE_MS": "1000",
+        "CHURN_ENGINE": engine,
+    }
     client = redis.Redis.from_url(redis_url)
     store = RedisStateStore(client, namespace)
     events = list(generate_history(1500, seed=22, days=200).events_in_time_order())
