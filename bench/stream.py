@@ -1872,34 +1872,30 @@ def run_bench(run: Run, n: int, spans: Spans, profile: bool, levers: bool) -> di
             run, "w1", backlog, models, 1, spans.early, n, track_commits=True, steady=spans.steady
         )
         record["result"] = brief(runs["one_worker"]["steady"])
-    with run.phase("one worker, no transactions") as record:
-        # What exactly-once costs: the same worker, CHURN_PROCESSING_GUARANTEE=at_least_once.
-        runs["at_least_once"] = measure_workers(
-            run,
+    # The same worker again, one setting changed: what exactly-once costs (no
+    # transactions), and the confluent engine (Faust's per-message cost gone).
+    for name, phase, tag, extra_env in (
+        (
+            "at_least_once",
+            "no transactions",
             "w1-alo",
-            backlog,
-            models,
-            1,
-            spans.early,
-            n,
-            steady=spans.steady,
-            extra_env={"CHURN_PROCESSING_GUARANTEE": "at_least_once"},
-        )
-        record["result"] = brief(runs["at_least_once"]["steady"])
-    with run.phase("one worker, confluent engine") as record:
-        # The same worker on CHURN_ENGINE=confluent: Faust's per-message cost gone.
-        runs["confluent"] = measure_workers(
-            run,
-            "w1-confluent",
-            backlog,
-            models,
-            1,
-            spans.early,
-            n,
-            steady=spans.steady,
-            extra_env={"CHURN_ENGINE": "confluent"},
-        )
-        record["result"] = brief(runs["confluent"]["steady"])
+            {"CHURN_PROCESSING_GUARANTEE": "at_least_once"},
+        ),
+        ("confluent", "confluent engine", "w1-confluent", {"CHURN_ENGINE": "confluent"}),
+    ):
+        with run.phase(f"one worker, {phase}") as record:
+            runs[name] = measure_workers(
+                run,
+                tag,
+                backlog,
+                models,
+                1,
+                spans.early,
+                n,
+                steady=spans.steady,
+                extra_env=extra_env,
+            )
+            record["result"] = brief(runs[name]["steady"])
     with run.phase("outputs digest") as record:
         # Now: later phases (--profile, --levers) run workers on the same topics.
         outputs = outputs_digest(run, backlog)

@@ -30,6 +30,7 @@ from feature_store.definitions import (
     FIRST_TIME,
     LAST_TIME,
     RECENT_GAP_COLUMNS,
+    SECONDS_PER_HOUR,
     WINDOWS,
     recent_gap_moments,
 )
@@ -218,7 +219,8 @@ def _recent_gaps(n: int, first: datetime, last: datetime) -> dict[str, int]:
     orders, every gap there is (with more, the gaps between are unknown)."""
     if n > 2:
         return {}
-    gap = math.floor(last.timestamp() / 3600) - math.floor(first.timestamp() / 3600)
+    hour = SECONDS_PER_HOUR
+    gap = math.floor(last.timestamp() / hour) - math.floor(first.timestamp() / hour)
     moments = recent_gap_moments([0, gap][:n])
     return dict(zip(RECENT_GAP_COLUMNS, moments, strict=True))
 

@@ -130,7 +130,9 @@ def wire(
     metrics.initialise(SUBJECTS)
     metrics.MODEL.info({"version": model.version})
     say_drift(settings, model)
-    jobs = _jobs(settings, runner, store, served, observer, publisher, redis_client, transient)
+    jobs = _jobs(
+        settings, kafka_config, runner, store, served, observer, publisher, redis_client, transient
+    )
     return Wiring(
         runner,
         observer,
@@ -191,6 +193,7 @@ def _runner(
 
 def _jobs(
     settings: Settings,
+    kafka_config: kafka_security.KafkaConfig,
     runner: BatchRunner,
     store: RedisStateStore,
     served: ServedModel,
@@ -202,7 +205,6 @@ def _jobs(
     """The periodic jobs (`stream_app.jobs`), each with its interval."""
     partitions = observer.partitions
     # A consumer of its own for the lag: a lag query never waits behind a long reread.
-    kafka_config = kafka_security.confluent_config(settings)
     lag_reader = LogReader(kafka_config, settings.app_id, settings.topic_prefix)
     jobs: list[Job] = [
         (LAG_REFRESH_SECONDS, LagMonitor(lag_reader, runner, observer, LAG_REFRESH_SECONDS).tick)
