@@ -19,13 +19,19 @@ together reach two partitions, and their consumer, in either order. The wait run
 from the event's arrival, not from when the quiet input was last found empty:
 a topic-partition quiet for minutes would otherwise let every newcomer straight
 past it.
+
+A topic the workers write themselves (the ticks, `scoring.ticks`) is not waited for
+that way: its writer says when a message is on its way (`expect`), and until that
+message is buffered it holds the others back; otherwise a quiet one holds nothing.
+(Waited for like an input, it held every event at the live edge for `idle`, since
+ticks are rare: 60 ms of the median latency.)
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -65,10 +71,15 @@ def latencies(batch: Sequence[Decoded], durable_at: float) -> list[float]:
 class PartitionMerger:
     """The buffered, not yet released input of one partition (see the module doc)."""
 
-    def __init__(self, topics: Sequence[str], idle: float) -> None:
+    def __init__(self, topics: Sequence[str], idle: float, announced: Collection[str] = ()) -> None:
         self.topics = tuple(topics)
         self.rank = {topic: rank for rank, topic in enumerate(self.topics)}
         self.idle = idle
+        # Topics whose messages are announced (`expect`) rather than waited for.
+        self.announced = frozenset(announced)
+        # The offset each topic-partition is known to be writing (inf: one whose
+        # offset is not known yet): until it is buffered, it holds the others back.
+        self.expected: dict[str, float] = {}
         self.buffers: dict[str, deque[Decoded]] = {t: deque() for t in self.topics}
         # When each buffered message arrived, in step with `buffers`.
         self._arrived: dict[str, deque[float]] = {t: deque() for t in self.topics}
@@ -91,6 +102,11 @@ class PartitionMerger:
         self._arrived[topic].append(now)
         self._empty_since.pop(topic, None)
         return True
+
+    def expect(self, topic: str, offset: float) -> None:
+        """A message at `offset` of `topic` is on its way (math.inf: its offset is not
+        known yet; -1: it will not come after all)."""
+        self.expected[topic] = offset
 
     def skip_through(self, offsets: Mapping[str, int]) -> None:
         """Messages at or below these offsets are done: never buffer them."""
@@ -129,7 +145,14 @@ class PartitionMerger:
             if empty:
                 waited = now - self._arrived[topic][0]
                 for quiet in empty:
-                    if behind(quiet) or min(waited, now - self._empty_since[quiet]) < self.idle:
+                    if (
+                        behind(quiet)
+                        or self.last_offset.get(quiet, -1) < self.expected.get(quiet, -1)
+                        or (
+                            quiet not in self.announced
+                            and min(waited, now - self._empty_since[quiet]) < self.idle
+                        )
+                    ):
                         return released  # it may still deliver an earlier event
             self._arrived[topic].popleft()
             released.append(buffers[topic].popleft())

@@ -203,12 +203,16 @@ class BatchRunner:
         versions: Callable[[str], Model] | None = None,
         on_recovered: Callable[[int], None] = lambda partition: None,
         list_size: int = DEFAULT_LIST_SIZE,
+        announced: Collection[str] = (),
     ) -> None:
         self.store = store
         self.scorer = scorer
         self.sink = sink
         self.topics = tuple(topics)  # the input topics, in tie-break rank
         self.idle = idle
+        # Topics the workers write themselves, announced before they are (`expect`):
+        # a quiet one holds nothing back (`scoring.merge`).
+        self.announced = tuple(announced)
         self.transient = transient
         self.reread = reread
         self.monotonic = monotonic
@@ -236,7 +240,7 @@ class BatchRunner:
         """Take a partition over: a new epoch (`claim`, when `take` made it already);
         resume after its recorded offsets."""
         claim = claim or self.store.claim(partition)
-        merger = PartitionMerger(self.topics, self.idle)
+        merger = PartitionMerger(self.topics, self.idle, self.announced)
         merger.skip_through(claim.offsets)
         if claim.in_flight and any(
             o > claim.offsets.get(t, -1) for t, o in claim.in_flight.items()
@@ -400,6 +404,13 @@ class BatchRunner:
 
     def buffered(self) -> int:
         return sum(len(task.merger) for task in self.tasks.values())
+
+    def expect(self, topic: str, partition: int, offset: float) -> None:
+        """A message of an announced topic is on its way to an owned partition, at
+        `offset` (math.inf: not known yet; -1: it will not come): its merge waits for it."""
+        task = self.tasks.get(partition)
+        if task is not None:
+            task.merger.expect(topic, offset)
 
     # --- one step ---------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Mapping
 
 import redis
@@ -135,12 +136,25 @@ class Ticker:
             due = ticks.due(owned, self.before, caught_up, group, self.gap)
             self.before = owned
             if due:
-                await self.publisher.send_ticks(due)
+                await self._send(due)
                 log.info("ticked quiet partitions %s to the group's stream time", sorted(due))
                 metrics.TICKS.inc(len(due))
         except Exception as err:  # the next round looks again
             log.warning("ticks not written: %r", err)
             metrics.ERRORS.labels("kafka").inc()
+
+    async def _send(self, due: Mapping[int, float]) -> None:
+        """Write the ticks, each announced to its partition's merge first: an event
+        arriving meanwhile waits for the tick, and is merged with it by time, as a
+        replay of the log will."""
+        for partition in due:
+            self.runner.expect(topics.TICKS, partition, math.inf)
+        written: dict[int, int] = {}
+        try:
+            written = await self.publisher.send_ticks(due)
+        finally:
+            for partition in due:
+                self.runner.expect(topics.TICKS, partition, written.get(partition, -1))
 
     def _caught_up(self, owned: Mapping[int, float | None]) -> list[int]:
         """The owned partitions whose every topic-partition is processed to its end."""

@@ -22,9 +22,11 @@ import functools
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 import msgspec
 from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Message as KafkaMessage
 
 from schemas import DriftAlert, Tick, topics
 from scoring.runner import Outputs
@@ -93,15 +95,25 @@ class Publisher:
             [(self.drift_alerts, a.feature.encode(), msgspec.json.encode(a)) for a in alerts]
         )
 
-    async def send_ticks(self, ticks: Mapping[int, float]) -> None:
-        """A tick into each of these input partitions, at the time given. Not sent
-        again: a tick lost is written at the next round, the partition still quiet."""
+    async def send_ticks(self, ticks: Mapping[int, float]) -> dict[int, int]:
+        """A tick into each of these input partitions, at the time given; returns the
+        offset each was written at (a partition missing: not written). Not sent again:
+        a tick lost is written at the next round, the partition still quiet."""
         topic = topics.qualified(topics.TICKS, self.prefix)
+        written: dict[int, int] = {}
+
+        def record(error: KafkaError | None, message: KafkaMessage) -> None:
+            if error is None:
+                written[cast(int, message.partition())] = cast(int, message.offset())
+
         for partition, time in ticks.items():
             tick = Tick(datetime.fromtimestamp(time, UTC))
-            self.producer.produce(topic, msgspec.json.encode(tick), partition=partition)
+            self.producer.produce(
+                topic, msgspec.json.encode(tick), partition=partition, on_delivery=record
+            )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.producer.flush, FLUSH_SECONDS)
+        return written
 
     async def send(self, messages: Sequence[Message]) -> None:
         loop = asyncio.get_running_loop()

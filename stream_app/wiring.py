@@ -188,6 +188,7 @@ def _runner(
         batch_log=transactions,
         versions=served.version,
         list_size=settings.worklist_size,
+        announced=(topics.TICKS,),
     )
 
 

@@ -135,6 +135,7 @@ def make_runner(
         transient=(TransientError,),
         reread=None if kafka is None else kafka.reread,
         tallies=tallies,
+        announced=(topics.TICKS,),
     )
     for partition in range(PARTITIONS):
         runner.assign(partition)

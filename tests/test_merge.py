@@ -97,3 +97,47 @@ def test_an_input_quiet_for_long_still_holds_a_newcomer_back_for_the_idle_time()
     assert merger.release(60.4, caught_up) == []  # it waits for the tickets, in turn
     assert released(merger.release(60.9, caught_up)) == [("customers", 0)]
     assert released(merger.release(61.4, caught_up)) == [("orders", 0)]  # just drained
+
+
+def test_a_quiet_topic_the_workers_write_themselves_holds_nothing_back() -> None:
+    # The ticks are rare: waited for like an input, they would hold every event at the
+    # live edge for the idle time.
+    caught_up = lambda topic: False  # noqa: E731
+    waited_for = PartitionMerger(("orders", "ticks"), idle=0.5)
+    announced = PartitionMerger(("orders", "ticks"), idle=0.5, announced=("ticks",))
+    for merger in (waited_for, announced):
+        merger.add(event("orders", 0, 10.0), 0.0)
+    assert waited_for.release(0.0, caught_up) == []
+    assert released(announced.release(0.0, caught_up)) == [("orders", 0)]
+    # Still merged by time with what the topic has buffered, and waited for when behind.
+    announced.add(event("orders", 1, 30.0), 1.0)
+    announced.add(event("ticks", 0, 20.0), 1.0)
+    assert released(announced.release(1.0, caught_up)) == [("ticks", 0), ("orders", 1)]
+    announced.add(event("orders", 2, 40.0), 2.0)
+    assert announced.release(2.0, lambda topic: topic == "ticks") == []
+
+
+def test_an_announced_message_holds_the_others_back_until_it_is_buffered() -> None:
+    merger = PartitionMerger(TOPICS, idle=0.0, announced=("customers",))
+    caught_up = lambda topic: False  # noqa: E731
+    merger.expect("customers", float("inf"))  # written, its offset not known yet
+    merger.add(event("orders", 0, 20.0), 0.0)
+    merger.add(event("support-tickets", 0, 30.0), 0.0)
+    assert merger.release(5.0, caught_up) == []
+    merger.expect("customers", 7)
+    assert merger.release(5.0, caught_up) == []
+    merger.add(event("customers", 7, 10.0), 5.0)  # it came: merged by time
+    assert released(merger.release(5.0, caught_up)) == [
+        ("customers", 7),
+        ("orders", 0),
+        ("support-tickets", 0),
+    ]
+
+
+def test_an_announced_message_that_will_not_come_holds_nothing_back() -> None:
+    merger = PartitionMerger(TOPICS, idle=0.0, announced=("customers",))
+    merger.expect("customers", float("inf"))
+    merger.add(event("orders", 0, 20.0), 0.0)
+    merger.add(event("support-tickets", 0, 30.0), 0.0)
+    merger.expect("customers", -1)  # the write failed
+    assert len(merger.release(0.0, lambda topic: False)) == 2

@@ -5,11 +5,16 @@ is bounded in time as an event is."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import msgspec
 import pytest
+from confluent_kafka import KafkaException
 
 from feature_store.store import MemoryStore
 from schemas import Order, Tick, topics
@@ -18,6 +23,8 @@ from scoring.artifact import load_model
 from scoring.decoding import InputDecoder
 from scoring.merge import InputMessage
 from scoring.model import Model
+from scoring.runner import BatchRunner
+from stream_app.jobs import Ticker
 from tests.core import FakeKafka, Log, RecordingSink, by_id, drive, logs_of, make_runner
 from tests.core import partition_of as partition_of_key
 from tests.support import train_soft_model
@@ -107,3 +114,38 @@ def test_a_tick_ahead_of_its_broker_time_or_not_a_tick_is_refused() -> None:
     assert decoder(garbage).reason is not None
     fine = InputMessage(topics.TICKS, 0, 2, None, msgspec.json.encode(Tick(T0)), sent)
     assert decoder(fine).time == T0.timestamp()
+
+
+class TickWriter:
+    """The publisher's send_ticks, seen from the Ticker: writes each tick at offset 7,
+    noting what the partition's merge expected while it did (or fails)."""
+
+    def __init__(self, runner: BatchRunner, fail: bool = False) -> None:
+        self.runner, self.fail = runner, fail
+        self.expected_while_writing: dict[int, float] = {}
+
+    async def send_ticks(self, due: Mapping[int, float]) -> dict[int, int]:
+        for partition in due:
+            merger = self.runner.tasks[partition].merger
+            self.expected_while_writing[partition] = merger.expected[topics.TICKS]
+        if self.fail:
+            raise KafkaException("broker down")
+        return {partition: 7 for partition in due}
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_tick_is_announced_to_its_partitions_merge_while_it_is_written(
+    model: Model, fail: bool
+) -> None:
+    runner = make_runner(MemoryStore(), model, RecordingSink())
+    writer = TickWriter(runner, fail)
+    ticker = Ticker(runner, cast(Any, None), cast(Any, None), cast(Any, writer), 4, 3600)
+    if fail:
+        with pytest.raises(KafkaException):
+            asyncio.run(ticker._send({0: 90_000.0}))
+    else:
+        asyncio.run(ticker._send({0: 90_000.0}))
+    # Written: an event arriving now waits for the tick at its offset; failed: for nothing.
+    assert writer.expected_while_writing == {0: math.inf}
+    assert runner.tasks[0].merger.expected[topics.TICKS] == (-1 if fail else 7)
+    assert topics.TICKS not in runner.tasks[1].merger.expected
