@@ -23,7 +23,7 @@ from scoring.processor import StreamProcessor
 from stream_app import kafka_security, web
 from stream_app.confluent_source import ConfluentSource
 from stream_app.settings import Settings
-from stream_app.wiring import Wiring, deliver_or_stop, wire
+from stream_app.wiring import Wiring, step_or_stop, wire
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,9 @@ async def consume(
     most, within = settings.batch_size, settings.batch_wait_ms / 1000
     while True:
         messages = await loop.run_in_executor(thread, source.fetch, most, within)
-        if messages:
-            await deliver_or_stop(processor, messages)
+        # With nothing fetched, what waited for the idle time goes now rather than at
+        # the release timer's next tick.
+        await step_or_stop(processor.deliver(messages) if messages else processor.release())
 
 
 async def every(interval: float, tick: Callable[[], Awaitable[None]]) -> None:

@@ -31,7 +31,7 @@ from schemas import topics
 from scoring.merge import InputMessage
 from scoring.processor import StreamProcessor
 from stream_app.log_reader import LogBacked, LogReader
-from stream_app.wiring import deliver_or_stop
+from stream_app.wiring import step_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class FaustSource(LogBacked):
         async def score_customers(stream: StreamT) -> AsyncIterator[None]:
             async for events in cast(Stream, stream).noack_take(batch_size, within=batch_wait):
                 messages = self.messages(cast(Sequence[EventT], events))
-                await deliver_or_stop(processor, messages)
+                await step_or_stop(processor.deliver(messages))
                 yield None
 
         async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -24,11 +24,9 @@ from scoring.campaign import campaign_tally
 from scoring.daily import daily_tally
 from scoring.decoding import InputDecoder
 from scoring.drift import SUBJECTS, DriftMonitor, DriftTally, Reference
-from scoring.merge import InputMessage
 from scoring.model import Model
 from scoring.performance import performance_tally
 from scoring.pipeline import Scorer
-from scoring.processor import StreamProcessor
 from scoring.runner import BatchRunner
 from stream_app import kafka_security, metrics, web
 from stream_app.jobs import DriftJudge, LagMonitor, ModelReloader, PerformanceMonitor, Ticker
@@ -78,12 +76,13 @@ class Wiring:
             close()
 
 
-async def deliver_or_stop(processor: StreamProcessor, messages: Sequence[InputMessage]) -> None:
-    """Hand a fetched batch to the processor; on an unexpected error, stop the process
-    without acknowledging it (Kafka redelivers), whatever the engine. (Faust would
-    only log a crashed agent and keep a worker that does nothing.)"""
+async def step_or_stop(step: Awaitable[object]) -> None:
+    """Run a step of the processor (a fetched batch delivered, or what waited
+    released); on an unexpected error, stop the process without acknowledging the
+    batch (Kafka redelivers), whatever the engine. (Faust would only log a crashed
+    agent and keep a worker that does nothing.)"""
     try:
-        await processor.deliver(messages)
+        await step
     except asyncio.CancelledError:
         raise  # stopping: what was not committed stays unacknowledged
     except Exception:
