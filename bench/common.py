@@ -135,11 +135,14 @@ def in_log_order(events: Iterable[tuple[str, Event]], partitions: int) -> list[I
 
 
 def redis_counters(client: redis.Redis | redis.RedisCluster) -> dict[str, Any]:
-    """Redis's CPU seconds so far and, per command, (calls, microseconds)."""
+    """Redis's CPU seconds so far, its forks (an AOF rewrite or a snapshot: seconds of a
+    core and of disk, which slow whatever runs beside them) and, per command, (calls,
+    microseconds)."""
     cpu = client.info("cpu")
     stats = client.info("commandstats")
     return {
         "cpu_s": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+        "forks": int(client.info("stats").get("total_forks", 0)),
         "commands": {
             name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
             for name, v in stats.items()
@@ -173,6 +176,7 @@ def redis_work(
     cpu = after["cpu_s"] - before["cpu_s"]
     return {
         "events": events,
+        "forks": after["forks"] - before["forks"],
         "commandstats_usec_per_event": round(usec_total / events, 2),
         "info_cpu_usec_per_event": round(1e6 * cpu / events, 2),
         "commands": per_command,

@@ -2,6 +2,7 @@
 simulated backlog, its state in Redis, its outputs dropped.
 
     python -m bench.core [--events 1000000] [--from 200000] [--out bench/core.json]
+                         [--rescore-after 90]
 
 The messages are the backlog as Kafka holds it (`bench.common.in_log_order`), fed to
 the runner `CHURN_BATCH_SIZE` at a time as the worker takes them; the model is trained the
@@ -13,6 +14,10 @@ calls) over the events `--from` to the end: this process's CPU (its threads too)
 Redis's CPU (INFO cpu), and rows scored and changes per event. `make bench` measures
 the same in the real worker, with Faust and Kafka; this is the quick, quiet look at
 one change (run it on two commits in one sitting to compare them).
+
+`--rescore-after DAYS...` is a what-if, not the product: the inactivity ladder cut to
+those rungs (`scoring.inactivity.RESCORE_AFTER_DAYS`), to measure what the ladder's
+rescores cost against a run with the product's ladder.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from bench.common import ROOT, environment, in_log_order, redis_counters, train_
 from bench.stream import simulated_events
 from feature_store.redis_store import RedisStateStore
 from schemas import ChurnRiskChanged, DeadLetter, topics
+from scoring import inactivity
 from scoring.artifact import ServedModel, load_model
 from scoring.campaign import campaign_tally
 from scoring.daily import daily_tally
@@ -98,7 +104,7 @@ def measure(
             counted["changes"] += len(outcome.changes)
         if not marks and counted["events"] >= first:
             marks.update(counted, cpu=time.process_time(), wall=time.perf_counter())
-            marks["redis"] = redis_counters(client)["cpu_s"]
+            marks["redis"] = redis_counters(client)
 
     for partition in range(4):
         runner.assign(partition)
@@ -107,13 +113,15 @@ def measure(
     asyncio.run(run_backlog(runner, messages, Settings.from_env().batch_size, after))
     events = counted["events"] - marks["events"]
     cpu = time.process_time() - marks["cpu"]
+    redis_after = redis_counters(client)
     return {
         "events": [marks["events"], counted["events"]],
         "eps": round(events / (time.perf_counter() - marks["wall"])),
         "cpu_us_per_event": round(cpu / events * 1e6, 1),
         "redis_us_per_event": round(
-            (redis_counters(client)["cpu_s"] - marks["redis"]) / events * 1e6, 1
+            (redis_after["cpu_s"] - marks["redis"]["cpu_s"]) / events * 1e6, 1
         ),
+        "redis_forks": redis_after["forks"] - marks["redis"]["forks"],  # AOF rewrites: noise
         "rows_per_event": round((counted["rows"] - marks["rows"]) / events, 3),
         "changes_per_event": round((counted["changes"] - marks["changes"]) / events, 3),
     }
@@ -125,7 +133,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--from", dest="first", type=int, default=200_000)
     parser.add_argument("--models", type=Path, help="a models directory (else one is trained)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--rescore-after",
+        type=int,
+        nargs="+",
+        metavar="DAYS",
+        help="what-if: rescore silent customers only after these days (default: the ladder)",
+    )
     args = parser.parse_args(argv)
+    if args.rescore_after:
+        inactivity.RESCORE_AFTER_DAYS = tuple(sorted(args.rescore_after))
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url)
     models = args.models or train_model(Path(f"/tmp/bench-core-{uuid.uuid4().hex[:8]}"))
@@ -135,12 +152,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         result = measure(runner_for(models, client, namespace), client, messages, args.first)
     finally:
         RedisStateStore(client, namespace).delete_namespace()
+    result["rescore_after_days"] = list(inactivity.RESCORE_AFTER_DAYS)
     result["environment"] = environment(client)
     summary = (
         f"core, events {result['events'][0]:,}..{result['events'][1]:,}: "
         f"{result['eps']:,} events/s, {result['cpu_us_per_event']} us CPU and "
         f"{result['redis_us_per_event']} us Redis per event, {result['rows_per_event']} rows "
-        f"and {result['changes_per_event']} changes per event"
+        f"and {result['changes_per_event']} changes per event "
+        f"(rescores after {result['rescore_after_days']} days of silence)"
     )
     write_results(args.out, result, summary)
 

@@ -1087,7 +1087,9 @@ def outputs_digest(run: Run, prefix: str) -> dict[str, Any]:
     `json.dumps([event_id, value])` (keys sorted, no spaces), sorted, each followed by a
     newline, where value is the message's JSON without `scored_at` and `model_version`.
     Two runs on the same backlog and model have the same digest if they published the
-    same changes (duplicates included), whatever the order and timing."""
+    same changes (duplicates included), whatever the order and timing. Runs that
+    published to one topic agree id for id and byte for byte when `distinct_lines`
+    equals `distinct_ids`."""
     topic = topics.qualified(topics.CHURN_RISK, prefix)
     lines = read_topic(run, topic)
     digest = hashlib.sha256()
@@ -1098,6 +1100,7 @@ def outputs_digest(run: Run, prefix: str) -> dict[str, Any]:
         "topic": topic,
         "count": len(lines),
         "distinct_ids": len(ids),
+        "distinct_lines": len(set(lines)),
         "sha256": digest.hexdigest(),
     }
 
@@ -1903,7 +1906,10 @@ def run_bench(run: Run, n: int, spans: Spans, profile: bool, levers: bool) -> di
     with run.phase("outputs digest") as record:
         # Now: later phases (--profile, --levers) run workers on the same topics.
         outputs = outputs_digest(run, backlog)
-        record["result"] = f"{outputs['count']:,} churn-risk events"
+        record["result"] = (
+            f"{outputs['count']:,} churn-risk events, {outputs['distinct_ids']:,} ids, "
+            f"{outputs['distinct_lines']:,} distinct"
+        )
     with run.phase("bare agent") as record:
         runs["bare_agent"] = measure_workers(
             run,
@@ -2208,7 +2214,9 @@ METHOD = {
     "(networking included); redis_commandstats_us_per_event sums the usec of the commands "
     "the worker's store issues (MGET, ZRANGEBYSCORE, EVALSHA, HINCRBY, HGETALL; what "
     "partition.lua runs is inside EVALSHA's time). The Redis server is shared: other "
-    "clients' work in those seconds counts too.",
+    "clients' work in those seconds counts too. forks: INFO stats' total_forks between "
+    "the two reads, Redis rewriting its AOF (or saving) meanwhile: a core and the disk "
+    "for seconds, which slows the run beside it.",
     "rows_per_event": "The worker's churn_predictions_total (rows scored: events and "
     "inactivity rescores, summed over risk categories) and churn_risk_changes_total "
     "(changes published) scraped from /metrics at the same two moments, over the "
@@ -2258,12 +2266,15 @@ METHOD = {
     "from the first sample that counted an event (with the events it had counted), so "
     "start-up is not in the first tenth. tenth_spread = the largest |rate / mean of the "
     "rates - 1|: warm-up, drift (the shop grows, and with it the rescores) and noise.",
-    "outputs": "After the one-worker run, every message of its churn-risk topic is read "
-    "back from the beginning to the high watermarks: count, distinct_ids (event ids) and "
-    "sha256 over the lines json.dumps([event_id, value], sort_keys=True, "
-    "separators=(',', ':')), sorted, each followed by a newline, value being the message "
-    "without scored_at and model_version. Two runs on the same backlog (the simulator is "
-    "seeded) and the same model (model.sha256, of the served model file) compare id for id.",
+    "outputs": "After the three one-worker runs (Faust with and without transactions, the "
+    "confluent engine), which publish to one churn-risk topic, every message of it is read "
+    "back from the beginning to the high watermarks: count, distinct_ids (event ids), "
+    "distinct_lines, and sha256 over the lines json.dumps([event_id, value], "
+    "sort_keys=True, separators=(',', ':')), sorted, each followed by a newline, value "
+    "being the message without scored_at and model_version. count = 3 x distinct_ids = "
+    "3 x distinct_lines: the three runs published the same changes, id for id and byte "
+    "for byte. Two benchmarks on the same backlog (the simulator is seeded) and the same "
+    "model (model.sha256, of the served model file) compare by sha256.",
     "interference": "A thread notes every 0.5 s whether the Kafka broker or the Redis server "
     "the run uses (the processes listening on their ports) is stopped (state T, as a fault "
     "test's SIGSTOP leaves it); a phase that overlapped one records "

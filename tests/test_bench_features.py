@@ -50,10 +50,11 @@ def test_messages_get_the_offsets_kafka_gives_them() -> None:
     assert all(offsets == list(range(len(offsets))) for offsets in by_tp.values())
 
 
-def test_redis_work_sums_the_named_commands_per_event() -> None:
-    before = {"cpu_s": 1.0, "commands": {"mget": (10, 100), "evalsha": (5, 500)}}
+def test_redis_work_sums_the_named_commands_per_event_and_counts_forks() -> None:
+    before = {"cpu_s": 1.0, "forks": 3, "commands": {"mget": (10, 100), "evalsha": (5, 500)}}
     after = {
         "cpu_s": 1.5,
+        "forks": 4,  # Redis rewrote its AOF meanwhile
         "commands": {"mget": (20, 300), "evalsha": (7, 900), "get": (100, 1000)},
     }
     work = redis_work(before, after, events=100, commands=("mget", "evalsha"))
@@ -61,6 +62,7 @@ def test_redis_work_sums_the_named_commands_per_event() -> None:
     assert work["info_cpu_usec_per_event"] == 5000.0
     assert set(work["commands"]) == {"mget", "evalsha"}
     assert work["commands"]["evalsha"]["usec_per_call"] == 200.0
+    assert work["forks"] == 1
 
 
 @pytest.mark.integration
